@@ -1,0 +1,20 @@
+"""Model backends behind one async contract; see :class:`Backend`."""
+
+from agentloop.backends._types import Backend, ChatRequest, ChatResponse, Completion, Message, Usage
+from agentloop.backends.registry import DEFAULT_BACKEND, BackendOptions, known_backends, resolve_backend
+from agentloop.backends.testing import FunctionBackend, ScriptedBackend
+
+__all__ = [
+    "DEFAULT_BACKEND",
+    "Backend",
+    "BackendOptions",
+    "ChatRequest",
+    "ChatResponse",
+    "Completion",
+    "FunctionBackend",
+    "Message",
+    "ScriptedBackend",
+    "Usage",
+    "known_backends",
+    "resolve_backend",
+]

@@ -1,0 +1,216 @@
+"""The one backend contract: a chat request in, n completions and their usage out."""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+__all__ = [
+    "Backend",
+    "ChatRequest",
+    "ChatResponse",
+    "Completion",
+    "Message",
+    "Role",
+    "Usage",
+]
+
+Role = Literal["system", "user", "assistant"]
+FinishReason = Literal["stop", "length", "error"]
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    role: Role
+    content: str
+
+
+@dataclass(frozen=True, slots=True)
+class ChatRequest:
+    """One sampling request. ``n`` candidates share the same prompt.
+
+    Set ``raw_prompt`` to bypass the chat template and send a plain completion
+    prompt; ``messages`` is then ignored by backends that support raw prompts.
+    ``extra`` carries server-specific sampling fields (vLLM's ``top_k``, ``min_p``,
+    structured outputs) that the OpenAI-compatible adapter passes as ``extra_body``.
+    """
+
+    messages: tuple[Message, ...] = ()
+    n: int = 1
+    temperature: float = 0.7
+    top_p: float = 1.0
+    max_tokens: int = 256
+    stop: tuple[str, ...] = ()
+    seed: int | None = None
+    raw_prompt: str | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.n < 1:
+            raise ValueError(f"n must be >= 1, got {self.n}")
+        if self.max_tokens < 1:
+            raise ValueError(f"max_tokens must be >= 1, got {self.max_tokens}")
+        if not 0.0 <= self.temperature <= 2.0:
+            raise ValueError(f"temperature must be in [0, 2], got {self.temperature}")
+        if not 0.0 < self.top_p <= 1.0:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+        if not self.messages and self.raw_prompt is None:
+            raise ValueError("a request needs messages or a raw_prompt")
+        # Accept lists and dicts from callers but store hashable tuples.
+        object.__setattr__(self, "messages", tuple(_as_message(m) for m in self.messages))
+        object.__setattr__(self, "stop", tuple(self.stop))
+
+    @classmethod
+    def from_prompt(cls, prompt: str, *, system: str | None = None, **kwargs: Any) -> ChatRequest:
+        """Build a request from a single user prompt (and an optional system prompt)."""
+        msgs = [Message("system", system)] if system else []
+        msgs.append(Message("user", prompt))
+        return cls(messages=tuple(msgs), **kwargs)
+
+    @property
+    def system(self) -> str | None:
+        parts = [m.content for m in self.messages if m.role == "system"]
+        return "\n\n".join(parts) if parts else None
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["messages"] = [{"role": m.role, "content": m.content} for m in self.messages]
+        d["stop"] = list(self.stop)
+        d["extra"] = dict(self.extra)
+        return d
+
+    def cache_key(self, backend_id: str) -> str:
+        """A digest of everything that can change the answer."""
+        payload = json.dumps({"backend": backend_id, **self.to_dict()}, sort_keys=True, default=str)
+        return hashlib.sha256(payload.encode()).hexdigest()
+
+    def replace(self, **changes: Any) -> ChatRequest:
+        d = {f: getattr(self, f) for f in self.__dataclass_fields__}
+        d.update(changes)
+        return ChatRequest(**d)
+
+
+def _as_message(m: Message | Mapping[str, str]) -> Message:
+    if isinstance(m, Message):
+        return m
+    if isinstance(m, Mapping) and "role" in m and "content" in m:
+        role = m["role"]
+        if role not in ("system", "user", "assistant"):
+            raise ValueError(f"message role must be system, user or assistant, got {role!r}")
+        return Message(role, str(m["content"]))  # type: ignore[arg-type]
+    raise TypeError(f"expected a Message or a {{'role', 'content'}} mapping, got {m!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class Completion:
+    text: str
+    finish_reason: FinishReason | None = None
+    completion_tokens: int = 0
+
+
+@dataclass(slots=True)
+class Usage:
+    """What one call spent. Cached answers spend nothing: ``cached`` is set and tokens are 0."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    latency_s: float = 0.0
+    llm_calls: int = 0
+    cost_usd: float | None = None
+    cached: bool = False
+    # Prompt tokens that were served from a reused KV cache instead of recomputed.
+    reused_prompt_tokens: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+    def __add__(self, other: Usage) -> Usage:
+        cost = None
+        if self.cost_usd is not None or other.cost_usd is not None:
+            cost = (self.cost_usd or 0.0) + (other.cost_usd or 0.0)
+        return Usage(
+            prompt_tokens=self.prompt_tokens + other.prompt_tokens,
+            completion_tokens=self.completion_tokens + other.completion_tokens,
+            latency_s=self.latency_s + other.latency_s,
+            llm_calls=self.llm_calls + other.llm_calls,
+            cost_usd=cost,
+            cached=self.cached and other.cached,
+            reused_prompt_tokens=self.reused_prompt_tokens + other.reused_prompt_tokens,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "total_tokens": self.total_tokens,
+            "latency_s": round(self.latency_s, 4),
+            "llm_calls": self.llm_calls,
+            "cost_usd": self.cost_usd,
+            "cached": self.cached,
+            "reused_prompt_tokens": self.reused_prompt_tokens,
+        }
+
+
+@dataclass(slots=True)
+class ChatResponse:
+    completions: list[Completion]
+    usage: Usage
+    model: str = ""
+
+    @property
+    def texts(self) -> list[str]:
+        return [c.text for c in self.completions]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "completions": [
+                {"text": c.text, "finish_reason": c.finish_reason, "completion_tokens": c.completion_tokens}
+                for c in self.completions
+            ],
+            "usage": self.usage.to_dict(),
+        }
+
+
+class Backend(abc.ABC):
+    """Anything that turns a ChatRequest into n completions.
+
+    Implementations override :meth:`generate`. A backend may return fewer than ``n``
+    completions (a server that ignores ``n``, a budget cap); callers must check.
+    """
+
+    id: str = "backend"
+
+    @abc.abstractmethod
+    async def generate(self, request: ChatRequest) -> ChatResponse:
+        """Sample ``request.n`` completions for one prompt."""
+
+    async def aclose(self) -> None:  # noqa: B027 - optional hook
+        """Release clients, threads or model memory."""
+
+    def generate_sync(self, request: ChatRequest) -> ChatResponse:
+        """Blocking wrapper around :meth:`generate` for scripts and notebooks."""
+        return asyncio.run(self.generate(request))
+
+    async def __aenter__(self) -> Backend:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.id!r}>"
+
+
+def messages_from(items: Sequence[Message | Mapping[str, str]]) -> tuple[Message, ...]:
+    return tuple(_as_message(m) for m in items)

@@ -1,0 +1,77 @@
+"""An opt-in SQLite response cache keyed by the full request."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+import time
+from pathlib import Path
+
+from agentloop.backends._types import Backend, ChatRequest, ChatResponse, Completion, Usage
+
+__all__ = ["CachedBackend"]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS responses (
+    key TEXT PRIMARY KEY,
+    backend TEXT NOT NULL,
+    request TEXT NOT NULL,
+    response TEXT NOT NULL,
+    created REAL NOT NULL
+)
+"""
+
+
+class CachedBackend(Backend):
+    """Wraps a backend; answers repeated requests from SQLite at zero token cost.
+
+    Only full answers are stored, so a short answer (fewer than ``n`` completions) is
+    asked again next time instead of being frozen in.
+    """
+
+    def __init__(self, inner: Backend, path: str | Path):
+        self.inner = inner
+        self.id = inner.id
+        self.path = Path(path).expanduser()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # One connection used from the event loop thread only; calls are short.
+        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA busy_timeout=5000")
+        self._db.execute(_SCHEMA)
+        self._lock = asyncio.Lock()
+        self.hits = 0
+        self.misses = 0
+
+    async def generate(self, request: ChatRequest) -> ChatResponse:
+        key = request.cache_key(self.inner.id)
+        start = time.perf_counter()
+        async with self._lock:
+            row = self._db.execute("SELECT response FROM responses WHERE key = ?", (key,)).fetchone()
+        if row is not None:
+            self.hits += 1
+            data = json.loads(row[0])
+            completions = [Completion(**c) for c in data["completions"]]
+            usage = Usage(latency_s=time.perf_counter() - start, llm_calls=0, cached=True, cost_usd=0.0)
+            return ChatResponse(completions=completions, usage=usage, model=data.get("model", ""))
+        self.misses += 1
+        response = await self.inner.generate(request)
+        if len(response.completions) >= request.n:
+            payload = {
+                "model": response.model,
+                "completions": [
+                    {"text": c.text, "finish_reason": c.finish_reason, "completion_tokens": c.completion_tokens}
+                    for c in response.completions
+                ],
+            }
+            async with self._lock:
+                self._db.execute(
+                    "INSERT OR REPLACE INTO responses VALUES (?, ?, ?, ?, ?)",
+                    (key, self.inner.id, json.dumps(request.to_dict()), json.dumps(payload), time.time()),
+                )
+        return response
+
+    async def aclose(self) -> None:
+        self._db.close()
+        await self.inner.aclose()

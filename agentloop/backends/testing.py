@@ -1,0 +1,121 @@
+"""Test doubles that ship with the package: a scripted backend and a function backend.
+
+Both count tokens as whitespace-separated words and honour ``max_tokens`` by
+truncating, so budget logic can be tested without a model.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import time
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from typing import Union
+
+from agentloop.backends._types import Backend, ChatRequest, ChatResponse, Completion, Usage
+
+__all__ = ["FunctionBackend", "ScriptExhaustedError", "ScriptedBackend", "count_words"]
+
+Turn = Union[str, Sequence[str], BaseException]
+FunctionResult = Union[str, Sequence[str], ChatResponse]
+GenerateFn = Callable[[ChatRequest], Union[FunctionResult, Awaitable[FunctionResult]]]
+
+
+class ScriptExhaustedError(AssertionError):
+    """The scripted backend was called more often than its script allows."""
+
+
+def count_words(text: str) -> int:
+    return len(text.split())
+
+
+def _prompt_words(request: ChatRequest) -> int:
+    if request.raw_prompt is not None:
+        return count_words(request.raw_prompt)
+    return sum(count_words(m.content) for m in request.messages)
+
+
+def _truncate(text: str, max_tokens: int) -> tuple[str, int, str]:
+    words = text.split()
+    if len(words) <= max_tokens:
+        return text, len(words), "stop"
+    return " ".join(words[:max_tokens]), max_tokens, "length"
+
+
+def _respond(request: ChatRequest, texts: Iterable[str], latency_s: float, model: str) -> ChatResponse:
+    completions = []
+    for text in texts:
+        for s in request.stop:
+            if s and s in text:
+                text = text[: text.index(s)]
+        text, ntok, reason = _truncate(text, request.max_tokens)
+        completions.append(Completion(text=text, finish_reason=reason, completion_tokens=ntok))  # type: ignore[arg-type]
+    usage = Usage(
+        prompt_tokens=_prompt_words(request),
+        completion_tokens=sum(c.completion_tokens for c in completions),
+        latency_s=latency_s,
+        llm_calls=1,
+    )
+    return ChatResponse(completions=completions, usage=usage, model=model)
+
+
+class ScriptedBackend(Backend):
+    """Plays back a script, one turn per ``generate`` call, and records every request.
+
+    A turn is a string (repeated ``n`` times), a list of strings (returned as-is, so a
+    turn can hold fewer candidates than asked), or an exception (raised). With
+    ``cycle=True`` the script starts over when it runs out.
+    """
+
+    def __init__(self, script: Sequence[Turn], *, cycle: bool = False, latency_s: float = 0.0):
+        self.id = "scripted"
+        self.script = list(script)
+        self.cycle = cycle
+        self.latency_s = latency_s
+        self.requests: list[ChatRequest] = []
+        self._pos = 0
+
+    async def generate(self, request: ChatRequest) -> ChatResponse:
+        self.requests.append(request)
+        if self._pos >= len(self.script):
+            if not self.cycle or not self.script:
+                raise ScriptExhaustedError(
+                    f"scripted backend has {len(self.script)} turns but was called {len(self.requests)} times"
+                )
+            self._pos = 0
+        turn = self.script[self._pos]
+        self._pos += 1
+        if self.latency_s:
+            await asyncio.sleep(self.latency_s)
+        if isinstance(turn, BaseException):
+            raise turn
+        texts = [turn] * request.n if isinstance(turn, str) else list(turn)
+        return _respond(request, texts, self.latency_s, self.id)
+
+
+class FunctionBackend(Backend):
+    """Calls ``fn(request)`` (sync or async) for each request.
+
+    ``fn`` returns one string (used for all ``n`` candidates), a list of strings, or a
+    full :class:`ChatResponse`. ``latency_s`` adds a fixed simulated latency per call,
+    which is what the overhead benchmarks use.
+    """
+
+    def __init__(self, fn: GenerateFn, *, latency_s: float = 0.0, name: str = "function"):
+        self.id = name
+        self.fn = fn
+        self.latency_s = latency_s
+        self.calls = 0
+
+    async def generate(self, request: ChatRequest) -> ChatResponse:
+        self.calls += 1
+        start = time.perf_counter()
+        result = self.fn(request)
+        if inspect.isawaitable(result):
+            result = await result
+        if self.latency_s:
+            await asyncio.sleep(self.latency_s)
+        if isinstance(result, ChatResponse):
+            return result
+        texts = [result] * request.n if isinstance(result, str) else list(result)
+        return _respond(request, texts, time.perf_counter() - start, self.id)
