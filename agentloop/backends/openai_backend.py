@@ -1,0 +1,269 @@
+"""OpenAI-compatible backend: OpenAI itself, ``vllm serve``, ``transformers serve`` and others.
+
+One adapter for every server that speaks the OpenAI HTTP API; only the base URL
+changes. Chat requests go to ``/v1/chat/completions``, raw prompts to the legacy
+``/v1/completions``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import time
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from agentloop.backends._types import Backend, ChatRequest, ChatResponse, Completion, FinishReason, Usage
+from agentloop.backends.registry import BackendOptions
+from agentloop.errors import BackendError, BackendUnavailableError, MissingAPIKeyError, MissingExtraError
+
+__all__ = ["OPENAI_PRICES_PER_1M", "OpenAIBackend", "openai_cost_usd"]
+
+# USD per 1M tokens (input, output): approximate list prices from OpenAI's pricing page as
+# of 2026-06. Cached-input discounts are ignored, so costs are an upper bound. Unknown
+# models (and every non-OpenAI server) report cost_usd=None rather than a guess.
+OPENAI_PRICES_PER_1M: dict[str, tuple[float, float]] = {
+    "gpt-5.4": (2.50, 15.00),
+    "gpt-5.4-mini": (0.75, 4.50),
+    "gpt-5": (1.25, 10.00),
+    "gpt-5-mini": (0.25, 2.00),
+    "gpt-5-nano": (0.05, 0.40),
+    "gpt-4.1": (2.00, 8.00),
+    "gpt-4.1-mini": (0.40, 1.60),
+    "gpt-4.1-nano": (0.10, 0.40),
+    "gpt-4o": (2.50, 10.00),
+    "gpt-4o-mini": (0.15, 0.60),
+    "o3": (2.00, 8.00),
+    "o4-mini": (1.10, 4.40),
+}
+
+_DATED = re.compile(r"-\d{4}-\d{2}-\d{2}$")  # gpt-4o-2024-08-06 is priced as gpt-4o
+_OPENAI_HOST = "api.openai.com"
+_FINISH: dict[str, FinishReason] = {
+    "stop": "stop",
+    "length": "length",
+    "tool_calls": "stop",
+    "function_call": "stop",
+    "content_filter": "error",
+}
+
+
+def openai_cost_usd(model: str, prompt_tokens: int, completion_tokens: int) -> float | None:
+    """Approximate cost of a call from the price table, or None for an unknown model."""
+    price = OPENAI_PRICES_PER_1M.get(model) or OPENAI_PRICES_PER_1M.get(_DATED.sub("", model))
+    if price is None:
+        return None
+    return (prompt_tokens * price[0] + completion_tokens * price[1]) / 1_000_000
+
+
+@dataclass(slots=True)
+class _Part:
+    """What one HTTP request returned."""
+
+    completions: list[Completion]
+    prompt_tokens: int
+    completion_tokens: int
+    reused_prompt_tokens: int
+
+
+class OpenAIBackend(Backend):
+    """Samples from any OpenAI-compatible server through the official ``openai`` SDK.
+
+    Servers that silently ignore ``n`` (``transformers serve`` answers one choice for
+    ``n=3``) are topped up with concurrent ``n=1`` requests; the instance then
+    remembers this and sends ``n=1`` requests from the start.
+    """
+
+    def __init__(self, model: str, options: BackendOptions | None = None, *, http_client: Any = None):
+        try:
+            import openai
+        except ImportError as exc:
+            raise MissingExtraError("openai", "openai") from exc
+        if not model:
+            raise BackendError("the openai backend needs a model name: write it as 'openai:MODEL'")
+        options = options or BackendOptions()
+        base_url = options.base_url or os.environ.get("OPENAI_BASE_URL") or None
+        # Only the real OpenAI endpoint needs a key; local servers accept any.
+        self.official = base_url is None or urlsplit(base_url).hostname == _OPENAI_HOST
+        api_key = options.api_key or os.environ.get("OPENAI_API_KEY")
+        if not api_key:
+            if self.official:
+                raise MissingAPIKeyError("OPENAI_API_KEY", "openai")
+            api_key = "not-needed"  # the SDK insists on some key
+        self.id = f"openai:{model}"
+        self.model = model
+        self._openai = openai
+        self._client_kwargs: dict[str, Any] = {
+            "api_key": api_key,
+            "base_url": base_url,
+            # The SDK retries connection errors, timeouts, 408, 409, 429 and 5xx with
+            # exponential backoff (0.5 s doubling to 8 s, up to 25% jitter) and honours
+            # Retry-After / retry-after-ms up to 2 min: checked in openai 3.57,
+            # _base_client.py (_should_retry, _calculate_retry_timeout, _retry_request).
+            "max_retries": options.max_retries,
+            "timeout": options.timeout_s,
+            "http_client": http_client,
+        }
+        self.base_url = (base_url or f"https://{_OPENAI_HOST}/v1").rstrip("/")
+        self._timeout_s = options.timeout_s
+        self._concurrency = options.concurrency
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._client: Any = None
+        self._sem: asyncio.Semaphore | None = None
+        self.server_ignores_n = False
+
+    @classmethod
+    def from_id(cls, arg: str, options: BackendOptions) -> OpenAIBackend:
+        return cls(arg, options)
+
+    def _new_client(self) -> Any:
+        kwargs = dict(self._client_kwargs)
+        if kwargs["http_client"] is None:
+            # The SDK's own wrapper closes itself in __del__ by scheduling a task on
+            # whatever loop is running then, which fails noisily for a client left
+            # behind by an earlier loop; the plain default client just gets collected.
+            kwargs["http_client"] = self._openai.DefaultAsyncHttpxClient()
+        return self._openai.AsyncOpenAI(**kwargs)
+
+    def _state(self) -> tuple[Any, asyncio.Semaphore]:
+        # Connection pools and semaphores belong to one event loop, and generate_sync()
+        # starts a fresh loop per call, so rebuild them when the loop changes.
+        loop = asyncio.get_running_loop()
+        if self._loop is not loop or self._client is None or self._sem is None:
+            self._client = self._new_client()
+            self._sem = asyncio.Semaphore(self._concurrency)
+            self._loop = loop
+        return self._client, self._sem
+
+    async def generate(self, request: ChatRequest) -> ChatResponse:
+        start = time.perf_counter()
+        want = request.n
+        if request.greedy:
+            # Greedy samples are identical, and vLLM rejects n>1 at temperature 0:
+            # ask once and repeat the answer.
+            parts = [await self._request(request, n=1, seed=request.seed)]
+        elif want > 1 and self.server_ignores_n:
+            parts = await self._fan_out(request, 0, want)
+        else:
+            parts = [await self._request(request, n=want, seed=request.seed)]
+            got = len(parts[0].completions)
+            if got < want:
+                self.server_ignores_n = True
+                parts += await self._fan_out(request, got, want)
+        completions = [c for p in parts for c in p.completions]
+        if request.greedy and completions:
+            completions = completions[:1] * want
+        prompt = sum(p.prompt_tokens for p in parts)
+        completion = sum(p.completion_tokens for p in parts)
+        usage = Usage(
+            # With n>1 in one request the server counts the prompt once; each top-up
+            # request counts it again, which is what the server really processed.
+            prompt_tokens=prompt,
+            completion_tokens=completion,
+            latency_s=time.perf_counter() - start,
+            llm_calls=len(parts),
+            cost_usd=openai_cost_usd(self.model, prompt, completion) if self.official else None,
+            reused_prompt_tokens=sum(p.reused_prompt_tokens for p in parts),
+        )
+        return ChatResponse(completions=completions[:want], usage=usage, model=self.model)
+
+    async def _fan_out(self, request: ChatRequest, first: int, want: int) -> list[_Part]:
+        # A shared seed would make every n=1 request return the same sample, so
+        # candidate i gets seed+i: still reproducible, and distinct.
+        seeds = [None if request.seed is None else request.seed + i for i in range(first, want)]
+        return list(await asyncio.gather(*(self._request(request, n=1, seed=s) for s in seeds)))
+
+    def request_kwargs(self, request: ChatRequest, *, n: int, seed: int | None) -> dict[str, Any]:
+        """The SDK keyword arguments for one HTTP request."""
+        kw: dict[str, Any] = {"model": self.model, "temperature": request.temperature}
+        if n > 1:
+            kw["n"] = n
+        if request.top_p != 1.0:
+            kw["top_p"] = request.top_p
+        if request.stop:
+            kw["stop"] = list(request.stop)
+        if seed is not None:
+            kw["seed"] = seed
+        if request.extra:
+            kw["extra_body"] = dict(request.extra)
+        if request.raw_prompt is not None:
+            kw["prompt"] = request.raw_prompt
+            kw["max_tokens"] = request.max_tokens
+        else:
+            kw["messages"] = [{"role": m.role, "content": m.content} for m in request.messages]
+            # OpenAI's newer models reject max_tokens; other servers may not know the
+            # newer max_completion_tokens field.
+            kw["max_completion_tokens" if self.official else "max_tokens"] = request.max_tokens
+        return kw
+
+    async def _request(self, request: ChatRequest, *, n: int, seed: int | None) -> _Part:
+        client, sem = self._state()
+        kwargs = self.request_kwargs(request, n=n, seed=seed)
+        chat = request.raw_prompt is None
+        async with sem:
+            try:
+                if chat:
+                    resp = await client.chat.completions.create(**kwargs)
+                else:
+                    resp = await client.completions.create(**kwargs)
+            except self._openai.APIError as exc:
+                raise self._translate(exc) from exc
+        return _parse(resp, chat=chat)
+
+    def _translate(self, exc: Exception) -> BackendError:
+        oa = self._openai
+        if isinstance(exc, oa.APITimeoutError):
+            return BackendUnavailableError(
+                f"no answer from {self.base_url} within {self._timeout_s:g} s (after retries): "
+                "is the server overloaded? Raise the timeout or lower the concurrency."
+            )
+        if isinstance(exc, oa.APIConnectionError):
+            return BackendUnavailableError(
+                f"cannot reach an OpenAI-compatible server at {self.base_url}: is the server running? "
+                "Check --base-url (or OPENAI_BASE_URL)."
+            )
+        if isinstance(exc, oa.APIStatusError):
+            hint = " Check OPENAI_API_KEY." if exc.status_code == 401 else ""
+            return BackendError(
+                f"{self.base_url} answered HTTP {exc.status_code}: {_server_message(exc.body, exc)}.{hint}"
+            )
+        return BackendError(f"openai request to {self.base_url} failed: {exc}")
+
+    async def aclose(self) -> None:
+        client, self._client = self._client, None
+        if client is not None and self._loop is asyncio.get_running_loop():
+            await client.close()
+
+
+def _server_message(body: object, exc: Exception) -> str:
+    # OpenAI and vLLM send {"error": {"message": ...}} (the SDK unwraps "error");
+    # FastAPI servers such as transformers serve send {"detail": ...}.
+    if isinstance(body, dict):
+        msg = body.get("message") or body.get("detail")
+        if msg:
+            return str(msg).rstrip(".")
+    return str(body or exc).rstrip(".")
+
+
+def _parse(resp: Any, *, chat: bool) -> _Part:
+    choices = sorted(resp.choices or [], key=lambda c: c.index)
+    usage = resp.usage
+    prompt = getattr(usage, "prompt_tokens", 0) or 0
+    completion = getattr(usage, "completion_tokens", 0) or 0
+    details = getattr(usage, "prompt_tokens_details", None)
+    reused = getattr(details, "cached_tokens", 0) or 0
+    # The API reports completion tokens for the whole request only; split them evenly
+    # so per-candidate counts still add up to the total.
+    k = max(len(choices), 1)
+    shares = [completion // k + (1 if i < completion % k else 0) for i in range(k)]
+    completions = [
+        Completion(
+            text=(c.message.content or "") if chat else (c.text or ""),
+            finish_reason=_FINISH.get(c.finish_reason or ""),
+            completion_tokens=shares[i],
+        )
+        for i, c in enumerate(choices)
+    ]
+    return _Part(completions, prompt, completion, reused)
