@@ -10,14 +10,13 @@ import asyncio
 import inspect
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from typing import Union
 
 from agentloop.backends._types import Backend, ChatRequest, ChatResponse, Completion, Usage
 
 __all__ = ["FunctionBackend", "ScriptExhaustedError", "ScriptedBackend", "count_words"]
 
-Turn = Union[str, Sequence[str], BaseException]
-FunctionResult = Union[str, Sequence[str], ChatResponse]
+Turn = str | Sequence[str] | BaseException
+FunctionResult = str | Sequence[str] | ChatResponse
 GenerateFn = Callable[[ChatRequest], FunctionResult | Awaitable[FunctionResult]]
 
 

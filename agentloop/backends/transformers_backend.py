@@ -284,6 +284,10 @@ class TransformersBackend(Backend):
         cut = min((text.index(s) for s in stops if s and s in text), default=None)
         return text if cut is None else text[:cut]
 
+    def clear_prefix_cache(self) -> None:
+        """Forget all prefilled prompts (the next request prefills from scratch)."""
+        self._prefix.clear()
+
     async def aclose(self) -> None:
         self._prefix.clear()
         self._model = None

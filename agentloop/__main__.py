@@ -1,0 +1,5 @@
+"""Allow ``python -m agentloop``."""
+
+from agentloop.cli import main
+
+main()
