@@ -19,6 +19,8 @@ from agentloop.errors import AgentloopError
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Inference-time compute for LLM agents.")
 models_app = typer.Typer(no_args_is_help=True, help="Manage the embedded default model.")
 app.add_typer(models_app, name="models")
+eval_app = typer.Typer(no_args_is_help=True, help="Score predictions against a benchmark.")
+app.add_typer(eval_app, name="eval")
 
 err = Console(stderr=True)
 F = TypeVar("F", bound=Callable[..., Any])
@@ -122,6 +124,24 @@ def models_path() -> None:
     from agentloop.models import ensure_embedded_model
 
     print(ensure_embedded_model(report=lambda m: err.print(f"[cyan]{m}[/]")))
+
+
+@eval_app.command("text2sql")
+@friendly_errors
+def eval_text2sql(
+    predictions: Annotated[
+        Path, typer.Option("--predictions", help="One SQL per line in dataset order ('SQL<TAB>db_id' allowed).")
+    ],
+    data: Annotated[
+        Path | None, typer.Option("--data", help="Spider dir, Spider-style .json or .jsonl (default: shipped Spider dev).")
+    ] = None,
+    keep_distinct: Annotated[bool, typer.Option("--keep-distinct", help="Do not strip DISTINCT before comparing.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print machine-readable results.")] = False,
+) -> None:
+    """Score a prediction file by execution accuracy (official Spider semantics)."""
+    from agentloop.evals.text2sql_cli import eval_command
+
+    eval_command(data, predictions, keep_distinct=keep_distinct, as_json=as_json)
 
 
 def main() -> None:
