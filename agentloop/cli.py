@@ -52,8 +52,11 @@ BackendOpt = Annotated[
 ]
 BaseUrlOpt = Annotated[
     str | None,
-    typer.Option("--base-url", envvar="OPENAI_BASE_URL", help="OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1."),
+    typer.Option("--base-url", help="Server URL, e.g. http://127.0.0.1:8000/v1 (default: OPENAI_BASE_URL for openai:)."),
 ]
+ConcurrencyOpt = Annotated[int, typer.Option(min=1, help="Most requests in flight at once (remote backends).")]
+RetriesOpt = Annotated[int, typer.Option(min=0, help="Retries on 429/5xx/timeouts, with backoff.")]
+TimeoutOpt = Annotated[float, typer.Option("--timeout", min=0.1, help="Seconds to wait for one request.")]
 
 
 @app.command()
@@ -71,6 +74,9 @@ def generate(
     stop: Annotated[list[str] | None, typer.Option(help="Stop string (repeatable).")] = None,
     raw: Annotated[bool, typer.Option(help="Send PROMPT as a raw completion prompt, no chat template.")] = False,
     cache: Annotated[Path | None, typer.Option(help="SQLite response cache file (opt-in).")] = None,
+    concurrency: ConcurrencyOpt = 8,
+    max_retries: RetriesOpt = 4,
+    timeout: TimeoutOpt = 120.0,
     as_json: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")] = False,
 ) -> None:
     """Sample completions for one prompt from any backend."""
@@ -83,7 +89,8 @@ def generate(
         request = ChatRequest(raw_prompt=prompt, **common)
     else:
         request = ChatRequest.from_prompt(prompt, system=system, **common)
-    llm = resolve_backend(backend, options=BackendOptions(base_url=base_url), cache=cache)
+    options = BackendOptions(base_url=base_url, concurrency=concurrency, max_retries=max_retries, timeout_s=timeout)
+    llm = resolve_backend(backend, options=options, cache=cache)
 
     async def go() -> Any:
         async with llm:

@@ -200,7 +200,12 @@ class Backend(abc.ABC):
 
     def generate_sync(self, request: ChatRequest) -> ChatResponse:
         """Blocking wrapper around :meth:`generate` for scripts and notebooks."""
-        return asyncio.run(self.generate(request))
+        # One event loop per backend, so HTTP clients bound to it survive between calls.
+        runner = self.__dict__.get("_sync_runner")
+        if runner is None:
+            runner = asyncio.Runner()
+            self.__dict__["_sync_runner"] = runner
+        return runner.run(self.generate(request))
 
     async def __aenter__(self) -> Backend:
         return self

@@ -28,6 +28,8 @@ ANTHROPIC_PRICES_PER_1M: dict[str, tuple[float, float]] = {
     "claude-opus-5": (5.00, 25.00),
     "claude-sonnet-5-5": (2.00, 10.00),
     "claude-sonnet-5": (2.00, 10.00),
+    "claude-opus-4-7": (5.00, 25.00),
+    "claude-opus-4-6": (5.00, 25.00),
     "claude-opus-4-5": (5.00, 25.00),
     "claude-sonnet-4-5": (3.00, 15.00),
     "claude-haiku-4-5": (1.00, 5.00),
@@ -46,10 +48,11 @@ _FINISH: dict[str, FinishReason] = {
     "refusal": "error",
 }
 # Sampling-parameter rules differ by model and are enforced with a 400: Sonnet/Haiku 4.5
-# and Opus 4.1+ reject temperature and top_p together; Opus 4.7 and every newer model
-# reject temperature, top_p and top_k outright ("`temperature` is deprecated for this
-# model"). Rather than keep a model list that goes stale, the backend reads the error,
-# drops what the model refuses, retries once, and remembers it for this instance.
+# and Opus 4.1 to 4.6 reject temperature and top_p together; models from Opus 4.7 on
+# (the whole 5 family) reject temperature, top_p and top_k outright ("`temperature` is
+# deprecated for this model"). Rather than keep a model list that goes stale, the
+# backend reads the error, drops what the model refuses, retries once, and remembers
+# it for this instance.
 _DEPRECATED = re.compile(r"(temperature|top_p|top_k)`? is deprecated", re.I)
 _NOT_BOTH = re.compile(r"temperature`? and `?top_p`? cannot both be specified", re.I)
 
@@ -79,13 +82,18 @@ def message_params(request: ChatRequest, model: str, omit: frozenset[str] = froz
         params["system"] = system
     if request.stop:
         params["stop_sequences"] = list(request.stop)
-    if "temperature" not in omit:
-        # Anthropic's scale ends at 1.0 where OpenAI's ends at 2.0; both ends mean
-        # "most random", so clamp instead of failing.
-        params["temperature"] = min(request.temperature, 1.0)
+    # The SDK (1.0 and later) dropped temperature/top_p/top_k from its signature; the
+    # API still takes them on older models, so they travel in extra_body. Each is sent
+    # only when it differs from the API default of 1.0.
+    extra: dict[str, Any] = {}
+    # Anthropic's scale ends at 1.0 where OpenAI's ends at 2.0; both ends mean "most
+    # random", so clamp instead of failing.
+    temperature = min(request.temperature, 1.0)
+    if "temperature" not in omit and temperature != 1.0:
+        extra["temperature"] = temperature
     if "top_p" not in omit and request.top_p != 1.0:
-        params["top_p"] = request.top_p
-    extra = {k: v for k, v in request.extra.items() if k not in omit}
+        extra["top_p"] = request.top_p
+    extra.update((k, v) for k, v in request.extra.items() if k not in omit)
     if extra:
         params["extra_body"] = extra
     return params
@@ -116,7 +124,7 @@ class AnthropicBackend(Backend):
             # The SDK retries connection errors, timeouts, 408, 409, 429 and 5xx with
             # exponential backoff (0.5 s doubling to 8 s, with jitter) and honours
             # retry-after-ms / Retry-After: checked in anthropic 2.14, _base_client.py
-            # (_should_retry, _should_retry_exception, _calculate_retry_timeout).
+            # (AsyncAPIClient._request, _should_retry, _should_retry_exception).
             "max_retries": options.max_retries,
             # An explicit timeout also turns off the SDK's refusal of non-streaming
             # requests with a large max_tokens.
@@ -156,7 +164,7 @@ class AnthropicBackend(Backend):
     async def generate(self, request: ChatRequest) -> ChatResponse:
         start = time.perf_counter()
         messages = await asyncio.gather(*(self._create(request) for _ in range(request.n)))
-        usage = Usage(latency_s=0.0, cost_usd=None)
+        usage = Usage()
         completions = []
         for msg in messages:
             completions.append(

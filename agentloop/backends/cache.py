@@ -45,7 +45,7 @@ class CachedBackend(Backend):
         self.misses = 0
 
     async def generate(self, request: ChatRequest) -> ChatResponse:
-        key = request.cache_key(self.inner.id)
+        key = request.cache_key(getattr(self.inner, "cache_namespace", self.inner.id))
         start = time.perf_counter()
         async with self._lock:
             row = self._db.execute("SELECT response FROM responses WHERE key = ?", (key,)).fetchone()

@@ -101,12 +101,14 @@ class OpenAIBackend(Backend):
             # The SDK retries connection errors, timeouts, 408, 409, 429 and 5xx with
             # exponential backoff (0.5 s doubling to 8 s, up to 25% jitter) and honours
             # Retry-After / retry-after-ms up to 2 min: checked in openai 3.57,
-            # _base_client.py (_should_retry, _calculate_retry_timeout, _retry_request).
+            # _base_client.py (AsyncAPIClient.request, _should_retry, _calculate_retry_timeout).
             "max_retries": options.max_retries,
             "timeout": options.timeout_s,
             "http_client": http_client,
         }
         self.base_url = (base_url or f"https://{_OPENAI_HOST}/v1").rstrip("/")
+        # Two servers may serve the same model name: keep their cached answers apart.
+        self.cache_namespace = f"{self.id}@{self.base_url}"
         self._timeout_s = options.timeout_s
         self._concurrency = options.concurrency
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -154,7 +156,7 @@ class OpenAIBackend(Backend):
                 parts += await self._fan_out(request, got, want)
         completions = [c for p in parts for c in p.completions]
         if request.greedy and completions:
-            completions = completions[:1] * want
+            completions = completions[:1] * want  # usage still counts the one request made
         prompt = sum(p.prompt_tokens for p in parts)
         completion = sum(p.completion_tokens for p in parts)
         usage = Usage(
@@ -210,7 +212,7 @@ class OpenAIBackend(Backend):
                     resp = await client.completions.create(**kwargs)
             except self._openai.APIError as exc:
                 raise self._translate(exc) from exc
-        return _parse(resp, chat=chat)
+        return _parse(resp, chat=chat, stop=request.stop)
 
     def _translate(self, exc: Exception) -> BackendError:
         oa = self._openai
@@ -247,7 +249,7 @@ def _server_message(body: object, exc: Exception) -> str:
     return str(body or exc).rstrip(".")
 
 
-def _parse(resp: Any, *, chat: bool) -> _Part:
+def _parse(resp: Any, *, chat: bool, stop: tuple[str, ...]) -> _Part:
     choices = sorted(resp.choices or [], key=lambda c: c.index)
     usage = resp.usage
     prompt = getattr(usage, "prompt_tokens", 0) or 0
@@ -260,10 +262,19 @@ def _parse(resp: Any, *, chat: bool) -> _Part:
     shares = [completion // k + (1 if i < completion % k else 0) for i in range(k)]
     completions = [
         Completion(
-            text=(c.message.content or "") if chat else (c.text or ""),
+            text=_strip_stop((c.message.content or "") if chat else (c.text or ""), stop),
             finish_reason=_FINISH.get(c.finish_reason or ""),
             completion_tokens=shares[i],
         )
         for i, c in enumerate(choices)
     ]
     return _Part(completions, prompt, completion, reused)
+
+
+def _strip_stop(text: str, stop: tuple[str, ...]) -> str:
+    # OpenAI and vLLM leave the stop string out of the text; transformers serve keeps
+    # it. A text can only end with a stop string if the server kept it, so cut it.
+    for s in stop:
+        if s and text.endswith(s):
+            return text[: -len(s)]
+    return text
