@@ -48,13 +48,20 @@ def print_json(data: Any) -> None:
 
 
 BackendOpt = Annotated[
-    str, typer.Option("--backend", "-b", help="Backend id: transformers[:PATH], openai:MODEL, anthropic:MODEL, vllm:MODEL.")
+    str,
+    typer.Option(
+        "--backend", "-b", help="Backend id: transformers[:PATH], openai:MODEL, anthropic:MODEL, vllm:MODEL."
+    ),
 ]
 BaseUrlOpt = Annotated[
     str | None,
-    typer.Option("--base-url", help="Server URL, e.g. http://127.0.0.1:8000/v1 (default: OPENAI_BASE_URL for openai:)."),
+    typer.Option(
+        "--base-url", help="Server URL, e.g. http://127.0.0.1:8000/v1 (default: OPENAI_BASE_URL for openai:)."
+    ),
 ]
-ConcurrencyOpt = Annotated[int, typer.Option(min=1, help="Most requests in flight at once (remote backends).")]
+ConcurrencyOpt = Annotated[
+    int, typer.Option(min=1, help="Most requests in flight at once (remote backends).")
+]
 RetriesOpt = Annotated[int, typer.Option(min=0, help="Retries on 429/5xx/timeouts, with backoff.")]
 TimeoutOpt = Annotated[float, typer.Option("--timeout", min=0.1, help="Seconds to wait for one request.")]
 
@@ -72,7 +79,9 @@ def generate(
     seed: Annotated[int | None, typer.Option(help="Sampling seed, for repeatable runs.")] = None,
     system: Annotated[str | None, typer.Option(help="System prompt.")] = None,
     stop: Annotated[list[str] | None, typer.Option(help="Stop string (repeatable).")] = None,
-    raw: Annotated[bool, typer.Option(help="Send PROMPT as a raw completion prompt, no chat template.")] = False,
+    raw: Annotated[
+        bool, typer.Option(help="Send PROMPT as a raw completion prompt, no chat template.")
+    ] = False,
     cache: Annotated[Path | None, typer.Option(help="SQLite response cache file (opt-in).")] = None,
     concurrency: ConcurrencyOpt = 8,
     max_retries: RetriesOpt = 4,
@@ -89,7 +98,9 @@ def generate(
         request = ChatRequest(raw_prompt=prompt, **common)
     else:
         request = ChatRequest.from_prompt(prompt, system=system, **common)
-    options = BackendOptions(base_url=base_url, concurrency=concurrency, max_retries=max_retries, timeout_s=timeout)
+    options = BackendOptions(
+        base_url=base_url, concurrency=concurrency, max_retries=max_retries, timeout_s=timeout
+    )
     llm = resolve_backend(backend, options=options, cache=cache)
 
     async def go() -> Any:
@@ -137,12 +148,18 @@ def models_path() -> None:
 @friendly_errors
 def eval_text2sql(
     predictions: Annotated[
-        Path, typer.Option("--predictions", help="One SQL per line in dataset order ('SQL<TAB>db_id' allowed).")
+        Path,
+        typer.Option("--predictions", help="One SQL per line in dataset order ('SQL<TAB>db_id' allowed)."),
     ],
     data: Annotated[
-        Path | None, typer.Option("--data", help="Spider dir, Spider-style .json or .jsonl (default: shipped Spider dev).")
+        Path | None,
+        typer.Option(
+            "--data", help="Spider dir, Spider-style .json or .jsonl (default: shipped Spider dev)."
+        ),
     ] = None,
-    keep_distinct: Annotated[bool, typer.Option("--keep-distinct", help="Do not strip DISTINCT before comparing.")] = False,
+    keep_distinct: Annotated[
+        bool, typer.Option("--keep-distinct", help="Do not strip DISTINCT before comparing.")
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print machine-readable results.")] = False,
 ) -> None:
     """Score a prediction file by execution accuracy (official Spider semantics)."""

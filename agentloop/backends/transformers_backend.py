@@ -244,12 +244,16 @@ class TransformersBackend(Backend):
         if n > 1:
             cache.batch_repeat_interleave(n)
         gen = torch.Generator(device=self._device)
-        gen.manual_seed(request.seed if request.seed is not None else int.from_bytes(os.urandom(8), "little") >> 1)
+        gen.manual_seed(
+            request.seed if request.seed is not None else int.from_bytes(os.urandom(8), "little") >> 1
+        )
         rows = [_Row() for _ in range(n)]
         active = list(range(n))  # row index of each batch position
         inputs = torch.full((n, 1), last_token, dtype=torch.long, device=self._device)
         for _ in range(max_new):
-            logits = self._model(input_ids=inputs, use_cache=True, **{self._cache_arg: cache}).logits[:, -1, :]
+            logits = self._model(input_ids=inputs, use_cache=True, **{self._cache_arg: cache}).logits[
+                :, -1, :
+            ]
             next_ids = _sample(logits.float(), request.temperature, request.top_p, gen).tolist()
             keep = []
             for pos, tok_id in enumerate(next_ids):
