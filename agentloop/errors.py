@@ -35,8 +35,7 @@ class UnknownBackendError(AgentloopError, ValueError):
 class MissingExtraError(AgentloopError, ImportError):
     def __init__(self, package: str, extra: str):
         super().__init__(
-            f"the '{package}' package is not installed; install it with: "
-            f"pip install 'agentloop[{extra}]'"
+            f"the '{package}' package is not installed; install it with: pip install 'agentloop[{extra}]'"
         )
 
 

@@ -13,7 +13,8 @@ import re
 import time
 from typing import Any
 
-from agentloop.backends._types import Backend, ChatRequest, ChatResponse, Completion, FinishReason, Usage
+from agentloop.backends._sdk_client import SDKClientBackend
+from agentloop.backends._types import ChatRequest, ChatResponse, Completion, FinishReason, Usage
 from agentloop.backends.registry import BackendOptions
 from agentloop.errors import BackendError, BackendUnavailableError, MissingAPIKeyError, MissingExtraError
 
@@ -99,7 +100,7 @@ def message_params(request: ChatRequest, model: str, omit: frozenset[str] = froz
     return params
 
 
-class AnthropicBackend(Backend):
+class AnthropicBackend(SDKClientBackend):
     """Samples from Claude models; ``n`` candidates are ``n`` concurrent requests."""
 
     def __init__(self, model: str, options: BackendOptions | None = None, *, http_client: Any = None):
@@ -133,9 +134,6 @@ class AnthropicBackend(Backend):
         }
         self._timeout_s = options.timeout_s
         self._concurrency = options.concurrency
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._client: Any = None
-        self._sem: asyncio.Semaphore | None = None
         self.base_url = (self._client_kwargs["base_url"] or "https://api.anthropic.com").rstrip("/")
         self.omitted: frozenset[str] = frozenset()  # sampling fields this model refused
 
@@ -143,23 +141,11 @@ class AnthropicBackend(Backend):
     def from_id(cls, arg: str, options: BackendOptions) -> AnthropicBackend:
         return cls(arg, options)
 
-    def _new_client(self) -> Any:
-        kwargs = dict(self._client_kwargs)
-        if kwargs["http_client"] is None:
-            # Same reason as in the OpenAI backend: the SDK's default wrapper closes
-            # itself on a later event loop and fails noisily.
-            kwargs["http_client"] = self._anthropic.DefaultAsyncHttpxClient()
-        return self._anthropic.AsyncAnthropic(**kwargs)
+    def _sdk_module(self) -> Any:
+        return self._anthropic
 
-    def _state(self) -> tuple[Any, asyncio.Semaphore]:
-        # Connection pools and semaphores belong to one event loop; generate_sync()
-        # starts a fresh loop per call.
-        loop = asyncio.get_running_loop()
-        if self._loop is not loop or self._client is None or self._sem is None:
-            self._client = self._new_client()
-            self._sem = asyncio.Semaphore(self._concurrency)
-            self._loop = loop
-        return self._client, self._sem
+    def _sdk_client_class(self) -> Any:
+        return self._anthropic.AsyncAnthropic
 
     async def generate(self, request: ChatRequest) -> ChatResponse:
         start = time.perf_counter()
@@ -226,11 +212,6 @@ class AnthropicBackend(Backend):
             label = f"HTTP {exc.status_code}" + (f" {kind}" if kind else "")
             return BackendError(f"the Anthropic API answered {label}: {str(message).rstrip('.')}.{hint}")
         return BackendError(f"anthropic request failed: {exc}")
-
-    async def aclose(self) -> None:
-        client, self._client = self._client, None
-        if client is not None and self._loop is asyncio.get_running_loop():
-            await client.close()
 
 
 def _usage(model: str, u: Any) -> Usage:

@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from agentloop.backends._types import Backend, ChatRequest, ChatResponse, Completion, FinishReason, Usage
+from agentloop.backends._sdk_client import SDKClientBackend
+from agentloop.backends._types import ChatRequest, ChatResponse, Completion, FinishReason, Usage
 from agentloop.backends.registry import BackendOptions
 from agentloop.errors import BackendError, BackendUnavailableError, MissingAPIKeyError, MissingExtraError
 
@@ -68,7 +69,7 @@ class _Part:
     reused_prompt_tokens: int
 
 
-class OpenAIBackend(Backend):
+class OpenAIBackend(SDKClientBackend):
     """Samples from any OpenAI-compatible server through the official ``openai`` SDK.
 
     Servers that silently ignore ``n`` (``transformers serve`` answers one choice for
@@ -111,33 +112,17 @@ class OpenAIBackend(Backend):
         self.cache_namespace = f"{self.id}@{self.base_url}"
         self._timeout_s = options.timeout_s
         self._concurrency = options.concurrency
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._client: Any = None
-        self._sem: asyncio.Semaphore | None = None
         self.server_ignores_n = False
 
     @classmethod
     def from_id(cls, arg: str, options: BackendOptions) -> OpenAIBackend:
         return cls(arg, options)
 
-    def _new_client(self) -> Any:
-        kwargs = dict(self._client_kwargs)
-        if kwargs["http_client"] is None:
-            # The SDK's own wrapper closes itself in __del__ by scheduling a task on
-            # whatever loop is running then, which fails noisily for a client left
-            # behind by an earlier loop; the plain default client just gets collected.
-            kwargs["http_client"] = self._openai.DefaultAsyncHttpxClient()
-        return self._openai.AsyncOpenAI(**kwargs)
+    def _sdk_module(self) -> Any:
+        return self._openai
 
-    def _state(self) -> tuple[Any, asyncio.Semaphore]:
-        # Connection pools and semaphores belong to one event loop, and generate_sync()
-        # starts a fresh loop per call, so rebuild them when the loop changes.
-        loop = asyncio.get_running_loop()
-        if self._loop is not loop or self._client is None or self._sem is None:
-            self._client = self._new_client()
-            self._sem = asyncio.Semaphore(self._concurrency)
-            self._loop = loop
-        return self._client, self._sem
+    def _sdk_client_class(self) -> Any:
+        return self._openai.AsyncOpenAI
 
     async def generate(self, request: ChatRequest) -> ChatResponse:
         start = time.perf_counter()
@@ -232,11 +217,6 @@ class OpenAIBackend(Backend):
                 f"{self.base_url} answered HTTP {exc.status_code}: {_server_message(exc.body, exc)}.{hint}"
             )
         return BackendError(f"openai request to {self.base_url} failed: {exc}")
-
-    async def aclose(self) -> None:
-        client, self._client = self._client, None
-        if client is not None and self._loop is asyncio.get_running_loop():
-            await client.close()
 
 
 def _server_message(body: object, exc: Exception) -> str:
