@@ -1,0 +1,111 @@
+"""What graph nodes reach through LangGraph's runtime context: backend, task, budget, memory, config."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field, fields, replace
+from typing import TYPE_CHECKING, Any, Protocol
+
+from agentloop.backends._types import Backend, ChatRequest, Message
+from agentloop.graphs.budget import BudgetTracker, LoopUsage, usage_since
+from agentloop.graphs.task import Task
+
+if TYPE_CHECKING:
+    from agentloop.graphs.result import LoopResult
+
+__all__ = ["LessonSource", "LoopConfig", "LoopContext"]
+
+
+class LessonSource(Protocol):
+    """What the graphs need from a memory: lessons in before a task, the result out after it."""
+
+    async def retrieve(self, task: Task) -> list[str]: ...
+
+    async def remember(self, task: Task, result: LoopResult) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class LoopConfig:
+    """Sampling and stopping settings. Each named graph adjusts what it must (greedy: n=1, T=0).
+
+    ``threshold=None`` stops as soon as a candidate passes; a number stops once the
+    best score reaches it. ``patience`` stops after that many rounds without a better
+    best score. ``concurrency`` bounds concurrent backend requests and verifier calls.
+    ``batched=False`` sends n requests with n=1 (for backends without native ``n``;
+    the graphs also switch to this on their own once a backend returns short).
+    """
+
+    n: int = 4
+    rounds: int = 3
+    temperature: float = 0.7
+    top_p: float = 1.0
+    max_tokens: int = 256
+    threshold: float | None = None
+    patience: int | None = None
+    concurrency: int = 8
+    seed: int | None = None
+    batched: bool = True
+    stop: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        for name in ("n", "rounds", "max_tokens", "concurrency"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not 0.0 <= self.temperature <= 2.0:
+            raise ValueError(f"temperature must be in [0, 2], got {self.temperature}")
+        if not 0.0 < self.top_p <= 1.0:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+        if self.threshold is not None and not 0.0 <= self.threshold <= 1.0:
+            raise ValueError(f"threshold must be in [0, 1] or None, got {self.threshold}")
+        if self.patience is not None and self.patience < 1:
+            raise ValueError(f"patience must be >= 1 or None, got {self.patience}")
+        object.__setattr__(self, "stop", tuple(self.stop))
+
+    def replace(self, **changes: Any) -> LoopConfig:
+        return replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = {f.name: getattr(self, f.name) for f in fields(self)}
+        d["stop"] = list(self.stop)
+        return d
+
+
+@dataclass(slots=True)
+class LoopContext:
+    """The run-scoped context every node gets as ``runtime.context``."""
+
+    backend: Backend
+    task: Task
+    config: LoopConfig = field(default_factory=LoopConfig)
+    budget: BudgetTracker = field(default_factory=BudgetTracker)
+    memory: LessonSource | None = None
+    graph: str = "custom"
+    # Set once a batched request comes back short: the backend ignores or caps n, so
+    # later rounds go straight to n=1 requests instead of paying a second round trip.
+    n_unsupported: bool = False
+    # The tracker's spend when this run began; a tracker may be shared by many runs.
+    started: LoopUsage = field(default_factory=LoopUsage)
+
+    def spent(self) -> LoopUsage:
+        """What this run has spent so far."""
+        return usage_since(self.started, self.budget.snapshot())
+
+    async def ask(
+        self, messages: Sequence[Message], *, max_tokens: int = 256, temperature: float = 0.0
+    ) -> str | None:
+        """One auxiliary completion (a critique, a summary) inside the token and time budget.
+
+        It is not a candidate and does not count against ``max_candidates``. Returns
+        ``None`` when the budget has no room; a backend error propagates.
+        """
+        r = self.budget.reserve(1, max_tokens, counts_candidates=False)
+        if r is None:
+            return None
+        request = ChatRequest(messages=tuple(messages), n=1, temperature=temperature, max_tokens=r.max_tokens)
+        try:
+            response = await self.backend.generate(request)
+        except Exception:
+            self.budget.fail(r)
+            raise
+        kept = self.budget.settle(r, response)
+        return kept[0].text if kept else None

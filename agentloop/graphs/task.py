@@ -1,0 +1,268 @@
+"""The task interface a suite implements: build the prompt, parse a candidate, verify it."""
+
+from __future__ import annotations
+
+import abc
+import inspect
+import math
+from collections.abc import Awaitable, Callable, Hashable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from agentloop.backends._types import Message
+from agentloop.graphs._prompts import render_prompt
+from agentloop.graphs._util import jsonable
+
+__all__ = ["Candidate", "Feedback", "PromptTask", "Task", "Verdict", "render_lessons"]
+
+# Verifier messages go into the next prompt; a runaway traceback should not crowd out the answer.
+_FEEDBACK_CHARS = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """A verifier's judgement of one candidate: a score in [0, 1], pass/fail and a short message."""
+
+    score: float
+    passed: bool = False
+    feedback: str = ""
+    details: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        score = float(self.score)
+        if not math.isfinite(score) or not 0.0 <= score <= 1.0:
+            raise ValueError(f"a verdict's score must be in [0, 1], got {self.score!r}")
+        object.__setattr__(self, "score", score)
+        object.__setattr__(self, "passed", bool(self.passed))
+        object.__setattr__(self, "feedback", str(self.feedback))
+
+    @classmethod
+    def failed(cls, feedback: str, **details: Any) -> Verdict:
+        return cls(score=0.0, passed=False, feedback=feedback, details=details)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "score": self.score,
+            "passed": self.passed,
+            "feedback": self.feedback,
+            "details": jsonable(dict(self.details)),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """One sampled answer and everything needed to persist or compare it.
+
+    ``prompt_tokens`` and ``latency_s`` belong to the backend call that produced the
+    candidate (``call`` numbers those calls within a run), so candidates of one batched
+    call share them: sum them per call, not per candidate.
+    """
+
+    round: int
+    index: int
+    text: str
+    prompt_hash: str
+    answer: Any = None
+    verdict: Verdict | None = None
+    completion_tokens: int = 0
+    prompt_tokens: int = 0
+    latency_s: float = 0.0
+    call: int = 0
+    finish_reason: str | None = None
+    parse_error: str | None = None
+    verify_s: float = 0.0
+
+    @property
+    def score(self) -> float:
+        return self.verdict.score if self.verdict is not None else 0.0
+
+    @property
+    def passed(self) -> bool:
+        return self.verdict is not None and self.verdict.passed
+
+    def with_verdict(self, verdict: Verdict, verify_s: float = 0.0) -> Candidate:
+        """A copy with ``verdict`` attached (spelled out: ``dataclasses.replace`` is slow per candidate)."""
+        return Candidate(
+            self.round,
+            self.index,
+            self.text,
+            self.prompt_hash,
+            self.answer,
+            verdict,
+            self.completion_tokens,
+            self.prompt_tokens,
+            self.latency_s,
+            self.call,
+            self.finish_reason,
+            self.parse_error,
+            verify_s,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "round": self.round,
+            "index": self.index,
+            "prompt_hash": self.prompt_hash,
+            "text": self.text,
+            "answer": jsonable(self.answer),
+            "verdict": self.verdict.to_dict() if self.verdict is not None else None,
+            "completion_tokens": self.completion_tokens,
+            "prompt_tokens": self.prompt_tokens,
+            "latency_s": round(self.latency_s, 4),
+            "call": self.call,
+            "finish_reason": self.finish_reason,
+            "parse_error": self.parse_error,
+            "verify_s": round(self.verify_s, 4),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Feedback:
+    """The distilled signal a refine prompt shows, not a dump of every candidate.
+
+    ``contrast`` (IAD): the best candidate so far, the weakest of the last round (only
+    when it scored lower), and the last round's scores. ``revise`` (self-refine): the
+    previous candidate and its verdict.
+    """
+
+    style: Literal["contrast", "revise"]
+    round: int
+    best: Candidate
+    worst: Candidate | None = None
+    scores: tuple[float, ...] = ()
+
+    def render(self) -> str:
+        """The feedback as prompt text, from the package's prompt templates."""
+        if self.style == "revise":
+            return render_prompt("graphs_self_refine", **_slots("", self.best))
+        worst = ""
+        if self.worst is not None:
+            worst = "\n\n" + render_prompt("graphs_iad_worst", **_slots("worst_", self.worst))
+        return render_prompt(
+            "graphs_iad_feedback",
+            **_slots("best_", self.best),
+            worst_block=worst,
+            scores=", ".join(f"{s:.2f}" for s in self.scores) or "none",
+        )
+
+
+def _slots(prefix: str, c: Candidate) -> dict[str, str]:
+    message = c.verdict.feedback.strip() if c.verdict is not None else ""
+    if len(message) > _FEEDBACK_CHARS:
+        message = message[:_FEEDBACK_CHARS] + " [...]"
+    return {
+        f"{prefix}text": c.text.strip(),
+        f"{prefix}score": f"{c.score:.2f}",
+        f"{prefix}status": "passed" if c.passed else "failed",
+        f"{prefix}round": str(c.round + 1),
+        f"{prefix}feedback": message or "(no message)",
+    }
+
+
+def render_lessons(lessons: Sequence[str]) -> str:
+    """Lessons from memory as a prompt section, or ``""`` when there are none."""
+    items = [s.strip() for s in lessons if s and s.strip()]
+    if not items:
+        return ""
+    return render_prompt("graphs_lessons", lessons="\n".join(f"- {s}" for s in items))
+
+
+def append_to_prompt(messages: Sequence[Message], text: str) -> list[Message]:
+    """Add ``text`` to the last user message (or as a new one).
+
+    Appending instead of adding a second user turn keeps strict chat templates happy.
+    """
+    out = list(messages)
+    if out and out[-1].role == "user":
+        out[-1] = Message("user", f"{out[-1].content.rstrip()}\n\n{text}")
+    else:
+        out.append(Message("user", text))
+    return out
+
+
+class Task(abc.ABC):
+    """What a suite (or a user) supplies to a graph.
+
+    Subclasses implement :meth:`build_messages` and :meth:`verify`; the rest has
+    defaults. ``answer_key`` may be sync or async.
+    """
+
+    id: str = "task"
+
+    @abc.abstractmethod
+    def build_messages(self, lessons: Sequence[str] = ()) -> list[Message]:
+        """The first round's prompt; ``lessons`` come from memory and may be empty."""
+
+    def build_refine_messages(self, feedback: Feedback, lessons: Sequence[str] = ()) -> list[Message]:
+        """A later round's prompt: the task's prompt followed by the rendered feedback."""
+        return append_to_prompt(self.build_messages(lessons), feedback.render())
+
+    def parse(self, text: str) -> Any:
+        """Turn a completion into the answer that ``verify`` and ``answer_key`` see."""
+        return text.strip()
+
+    @abc.abstractmethod
+    async def verify(self, candidate: Candidate) -> Verdict:
+        """Judge one parsed candidate."""
+
+    def answer_key(self, candidate: Candidate) -> Hashable | None | Awaitable[Hashable | None]:
+        """What self-consistency votes on; ``None`` abstains. Default: the parsed answer."""
+        answer = candidate.answer
+        if answer is None or candidate.parse_error is not None:
+            return None
+        try:
+            hash(answer)
+        except TypeError:
+            return repr(answer)
+        return answer
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.id!r}>"
+
+
+VerifyFn = Callable[[Candidate], "Verdict | Awaitable[Verdict]"]
+
+
+class PromptTask(Task):
+    """A task from a prompt string and a verifier function (sync or async).
+
+    Handy for scripts, tests and examples; suites usually subclass :class:`Task`.
+    """
+
+    def __init__(
+        self,
+        prompt: str,
+        verify: VerifyFn,
+        *,
+        id: str = "task",
+        system: str | None = None,
+        parse: Callable[[str], Any] | None = None,
+        answer_key: Callable[[Candidate], Hashable | None] | None = None,
+    ):
+        self.id = id
+        self.prompt = prompt
+        self.system = system
+        self._verify = verify
+        self._parse = parse
+        self._answer_key = answer_key
+
+    def build_messages(self, lessons: Sequence[str] = ()) -> list[Message]:
+        msgs = [Message("system", self.system)] if self.system else []
+        section = render_lessons(lessons)
+        prompt = f"{section}\n\n{self.prompt}" if section else self.prompt
+        msgs.append(Message("user", prompt))
+        return msgs
+
+    def parse(self, text: str) -> Any:
+        return self._parse(text) if self._parse is not None else super().parse(text)
+
+    async def verify(self, candidate: Candidate) -> Verdict:
+        verdict = self._verify(candidate)
+        if inspect.isawaitable(verdict):
+            verdict = await verdict
+        return verdict
+
+    def answer_key(self, candidate: Candidate) -> Hashable | None | Awaitable[Hashable | None]:
+        if self._answer_key is not None:
+            return self._answer_key(candidate)
+        return super().answer_key(candidate)
