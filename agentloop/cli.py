@@ -22,6 +22,10 @@ app.add_typer(models_app, name="models")
 eval_app = typer.Typer(no_args_is_help=True, help="Score predictions against a benchmark.")
 app.add_typer(eval_app, name="eval")
 
+from agentloop.memory.cli import memory_app  # noqa: E402  (a Typer group; imports no model code)
+
+app.add_typer(memory_app, name="memory")
+
 err = Console(stderr=True)
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -166,6 +170,104 @@ def eval_text2sql(
     from agentloop.evals.text2sql_cli import eval_command
 
     eval_command(data, predictions, keep_distinct=keep_distinct, as_json=as_json)
+
+
+@app.command("run")
+@friendly_errors
+def run(
+    suite: Annotated[str, typer.Argument(help="The suite to run: text2sql.")],
+    graph: Annotated[
+        str, typer.Option("--graph", "-g", help="greedy, best_of_n, self_consistency, self_refine or iad.")
+    ] = "iad",
+    backend: BackendOpt = "transformers",
+    base_url: BaseUrlOpt = None,
+    data: Annotated[
+        Path | None,
+        typer.Option(
+            "--data", help="Spider dir, Spider-style .json or .jsonl (default: shipped Spider dev)."
+        ),
+    ] = None,
+    offset: Annotated[int, typer.Option(min=0, help="Skip this many examples first.")] = 0,
+    limit: Annotated[int | None, typer.Option(min=1, help="Run at most this many examples.")] = None,
+    n: Annotated[int, typer.Option("--n", "-n", min=1, help="Candidates per round.")] = 4,
+    rounds: Annotated[int, typer.Option(min=1, help="Rounds at most (iad, self_refine).")] = 3,
+    verifier: Annotated[
+        str,
+        typer.Option(help="exec (gold-free), judge (exec + LLM yes/no) or oracle (gold; upper bound only)."),
+    ] = "exec",
+    concurrency: Annotated[int, typer.Option(min=1, help="Tasks (and requests per task) in flight.")] = 4,
+    seed: Annotated[int | None, typer.Option(help="Sampling seed (each request gets its own).")] = 0,
+    max_tokens: Annotated[int, typer.Option(min=1, help="Maximum new tokens per candidate.")] = 256,
+    temperature: Annotated[float, typer.Option(min=0.0, max=2.0, help="Sampling temperature.")] = 0.7,
+    run_dir: Annotated[
+        Path | None,
+        typer.Option("--run-dir", help="Where the run store goes (default: runs/SUITE-GRAPH-TIME)."),
+    ] = None,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Finish the run in --run-dir; stored tasks are not redone.")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print a machine-readable summary.")] = False,
+) -> None:
+    """Run a suite through a graph; every task is stored in the run dir as it finishes."""
+    from agentloop.evals.report import RunReport, render_reports
+    from agentloop.evals.runner import RunSpec, run_suite_sync
+
+    spec = RunSpec(
+        suite=suite,
+        graph=graph,
+        backend=backend,
+        verifier=verifier,
+        data=str(data) if data is not None else None,
+        offset=offset,
+        limit=limit,
+        n=n,
+        rounds=rounds,
+        max_tokens=max_tokens,
+        temperature=temperature,
+        seed=seed,
+        concurrency=concurrency,
+        base_url=base_url,
+    )
+
+    def started(directory: Path, total: int, done: int) -> None:
+        left = f", {done} already done" if done else ""
+        err.print(f"[dim]run dir: {directory} ({total} tasks{left})[/]", highlight=False)
+
+    summary = run_suite_sync(spec, run_dir=run_dir, resume=resume, progress=True, on_start=started)
+    if as_json:
+        print_json(summary.to_json())
+        return
+    render_reports([RunReport.load(summary.run_dir)], Console())
+
+
+@app.command("report")
+@friendly_errors
+def report(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory written by agentloop run.")],
+    compare: Annotated[
+        list[Path] | None, typer.Option("--compare", help="Another run dir to compare (repeatable).")
+    ] = None,
+    plot: Annotated[
+        Path | None,
+        typer.Option(
+            "--plot", help="Write accuracy vs tokens per task to this .png (needs agentloop[plot])."
+        ),
+    ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print metrics and per-task results as JSON.")
+    ] = False,
+) -> None:
+    """Summarize runs: accuracy overall and by difficulty, verifier passes, tokens and latency per task."""
+    from agentloop.evals.report import RunReport, plot_reports, render_reports, reports_json
+
+    reports = [RunReport.load(d) for d in [run_dir, *(compare or [])]]
+    if plot is not None:
+        written = plot_reports(reports, plot)
+        err.print(f"[dim]plot: {written}[/]", highlight=False)
+    if as_json:
+        print_json(reports_json(reports))
+    else:
+        render_reports(reports, Console())
 
 
 def main() -> None:

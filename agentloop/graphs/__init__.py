@@ -21,7 +21,17 @@ from agentloop.graphs.result import LoopResult, build_result
 from agentloop.graphs.run import run_task, run_task_sync
 from agentloop.graphs.state import LoopState, initial_state
 from agentloop.graphs.stopping import StopReason, evaluate, reached_threshold
-from agentloop.graphs.task import Candidate, Feedback, PromptTask, Task, Verdict, render_lessons
+from agentloop.graphs.task import (
+    Candidate,
+    Feedback,
+    PromptTask,
+    Rollout,
+    RolloutTask,
+    StepFn,
+    Task,
+    Verdict,
+    render_lessons,
+)
 
 __all__ = [
     "GRAPHS",
@@ -40,6 +50,9 @@ __all__ = [
     "LoopUsage",
     "PromptTask",
     "Reservation",
+    "Rollout",
+    "RolloutTask",
+    "StepFn",
     "StopReason",
     "Task",
     "UnknownGraphError",

@@ -26,7 +26,7 @@ from agentloop.graphs.context import LoopConfig, LoopContext
 from agentloop.graphs.result import build_result
 from agentloop.graphs.state import LoopState
 from agentloop.graphs.stopping import evaluate
-from agentloop.graphs.task import Candidate, Feedback, Task, Verdict
+from agentloop.graphs.task import Candidate, Feedback, Rollout, RolloutTask, Task, Verdict
 
 __all__ = [
     "Sampled",
@@ -36,6 +36,7 @@ __all__ = [
     "refine",
     "remember",
     "revise",
+    "rollouts",
     "sample",
     "select",
     "should_continue",
@@ -70,7 +71,10 @@ async def propose(state: LoopState, runtime: Runtime[LoopContext]) -> Update:
         messages = ctx.task.build_messages(lessons)
     else:
         messages = ctx.task.build_refine_messages(feedback, lessons)
-    sampled = await sample(ctx, messages, n=ctx.config.n, round=rnd)
+    if isinstance(ctx.task, RolloutTask):
+        sampled = await rollouts(ctx, messages, n=ctx.config.n, round=rnd)
+    else:
+        sampled = await sample(ctx, messages, n=ctx.config.n, round=rnd)
     update: Update = {"round": rnd, "pending": sampled.candidates}
     if sampled.error is not None:
         update["error"] = sampled.error
@@ -234,6 +238,65 @@ async def sample(
     return Sampled(candidates, error)
 
 
+async def rollouts(ctx: LoopContext, messages: Sequence[Message], *, n: int, round: int) -> Sampled:
+    """Run ``n`` rollouts of a :class:`RolloutTask` concurrently, each one candidate, within the budget.
+
+    A rollout whose first call finds no room in the budget produces no candidate. A
+    backend error ends the rollout it happened in and stops new ones from starting;
+    the rollouts that finished are kept.
+    """
+    task = ctx.task
+    assert isinstance(task, RolloutTask)
+    cfg = ctx.config
+    msgs = tuple(messages)
+    phash = prompt_hash(msgs)
+    errors: list[str] = []
+
+    async def one(_: int) -> tuple[Rollout, list[_Call]] | None:
+        if errors:
+            return None
+        calls: list[_Call] = []
+
+        async def step(prompt: Sequence[Message]) -> str | None:
+            # The first call holds the rollout's candidate slot; the rest are its steps.
+            call = await _request(ctx, tuple(prompt), 1, cfg.temperature, counts_candidates=not calls)
+            if call is None or not call.completions:
+                return None
+            calls.append(call)
+            return call.completions[0].text
+
+        try:
+            result = await task.rollout(step, msgs)
+        except Exception as exc:
+            errors.append(_describe(exc))
+            return None
+        return (result, calls) if calls else None
+
+    done = await _map_bounded(one, range(n), cfg.concurrency)
+    candidates: list[Candidate] = []
+    for item in done:
+        if item is None:
+            continue
+        result, calls = item
+        last = calls[-1].completions[0]
+        candidates.append(
+            Candidate(
+                round=round,
+                index=len(candidates),
+                text=result.text,
+                prompt_hash=phash,
+                answer=result.answer,
+                completion_tokens=sum(c.completions[0].completion_tokens for c in calls),
+                prompt_tokens=sum(c.usage.prompt_tokens for c in calls),
+                latency_s=sum(c.usage.latency_s for c in calls),
+                call=calls[0].call,
+                finish_reason=result.finish_reason or last.finish_reason,
+                parse_error=result.parse_error,
+            )
+        )
+    return Sampled(candidates, errors[0] if errors else None)
+
+
 async def verify_candidates(ctx: LoopContext, candidates: Sequence[Candidate]) -> list[Candidate]:
     """Attach a verdict to each candidate that lacks one. A verifier that raises fails its candidate."""
     task = ctx.task
@@ -277,11 +340,16 @@ def _decide(state: LoopState, ctx: LoopContext, best: Candidate | None, stale: i
 
 
 async def _request(
-    ctx: LoopContext, messages: tuple[Message, ...], n: int, temperature: float
+    ctx: LoopContext,
+    messages: tuple[Message, ...],
+    n: int,
+    temperature: float,
+    *,
+    counts_candidates: bool = True,
 ) -> _Call | None:
     """One budgeted request; ``None`` when the budget has no room. Backend errors propagate."""
     cfg = ctx.config
-    r = ctx.budget.reserve(n, cfg.max_tokens)
+    r = ctx.budget.reserve(n, cfg.max_tokens, counts_candidates=counts_candidates)
     if r is None:
         return None
     request = ChatRequest(

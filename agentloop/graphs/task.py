@@ -13,7 +13,17 @@ from agentloop.backends._types import Message
 from agentloop.graphs._prompts import render_prompt
 from agentloop.graphs._util import jsonable
 
-__all__ = ["Candidate", "Feedback", "PromptTask", "Task", "Verdict", "render_lessons"]
+__all__ = [
+    "Candidate",
+    "Feedback",
+    "PromptTask",
+    "Rollout",
+    "RolloutTask",
+    "StepFn",
+    "Task",
+    "Verdict",
+    "render_lessons",
+]
 
 # Verifier messages go into the next prompt; a runaway traceback should not crowd out the answer.
 _FEEDBACK_CHARS = 1000
@@ -221,6 +231,34 @@ class Task(abc.ABC):
 
 
 VerifyFn = Callable[[Candidate], "Verdict | Awaitable[Verdict]"]
+
+# One budgeted completion for a prompt; ``None`` when the budget has no room left.
+StepFn = Callable[[Sequence[Message]], Awaitable["str | None"]]
+
+
+@dataclass(frozen=True, slots=True)
+class Rollout:
+    """One candidate produced by many model calls (an agent episode): its transcript and parsed answer."""
+
+    text: str
+    answer: Any = None
+    parse_error: str | None = None
+    finish_reason: str | None = None
+
+
+class RolloutTask(Task):
+    """A task whose candidate is a multi-step rollout (an agent episode) rather than one completion.
+
+    ``propose`` runs ``config.n`` rollouts concurrently (at most ``config.concurrency`` at
+    once) instead of sampling n completions. Each rollout calls ``step`` once per model
+    turn; every call is an n=1 request charged to the run's budget, and a rollout counts
+    as one candidate (its first call holds the candidate slot). ``messages`` is the
+    round's prompt from :meth:`build_messages` or :meth:`build_refine_messages`.
+    """
+
+    @abc.abstractmethod
+    async def rollout(self, step: StepFn, messages: Sequence[Message]) -> Rollout:
+        """Run one episode, asking the model through ``step``; stop early when it returns ``None``."""
 
 
 class PromptTask(Task):

@@ -1,1 +1,68 @@
-"""memory"""
+"""Concept memory (ArcMemo-style): abstract lessons from solved tasks, kept in SQLite or PostgreSQL.
+
+:class:`ConceptMemory` is what a run passes to the graphs as ``memory=``;
+:class:`SQLMemoryStore` is the store underneath; ``agentloop memory ...`` is the CLI.
+See ``docs/memory.md``.
+"""
+
+from agentloop.memory._types import (
+    KINDS,
+    AddResult,
+    ConceptDraft,
+    ConceptKind,
+    ConceptParameter,
+    ConceptRecord,
+    ImportReport,
+    MemoryStats,
+    MemoryStoreError,
+    MergeEvent,
+    Provenance,
+    PruneReport,
+    SearchHit,
+)
+from agentloop.memory.abstraction import AbstractionResult, Trajectory, abstract, parse_concepts
+from agentloop.memory.concept_memory import (
+    SELECT_MODES,
+    UPDATE_MODES,
+    ConceptMemory,
+    MemoryCounters,
+    SelectMode,
+    UpdateMode,
+    default_query,
+)
+from agentloop.memory.retrieval import Embedder, LexicalParams, MiniLMEmbedder
+from agentloop.memory.store import MemoryStore, SQLMemoryStore, default_memory_url, resolve_memory_url
+
+__all__ = [
+    "KINDS",
+    "SELECT_MODES",
+    "UPDATE_MODES",
+    "AbstractionResult",
+    "AddResult",
+    "ConceptDraft",
+    "ConceptKind",
+    "ConceptMemory",
+    "ConceptParameter",
+    "ConceptRecord",
+    "Embedder",
+    "ImportReport",
+    "LexicalParams",
+    "MemoryCounters",
+    "MemoryStats",
+    "MemoryStore",
+    "MemoryStoreError",
+    "MergeEvent",
+    "MiniLMEmbedder",
+    "PruneReport",
+    "Provenance",
+    "SQLMemoryStore",
+    "SearchHit",
+    "SelectMode",
+    "Trajectory",
+    "UpdateMode",
+    "abstract",
+    "default_memory_url",
+    "default_query",
+    "parse_concepts",
+    "resolve_memory_url",
+]

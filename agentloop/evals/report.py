@@ -1,0 +1,306 @@
+"""Read runs back from their run store: metrics, a comparison table, JSON and an accuracy-vs-compute plot."""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from rich.console import Console
+from rich.table import Table
+
+from agentloop.errors import AgentloopError, MissingExtraError
+from agentloop.evals.run_store import RunStore, StoredRun, StoredTask
+from agentloop.evals.spider_hardness import DIFFICULTIES
+from agentloop.evals.suites import SUITES
+from agentloop.graphs.context import LoopConfig
+from agentloop.graphs.library import graph_spec
+
+if TYPE_CHECKING:
+    from agentloop.evals.runner import RunSummary
+
+__all__ = ["RunReport", "plot_reports", "render_reports", "reports_json"]
+
+UPPER_BOUND_NOTE = (
+    "oracle: the verifier compared candidates with the gold answer while the run was going, so its "
+    "accuracy is an upper bound for analysis (the IAD paper's optimal verifier), not a result a "
+    "deployed system could reach"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class RunReport:
+    """One stored run and the numbers computed from it."""
+
+    run_dir: Path
+    run: StoredRun
+
+    @classmethod
+    def load(cls, run_dir: str | Path) -> RunReport:
+        directory = Path(run_dir)
+        with RunStore.for_run_dir(directory, create=False) as store:
+            return cls(directory, store.load())
+
+    @property
+    def tasks(self) -> list[StoredTask]:
+        return self.run.tasks
+
+    @property
+    def verifier(self) -> str:
+        return str(self.run.config.get("verifier", "?"))
+
+    @property
+    def upper_bound(self) -> bool:
+        suite = SUITES.get(self.run.suite)
+        return suite is not None and suite().upper_bound(self.verifier)
+
+    @property
+    def label(self) -> str:
+        return self.run_dir.name or str(self.run_dir)
+
+    @property
+    def complete(self) -> bool:
+        return len(self.tasks) >= self.run.planned and not any(t.error for t in self.tasks)
+
+    def metrics(self) -> dict[str, Any]:
+        """Accuracy overall and by difficulty, verifier pass rate, cost and latency per task."""
+        tasks = self.tasks
+        n = len(tasks)
+
+        def per_task(total: float) -> float | None:
+            return round(total / n, 2) if n else None
+
+        walls = [t.wall_s for t in tasks]
+        return {
+            "execution_accuracy": _share(sum(t.correct for t in tasks), n),
+            "by_difficulty": _by_difficulty(tasks),
+            "verifier_pass_rate": _share(sum(t.passed for t in tasks), n),
+            "candidates_per_task": per_task(sum(t.candidates for t in tasks)),
+            "llm_calls_per_task": per_task(sum(t.llm_calls for t in tasks)),
+            "tokens_per_task": per_task(sum(t.total_tokens for t in tasks)),
+            "completion_tokens_per_task": per_task(sum(t.completion_tokens for t in tasks)),
+            "latency_s_mean": round(statistics.fmean(walls), 3) if walls else None,
+            "latency_s_p50": round(statistics.median(walls), 3) if walls else None,
+            "errors": sum(t.error is not None for t in tasks),
+        }
+
+    def usage(self) -> dict[str, Any]:
+        tasks = self.tasks
+        costs = [t.cost_usd for t in tasks if t.cost_usd is not None]
+        return {
+            "candidates": sum(t.candidates for t in tasks),
+            "llm_calls": sum(t.llm_calls for t in tasks),
+            "prompt_tokens": sum(t.prompt_tokens for t in tasks),
+            "completion_tokens": sum(t.completion_tokens for t in tasks),
+            "cost_usd": round(sum(costs), 6) if costs else None,
+            "wall_s": round(self.run.wall_s, 3),
+        }
+
+    def summary(self, *, skipped: int = 0) -> RunSummary:
+        """The ``agentloop run --json`` summary of this run."""
+        from agentloop.evals.runner import RunSummary
+
+        metrics = self.metrics()
+        return RunSummary(
+            suite=self.run.suite,
+            graph=self.run.graph,
+            backend=self.run.backend,
+            verifier=self.verifier,
+            upper_bound=self.upper_bound,
+            tasks=len(self.tasks),
+            planned=self.run.planned,
+            errors=metrics["errors"],
+            skipped=skipped,
+            metrics={
+                "execution_accuracy": metrics["execution_accuracy"],
+                "verifier_pass_rate": metrics["verifier_pass_rate"],
+                "by_difficulty": metrics["by_difficulty"],
+            },
+            usage=self.usage(),
+            run_dir=str(self.run_dir),
+        )
+
+    def to_json(self, *, results: bool = True) -> dict[str, Any]:
+        d: dict[str, Any] = {
+            "run_dir": str(self.run_dir),
+            "suite": self.run.suite,
+            "graph": self.run.graph,
+            "backend": self.run.backend,
+            "verifier": self.verifier,
+            "upper_bound": self.upper_bound,
+            "config": self.run.config,
+            "tasks": len(self.tasks),
+            "planned": self.run.planned,
+            "complete": self.complete,
+            "metrics": self.metrics(),
+            "usage": self.usage(),
+        }
+        if self.upper_bound:
+            d["note"] = UPPER_BOUND_NOTE
+        if results:
+            d["results"] = [_result_json(t) for t in self.tasks]
+        return d
+
+
+def reports_json(reports: Sequence[RunReport]) -> dict[str, Any]:
+    """One run's JSON, or ``{"runs": [...]}`` when runs are compared."""
+    if len(reports) == 1:
+        return reports[0].to_json()
+    return {"runs": [r.to_json() for r in reports]}
+
+
+def render_reports(reports: Sequence[RunReport], console: Console) -> None:
+    """A table with a column per run: accuracy (overall, by difficulty), verifier passes, cost, latency."""
+    table = Table(title="Run report" if len(reports) == 1 else "Run comparison")
+    table.add_column("")
+    for r in reports:
+        table.add_column(r.label, justify="right")
+    metrics = [r.metrics() for r in reports]
+
+    def row(name: str, cells: Sequence[str], style: str | None = None) -> None:
+        table.add_row(name, *cells, style=style)
+
+    def verifier_label(r: RunReport) -> str:
+        return f"{r.verifier} (upper bound)" if r.upper_bound else r.verifier
+
+    row("graph", [r.run.graph for r in reports])
+    row("backend", [r.run.backend for r in reports])
+    row("verifier", [verifier_label(r) for r in reports])
+    row("n / rounds", [_n_rounds(r.run) for r in reports])
+    row("tasks", [_tasks_cell(r) for r in reports], style=None)
+    row("accuracy", [_acc(m["execution_accuracy"]) for m in metrics], style="bold")
+    levels = [lvl for lvl in (*DIFFICULTIES, "unknown") if any(lvl in m["by_difficulty"] for m in metrics)]
+    for level in levels:
+        cells = []
+        for m in metrics:
+            d = m["by_difficulty"].get(level)
+            cells.append(f"{_acc(d['accuracy'])} ({d['correct']}/{d['tasks']})" if d else "-")
+        row(f"  {level}", cells)
+    row("verifier passed", [_pct(m["verifier_pass_rate"]) for m in metrics])
+    row("candidates / task", [_num(m["candidates_per_task"]) for m in metrics])
+    row("tokens / task", [_num(m["tokens_per_task"], 0) for m in metrics])
+    row("  completion", [_num(m["completion_tokens_per_task"], 0) for m in metrics])
+    row("LLM calls / task", [_num(m["llm_calls_per_task"]) for m in metrics])
+    row("latency / task (s)", [_latency(m) for m in metrics])
+    row("wall (s)", [f"{r.run.wall_s:.1f}" for r in reports])
+    console.print(table)
+    if any(r.upper_bound for r in reports):
+        console.print(f"[yellow]note:[/] {UPPER_BOUND_NOTE}", highlight=False)
+    for r in reports:
+        if len(r.tasks) < r.run.planned:
+            console.print(
+                f"{r.label}: {len(r.tasks)} of {r.run.planned} tasks stored; finish it with "
+                f"agentloop run {r.run.suite} --resume --run-dir {r.run_dir} (and the original flags)",
+                highlight=False,
+            )
+
+
+def plot_reports(reports: Sequence[RunReport], path: str | Path) -> Path:
+    """Plot accuracy against tokens per task, one labelled point per run; needs ``agentloop[plot]``."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")  # files only; never open a window
+        import matplotlib.pyplot as plt
+    except ImportError as exc:
+        raise MissingExtraError("matplotlib", "plot") from exc
+    out = Path(path)
+    if out.suffix.lower() not in (".png", ".svg", ".pdf"):
+        raise AgentloopError(f"--plot writes .png, .svg or .pdf files, not {out.name}")
+    fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=120)
+    for r in reports:
+        m = r.metrics()
+        x, y = m["tokens_per_task"] or 0.0, m["execution_accuracy"] or 0.0
+        marker = "^" if r.upper_bound else "o"
+        label = f"{r.label} ({r.run.graph}, {r.verifier}{', upper bound' if r.upper_bound else ''})"
+        ax.scatter([x], [y], marker=marker, s=48, label=label)
+        ax.annotate(r.run.graph, (x, y), textcoords="offset points", xytext=(5, 5), fontsize=8)
+    ax.set_xlabel("tokens per task (prompt + completion)")
+    ax.set_ylabel("execution accuracy")
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_title("Accuracy vs compute")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=7, loc="best")
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out)
+    plt.close(fig)
+    return out
+
+
+def _by_difficulty(tasks: Sequence[StoredTask]) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    for level in (*DIFFICULTIES, None):
+        subset = [t for t in tasks if t.difficulty == level]
+        if subset:
+            correct = sum(t.correct for t in subset)
+            out[level or "unknown"] = {
+                "tasks": len(subset),
+                "correct": correct,
+                "accuracy": _share(correct, len(subset)),
+            }
+    return out
+
+
+def _result_json(t: StoredTask) -> dict[str, Any]:
+    return {
+        "task_id": t.task_id,
+        "index": t.index,
+        "db_id": t.db_id,
+        "difficulty": t.difficulty,
+        "question": t.question,
+        "answer": t.answer,
+        "correct": t.correct,
+        "passed": t.passed,
+        "score": t.score,
+        "candidates": t.candidates,
+        "llm_calls": t.llm_calls,
+        "prompt_tokens": t.prompt_tokens,
+        "completion_tokens": t.completion_tokens,
+        "rounds": t.rounds,
+        "stop_reason": t.stop_reason,
+        "wall_s": round(t.wall_s, 3),
+        "error": t.error,
+        "eval_error": t.eval_error,
+        "attempt": t.attempt,
+    }
+
+
+def _share(k: int, n: int) -> float | None:
+    return round(k / n, 4) if n else None
+
+
+def _acc(x: float | None) -> str:
+    return "-" if x is None else f"{x:.3f}"
+
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:.0f}%"
+
+
+def _num(x: float | None, digits: int = 1) -> str:
+    return "-" if x is None else f"{x:,.{digits}f}"
+
+
+def _latency(m: dict[str, Any]) -> str:
+    if m["latency_s_mean"] is None:
+        return "-"
+    return f"{m['latency_s_mean']:.2f} (p50 {m['latency_s_p50']:.2f})"
+
+
+def _n_rounds(run: StoredRun) -> str:
+    """Candidates per round and rounds as the graph ran them (best_of_n fixes one round)."""
+    cfg = run.config
+    try:
+        effective = graph_spec(run.graph).adjust(LoopConfig(n=int(cfg["n"]), rounds=int(cfg["rounds"])))
+    except (KeyError, TypeError, ValueError):  # a custom graph, or an old config
+        return f"{cfg.get('n', '?')} / {cfg.get('rounds', '?')}"
+    return f"{effective.n} / {effective.rounds}"
+
+
+def _tasks_cell(r: RunReport) -> str:
+    errors = sum(t.error is not None for t in r.tasks)
+    cell = f"{len(r.tasks)}" if len(r.tasks) == r.run.planned else f"{len(r.tasks)} of {r.run.planned}"
+    return f"{cell} ({errors} errors)" if errors else cell

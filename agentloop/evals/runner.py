@@ -1,0 +1,390 @@
+"""Run a suite through a graph: tasks in parallel, each committed to the run store as it finishes.
+
+``agentloop run`` calls :func:`run_suite`. One backend serves every task; at most
+``concurrency`` tasks run at once. A task that raises is stored with its error and counts
+as wrong; ``resume=True`` skips every stored task that did not error and retries the rest.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+from agentloop.backends._types import Backend
+from agentloop.backends.registry import DEFAULT_BACKEND, BackendOptions, resolve_backend
+from agentloop.errors import AgentloopError
+from agentloop.evals.run_store import RunStore, TaskOutcome
+from agentloop.evals.suites import Suite, SuiteItem, get_suite
+from agentloop.graphs.context import LoopConfig
+from agentloop.graphs.library import graph_spec
+from agentloop.graphs.run import run_task
+
+__all__ = [
+    "RESULT_KEYS",
+    "RunAbortedError",
+    "RunSpec",
+    "RunSummary",
+    "default_run_dir",
+    "run_suite",
+    "run_suite_sync",
+]
+
+
+class RunAbortedError(AgentloopError):
+    """Every task so far failed (a dead server, a wrong model name); the run stopped early."""
+
+
+@dataclass(frozen=True, slots=True)
+class RunSpec:
+    """Everything that decides a run's results, plus how fast to get them (``concurrency``, ``base_url``)."""
+
+    suite: str = "text2sql"
+    graph: str = "iad"
+    backend: str = DEFAULT_BACKEND
+    verifier: str = "exec"
+    # How the suite phrases its prompt: "auto" lets the suite pick per backend (see its docs).
+    prompt: str = "auto"
+    data: str | None = None  # None: the suite's packaged data
+    offset: int = 0
+    limit: int | None = None
+    n: int = 4
+    rounds: int = 3
+    max_tokens: int = 256
+    temperature: float = 0.7
+    seed: int | None = 0
+    concurrency: int = 4
+    base_url: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.offset < 0:
+            raise ValueError(f"offset must be >= 0, got {self.offset}")
+        if self.limit is not None and self.limit < 1:
+            raise ValueError(f"limit must be >= 1, got {self.limit}")
+        if self.data is not None:
+            # Absolute, so that a resume from another directory compares equal.
+            object.__setattr__(self, "data", str(Path(self.data).expanduser().resolve()))
+        self.loop_config()  # validates n, rounds, max_tokens, temperature, concurrency
+
+    def loop_config(self) -> LoopConfig:
+        return LoopConfig(
+            n=self.n,
+            rounds=self.rounds,
+            temperature=self.temperature,
+            max_tokens=self.max_tokens,
+            concurrency=self.concurrency,
+            seed=self.seed,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# Settings a resumed run must share with the original: all but the speed knobs.
+RESULT_KEYS: tuple[str, ...] = tuple(
+    k for k in RunSpec.__dataclass_fields__ if k not in ("concurrency", "base_url")
+)
+
+
+@dataclass(frozen=True, slots=True)
+class RunSummary:
+    """What ``agentloop run --json`` prints."""
+
+    suite: str
+    graph: str
+    backend: str
+    verifier: str
+    upper_bound: bool
+    tasks: int
+    planned: int
+    errors: int
+    skipped: int  # finished in an earlier session and not redone
+    metrics: dict[str, Any]
+    usage: dict[str, Any]
+    run_dir: str
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "suite": self.suite,
+            "graph": self.graph,
+            "backend": self.backend,
+            "verifier": self.verifier,
+            "upper_bound": self.upper_bound,
+            "tasks": self.tasks,
+            "planned": self.planned,
+            "errors": self.errors,
+            "skipped": self.skipped,
+            "metrics": self.metrics,
+            "usage": self.usage,
+            "run_dir": self.run_dir,
+        }
+
+
+def default_run_dir(spec: RunSpec, root: str | Path = "runs") -> Path:
+    """``runs/<suite>-<graph>-<timestamp>``, with a suffix if that exists already."""
+    base = Path(root) / f"{spec.suite}-{spec.graph}-{time.strftime('%Y%m%d-%H%M%S')}"
+    path, k = base, 2
+    while path.exists():
+        path, k = base.with_name(f"{base.name}-{k}"), k + 1
+    return path
+
+
+async def run_suite(
+    spec: RunSpec,
+    *,
+    run_dir: str | Path | None = None,
+    resume: bool = False,
+    backend: Backend | None = None,
+    progress: bool | Console = False,
+    abort_after: int = 3,
+    on_task: Callable[[TaskOutcome], None] | None = None,
+    on_start: Callable[[Path, int, int], None] | None = None,
+) -> RunSummary:
+    """Run every task ``spec`` selects and store each one as it finishes; return the whole run's summary.
+
+    ``backend`` overrides ``spec.backend`` (which then only labels the run); a backend
+    built here is closed at the end. ``progress`` shows a rich bar on stderr (or on the
+    given console) while it is a terminal. If the first ``abort_after`` tasks of this
+    session all fail, the run stops with :class:`RunAbortedError`; what finished is kept.
+    ``on_start(run_dir, tasks, done)`` is called once the run is open, before any task runs;
+    ``on_task(outcome)`` after each task is stored.
+    """
+    if resume and run_dir is None:
+        raise AgentloopError("--resume needs --run-dir: the run directory of the run to finish")
+    suite = get_suite(spec.suite)
+    graph_spec(spec.graph)  # an unknown graph fails here, before any model loads
+    directory = Path(run_dir) if run_dir is not None else default_run_dir(spec)
+    own_backend = backend is None
+    if backend is None:
+        options = BackendOptions(base_url=spec.base_url, concurrency=spec.concurrency)
+        backend = resolve_backend(spec.backend, options=options)
+    store: RunStore | None = None
+    try:
+        items = suite.items(spec, backend)
+        store = RunStore.for_run_dir(directory)
+        run_id = store.open_run(
+            suite=spec.suite,
+            graph=spec.graph,
+            backend=spec.backend,
+            config=spec.to_dict(),
+            planned=len(items),
+            resume=resume,
+            compare=RESULT_KEYS,
+            where=str(directory),
+        )
+        done = store.finished_task_ids(run_id)
+        todo = [item for item in items if item.task_id not in done]
+        if on_start is not None:
+            on_start(directory, len(items), len(items) - len(todo))
+        session = _Session(spec, suite, backend, store, run_id, abort_after, on_task)
+        with _progress_bar(progress, spec, total=len(items), done=len(items) - len(todo)) as bar:
+            session.bar = bar
+            await session.run(todo)
+    finally:
+        if store is not None:
+            store.close()
+        if own_backend:
+            await backend.aclose()
+
+    from agentloop.evals.report import RunReport
+
+    report = RunReport.load(directory)
+    return report.summary(skipped=len(items) - len(todo))
+
+
+def run_suite_sync(spec: RunSpec, **kwargs: Any) -> RunSummary:
+    """Blocking wrapper around :func:`run_suite`."""
+    return asyncio.run(run_suite(spec, **kwargs))
+
+
+class _Session:
+    """One invocation's work on a run: the tasks left, the store writes, the progress bar."""
+
+    def __init__(
+        self,
+        spec: RunSpec,
+        suite: Suite,
+        backend: Backend,
+        store: RunStore,
+        run_id: int,
+        abort_after: int,
+        on_task: Callable[[TaskOutcome], None] | None,
+    ):
+        self.spec = spec
+        self.suite = suite
+        self.backend = backend
+        self.store = store
+        self.run_id = run_id
+        self.abort_after = abort_after
+        self.on_task = on_task
+        self.config = spec.loop_config().replace(stop=suite.stop)
+        self.bar: _Bar | None = None
+        self.succeeded = 0
+        self.failed: list[str] = []
+
+    async def run(self, items: list[SuiteItem]) -> None:
+        if not items:
+            return
+        base_wall = self.store.run_wall(self.run_id)
+        start = time.perf_counter()
+        gate = asyncio.Semaphore(self.spec.concurrency)
+
+        async def gated(item: SuiteItem) -> TaskOutcome:
+            async with gate:
+                return await self.run_one(item)
+
+        tasks = [asyncio.create_task(gated(item)) for item in items]
+        try:
+            for next_done in asyncio.as_completed(tasks):
+                outcome = await next_done
+                # One transaction per task: result row, trajectory and the run's wall time.
+                self.store.record(self.run_id, outcome, run_wall_s=base_wall + time.perf_counter() - start)
+                if self.on_task is not None:
+                    self.on_task(outcome)
+                if self.bar is not None:
+                    self.bar.advance(outcome)
+                self._check_abort(outcome, len(items))
+        finally:
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def run_one(self, item: SuiteItem) -> TaskOutcome:
+        started, t0 = time.time(), time.perf_counter()
+
+        def outcome(**fields: Any) -> TaskOutcome:
+            return TaskOutcome(
+                task_id=item.task_id,
+                index=item.index,
+                question=item.question,
+                db_id=item.db_id,
+                difficulty=item.difficulty,
+                started=started,
+                finished=time.time(),
+                wall_s=time.perf_counter() - t0,
+                **fields,
+            )
+
+        try:
+            result = await run_task(item.task, self.backend, self.spec.graph, config=self.config)
+            score = await self.suite.score(item, result)
+        except Exception as exc:  # one broken task must not sink the run
+            return outcome(
+                correct=False,
+                error=f"{type(exc).__name__}: {exc}",
+                error_detail=traceback.format_exc(),
+            )
+        best = next((i for i, c in enumerate(result.candidates) if c is result.best), None)
+        answer = result.answer
+        return outcome(
+            correct=score.correct,
+            answer=answer if answer is None or isinstance(answer, str) else repr(answer),
+            passed=result.passed,
+            score=result.score,
+            usage=result.usage,
+            rounds=result.rounds,
+            stop_reason=result.stop_reason,
+            # A backend error cut the run short: store what came back, and retry it on resume.
+            error=result.error if result.stop_reason == "backend_error" else None,
+            eval_error=score.error,
+            candidates=result.candidates,
+            best_position=best,
+        )
+
+    def _check_abort(self, outcome: TaskOutcome, total: int) -> None:
+        if outcome.error is None:
+            self.succeeded += 1
+            return
+        self.failed.append(outcome.error)
+        if self.succeeded == 0 and len(self.failed) >= min(self.abort_after, total):
+            raise RunAbortedError(
+                f"the first {len(self.failed)} task(s) all failed, so the run stopped; the first error: "
+                f"{self.failed[0]}. Fix the cause and rerun the same command with --resume"
+            )
+
+
+# --- progress ------------------------------------------------------------------------------
+
+
+class _Bar:
+    def __init__(self, progress: Progress | None, total: int, done: int):
+        self.progress = progress
+        self.done = done
+        self.correct = 0
+        self.seen = 0
+        self.tokens = 0
+        self.errors = 0
+        self.task = (
+            progress.add_task("tasks", total=total, completed=done, **self._fields()) if progress else None
+        )
+
+    def _fields(self) -> dict[str, Any]:
+        acc = f"{self.correct / self.seen:.3f}" if self.seen else "-"
+        errors = f" errors {self.errors}" if self.errors else ""
+        return {"acc": acc, "tokens": _human(self.tokens), "errors": errors}
+
+    def advance(self, outcome: TaskOutcome) -> None:
+        self.seen += 1
+        self.correct += int(outcome.correct)
+        self.errors += int(outcome.error is not None)
+        self.tokens += outcome.usage.prompt_tokens + outcome.usage.completion_tokens
+        if self.progress is not None and self.task is not None:
+            self.progress.update(self.task, advance=1, **self._fields())
+
+
+class _progress_bar:
+    """A rich bar on stderr showing tasks done, accuracy so far, tokens and ETA (terminal only)."""
+
+    def __init__(self, progress: bool | Console, spec: RunSpec, *, total: int, done: int):
+        console = progress if isinstance(progress, Console) else Console(stderr=True)
+        enabled = bool(progress) and console.is_terminal
+        self.progress = (
+            Progress(
+                TextColumn(f"[bold]{spec.suite}[/] {spec.graph}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("acc {task.fields[acc]}"),
+                TextColumn("{task.fields[tokens]} tokens{task.fields[errors]}"),
+                TimeElapsedColumn(),
+                TextColumn("ETA"),
+                TimeRemainingColumn(),
+                console=console,
+            )
+            if enabled
+            else None
+        )
+        self.bar = _Bar(self.progress, total, done)
+
+    def __enter__(self) -> _Bar:
+        if self.progress is not None:
+            self.progress.start()
+        return self.bar
+
+    def __exit__(self, *exc: object) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+
+
+def _human(n: int) -> str:
+    if n >= 1_000_000:
+        return f"{n / 1_000_000:.1f}M"
+    if n >= 10_000:
+        return f"{n / 1000:.0f}k"
+    if n >= 1_000:
+        return f"{n / 1000:.1f}k"
+    return str(n)

@@ -1,0 +1,142 @@
+"""The suites ``agentloop run SUITE`` knows: how each loads its tasks and scores a final answer.
+
+A suite turns a :class:`RunSpec` into :class:`SuiteItem` s (a graph task plus what the
+report groups by) and scores each run's final answer against the reference, apart from
+whatever verifier steered the run. Register a new suite in :data:`SUITES`.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import difflib
+from collections import Counter
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, ClassVar
+
+from agentloop.backends._types import Backend
+from agentloop.errors import AgentloopError
+from agentloop.evals.spider_data import DatasetError, Text2SQLExample, load_text2sql
+from agentloop.evals.spider_exec import score_one
+from agentloop.graphs.result import LoopResult
+from agentloop.graphs.task import Task
+
+if TYPE_CHECKING:
+    from agentloop.evals.runner import RunSpec
+
+__all__ = ["SUITES", "Score", "Suite", "SuiteItem", "Text2SQLSuite", "UnknownSuiteError", "get_suite"]
+
+
+class UnknownSuiteError(AgentloopError, ValueError):
+    def __init__(self, name: str):
+        known = list(SUITES)
+        close = difflib.get_close_matches(name, known, n=1, cutoff=0.5)
+        hint = f" Did you mean '{close[0]}'?" if close else ""
+        super().__init__(f"unknown suite '{name}'.{hint} Known suites: {', '.join(known)}.")
+
+
+@dataclass(frozen=True, slots=True)
+class SuiteItem:
+    """One task of a suite, with what the store and the report keep about it."""
+
+    task: Task
+    index: int
+    question: str
+    db_id: str | None = None
+    difficulty: str | None = None
+
+    @property
+    def task_id(self) -> str:
+        return self.task.id
+
+
+@dataclass(frozen=True, slots=True)
+class Score:
+    correct: bool
+    error: str | None = None  # why the answer could not be scored, or the error it raised
+
+
+class Suite(abc.ABC):
+    name: ClassVar[str]
+    #: Stop strings for every candidate request (cut the chatter after the answer).
+    stop: ClassVar[tuple[str, ...]] = ()
+
+    @abc.abstractmethod
+    def items(self, spec: RunSpec, backend: Backend | None = None) -> list[SuiteItem]:
+        """The tasks ``spec`` selects (``--data``, ``--offset``, ``--limit``), in order."""
+
+    @abc.abstractmethod
+    async def score(self, item: SuiteItem, result: LoopResult) -> Score:
+        """Score the run's final answer against the reference (independent of the verifier)."""
+
+    def upper_bound(self, verifier: str) -> bool:
+        """Whether runs with ``verifier`` read the reference while they run (an oracle)."""
+        return False
+
+
+class Text2SQLSuite(Suite):
+    """Spider-style Text2SQL: execution accuracy of the final SQL, with official semantics."""
+
+    name = "text2sql"
+    # The blank line after a closing fence starts an explanation that nobody reads: on a small
+    # model it is most of the tokens. An opening fence is never followed by a blank line.
+    stop = ("```\n\n",)
+
+    def items(self, spec: RunSpec, backend: Backend | None = None) -> list[SuiteItem]:
+        from agentloop.evals.text2sql_task import Text2SQLTask
+        from agentloop.evals.text2sql_verifiers import make_verifier
+
+        examples = load_text2sql(spec.data)
+        end = None if spec.limit is None else spec.offset + spec.limit
+        chosen = examples[spec.offset : end]
+        if not chosen:
+            raise DatasetError(
+                f"--offset {spec.offset} --limit {spec.limit} selects no examples from a dataset of "
+                f"{len(examples)}"
+            )
+        _check_unique_ids(chosen)
+        verifier = make_verifier(spec.verifier, backend=backend)
+        return [
+            SuiteItem(
+                task=Text2SQLTask(ex, verifier),
+                index=ex.index,
+                question=ex.question,
+                db_id=ex.db_id,
+                difficulty=ex.difficulty,
+            )
+            for ex in chosen
+        ]
+
+    async def score(self, item: SuiteItem, result: LoopResult) -> Score:
+        example: Text2SQLExample = item.task.example  # type: ignore[attr-defined]
+        sql = result.answer
+        if not isinstance(sql, str) or not sql.strip():
+            return Score(False, "no SQL answer")
+        scored = await asyncio.to_thread(score_one, example, sql)
+        return Score(scored.correct, scored.error)
+
+    def upper_bound(self, verifier: str) -> bool:
+        from agentloop.evals.text2sql_verifiers import VERIFIERS
+
+        cls = VERIFIERS.get(verifier)
+        return cls is not None and cls.upper_bound
+
+
+def _check_unique_ids(examples: list[Text2SQLExample]) -> None:
+    counts = Counter(ex.id for ex in examples)
+    dupes = [i for i, n in counts.items() if n > 1]
+    if dupes:
+        shown = ", ".join(dupes[:5]) + (", ..." if len(dupes) > 5 else "")
+        raise DatasetError(
+            f"example ids must be unique within a run (the run store keys results by them): {shown}"
+        )
+
+
+SUITES: dict[str, type[Suite]] = {s.name: s for s in (Text2SQLSuite,)}
+
+
+def get_suite(name: str) -> Suite:
+    try:
+        return SUITES[name]()
+    except KeyError:
+        raise UnknownSuiteError(name) from None

@@ -1,0 +1,227 @@
+"""Turning a solved task's trajectory into 0-3 abstract concepts with one LLM call (ArcMemo-style).
+
+The prompt (``agentloop/prompts/memory_abstract.txt``) shows the question, the failed
+attempts with the verifier's feedback, and the passing answer, and asks for lessons
+that carry over to other tasks as JSON. :func:`parse_concepts` reads that JSON
+leniently: code fences, prose around it, a bare list, a single object, trailing
+commas, cues as one string and unknown kinds are all accepted.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from agentloop.backends._types import Backend, ChatRequest, Message, Usage
+from agentloop.graphs._prompts import render_prompt
+from agentloop.memory._types import KINDS, ConceptDraft, ConceptParameter
+
+if TYPE_CHECKING:
+    from agentloop.graphs.result import LoopResult
+
+__all__ = [
+    "AbstractionError",
+    "AbstractionResult",
+    "Attempt",
+    "Trajectory",
+    "abstract",
+    "extract_json",
+    "parse_concepts",
+]
+
+log = logging.getLogger(__name__)
+
+_QUESTION_CHARS = 3000
+_ATTEMPT_CHARS = 800
+_FEEDBACK_CHARS = 400
+_ANSWER_CHARS = 1500
+
+
+class AbstractionError(ValueError):
+    """The model's reply held no JSON that could be read as concepts."""
+
+
+def _cut(text: str, limit: int) -> str:
+    text = text.strip()
+    return text if len(text) <= limit else text[:limit] + " [...]"
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """A failed candidate as the abstraction prompt shows it."""
+
+    text: str
+    feedback: str = ""
+    score: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Trajectory:
+    """What the abstraction prompt needs from a solved task."""
+
+    task_id: str
+    question: str
+    answer: str
+    failed: tuple[Attempt, ...] = ()
+
+    @classmethod
+    def from_result(cls, question: str, result: LoopResult, *, max_failed: int = 3) -> Trajectory:
+        """The trajectory of a run whose best candidate passed: the last ``max_failed`` distinct failures."""
+        if result.best is None or not result.passed:
+            raise ValueError(f"task {result.task_id!r} did not pass: only passing runs are abstracted")
+        seen: set[str] = set()
+        failed: list[Attempt] = []
+        for c in reversed(result.candidates):
+            text = c.text.strip()
+            if c.passed or not text or text in seen:
+                continue
+            seen.add(text)
+            feedback = c.verdict.feedback if c.verdict is not None else (c.parse_error or "")
+            failed.append(Attempt(text, feedback, c.score))
+            if len(failed) >= max_failed:
+                break
+        return cls(result.task_id, question, result.best.text, tuple(reversed(failed)))
+
+    def prompt(self, max_concepts: int) -> str:
+        if self.failed:
+            attempts = "\n\n".join(
+                f"Attempt {i} (score {a.score:.2f}):\n{_cut(a.text, _ATTEMPT_CHARS)}\n"
+                f"Verifier: {_cut(a.feedback, _FEEDBACK_CHARS) or '(no message)'}"
+                for i, a in enumerate(self.failed, 1)
+            )
+        else:
+            attempts = "(none: the first answer passed)"
+        return render_prompt(
+            "memory_abstract",
+            max_concepts=str(max_concepts),
+            question=_cut(self.question, _QUESTION_CHARS),
+            attempts=attempts,
+            answer=_cut(self.answer, _ANSWER_CHARS),
+        )
+
+
+@dataclass(slots=True)
+class AbstractionResult:
+    drafts: list[ConceptDraft]
+    usage: Usage = field(default_factory=Usage)
+    raw: str = ""
+    error: str | None = None
+
+
+async def abstract(
+    backend: Backend, trajectory: Trajectory, *, max_concepts: int = 3, max_tokens: int = 800
+) -> AbstractionResult:
+    """Ask ``backend`` (greedy) for up to ``max_concepts`` concepts from ``trajectory``.
+
+    A reply that cannot be parsed gives no drafts and sets ``error``; a backend error
+    propagates.
+    """
+    request = ChatRequest(
+        messages=(Message("user", trajectory.prompt(max_concepts)),),
+        n=1,
+        temperature=0.0,
+        max_tokens=max_tokens,
+    )
+    response = await backend.generate(request)
+    raw = response.texts[0] if response.completions else ""
+    try:
+        drafts = parse_concepts(raw, max_concepts=max_concepts)
+    except AbstractionError as exc:
+        log.warning("abstraction for task %r gave no usable JSON: %s", trajectory.task_id, exc)
+        return AbstractionResult([], response.usage, raw, str(exc))
+    return AbstractionResult(drafts, response.usage, raw)
+
+
+_FENCE = re.compile(r"```(?:json|JSON)?\s*\n?(.*?)```", re.DOTALL)
+_TRAILING_COMMA = re.compile(r",(\s*[}\]])")
+
+
+def extract_json(text: str) -> Any:
+    """The first JSON object or array in ``text`` (fenced or not), or ``None``."""
+    chunks = [m.group(1) for m in _FENCE.finditer(text)] + [text]
+    decoder = json.JSONDecoder()
+    for chunk in chunks:
+        repaired = _TRAILING_COMMA.sub(r"\1", chunk).strip()
+        for candidate in (chunk.strip(), repaired):
+            try:
+                return json.loads(candidate)
+            except json.JSONDecodeError:
+                pass
+        # JSON inside prose: the first bracket where a whole value parses. Scanning the
+        # repaired text keeps a trailing comma from making an inner list win.
+        for i in [i for i, ch in enumerate(repaired) if ch in "{["][:50]:
+            try:
+                value, _ = decoder.raw_decode(repaired, i)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(value, dict | list):
+                return value
+    return None
+
+
+def _items(data: Any) -> list[Any]:
+    if isinstance(data, list):
+        return data
+    if isinstance(data, dict):
+        for key in ("concepts", "lessons", "items"):
+            if isinstance(data.get(key), list):
+                return data[key]
+        if "title" in data:
+            return [data]
+    raise AbstractionError(f"expected a list of concepts, got {type(data).__name__}")
+
+
+def _cues(value: Any) -> tuple[str, ...]:
+    if isinstance(value, str):
+        return tuple(p for p in re.split(r"[;\n]|,\s", value) if p.strip())
+    if isinstance(value, list | tuple):
+        return tuple(str(v) for v in value if isinstance(v, str | int | float))
+    return ()
+
+
+def _parameters(value: Any) -> tuple[ConceptParameter, ...]:
+    out = []
+    if isinstance(value, dict):
+        value = [{"name": k, **(v if isinstance(v, dict) else {"type": str(v)})} for k, v in value.items()]
+    for p in value if isinstance(value, list) else []:
+        try:
+            if isinstance(p, str):
+                out.append(ConceptParameter(name=p))
+            elif isinstance(p, dict):
+                out.append(ConceptParameter.from_dict({k: str(v) for k, v in p.items() if v is not None}))
+        except ValueError:
+            continue
+    return tuple(out)
+
+
+def _draft(item: Any) -> ConceptDraft | None:
+    if not isinstance(item, dict):
+        return None
+    kind = str(item.get("kind") or item.get("type") or "strategy").strip().lower()
+    try:
+        return ConceptDraft(
+            title=str(item.get("title") or item.get("name") or ""),
+            situation=str(item.get("situation") or item.get("when") or ""),
+            cues=_cues(item.get("cues")),
+            suggestion=str(item.get("suggestion") or item.get("do") or item.get("action") or ""),
+            parameters=_parameters(item.get("parameters")),
+            kind=kind if kind in KINDS else "strategy",  # type: ignore[arg-type]
+        )
+    except ValueError:
+        return None
+
+
+def parse_concepts(text: str, *, max_concepts: int = 3) -> list[ConceptDraft]:
+    """Concept drafts from a model's reply; items without a title or suggestion are skipped.
+
+    Raises :class:`AbstractionError` when the reply holds no usable JSON at all; an
+    empty list in the reply is a valid "nothing generalises".
+    """
+    data = extract_json(text)
+    if data is None:
+        raise AbstractionError(f"no JSON in the reply: {text[:120]!r}")
+    drafts = [d for d in (_draft(item) for item in _items(data)) if d is not None]
+    return drafts[:max_concepts]

@@ -1,0 +1,321 @@
+"""``ConceptMemory``: the graphs' :class:`~agentloop.graphs.LessonSource` on top of a memory store.
+
+Before a task (``retrieve``): search the task's namespace lexically, optionally rerank
+the shortlist by embeddings or let the LLM choose from it, record every concept shown,
+and return the concepts as lesson lines. After it (``remember``): close those uses
+with the task's outcome and, if the best candidate passed, abstract the trajectory
+into concepts and merge them into the store, now (``update="task"``), on
+:meth:`ConceptMemory.flush` (``"batch"``), or never (``"off"``).
+
+>>> memory = ConceptMemory.open("sqlite:///memory.sqlite", namespace="spider", backend=backend)
+>>> result = await run_task(task, backend, "iad", memory=memory)
+>>> await memory.aclose()          # flushes a batch, closes the store
+>>> memory.counters.to_dict()      # {"retrieved": ..., "written": ...}
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, Literal, get_args
+
+from agentloop.backends._types import Backend, ChatRequest, Message, Usage
+from agentloop.graphs._prompts import render_prompt
+from agentloop.memory._types import AddResult, ConceptDraft, Provenance, SearchHit, check_namespace
+from agentloop.memory.abstraction import Trajectory, abstract, extract_json
+from agentloop.memory.retrieval import Embedder, MiniLMEmbedder, rerank
+from agentloop.memory.store import MemoryStore, SQLMemoryStore
+
+if TYPE_CHECKING:
+    from agentloop.graphs.result import LoopResult
+    from agentloop.graphs.task import Task
+
+__all__ = [
+    "SELECT_MODES",
+    "UPDATE_MODES",
+    "ConceptMemory",
+    "MemoryCounters",
+    "SelectMode",
+    "UpdateMode",
+    "default_query",
+]
+
+log = logging.getLogger(__name__)
+
+UpdateMode = Literal["task", "batch", "off"]
+SelectMode = Literal["lexical", "embed", "llm"]
+UPDATE_MODES: tuple[str, ...] = get_args(UpdateMode)
+SELECT_MODES: tuple[str, ...] = get_args(SelectMode)
+
+
+def default_query(task: Task) -> str:
+    """What to search memory with: the task's ``memory_query`` (a string, or a method
+    returning one), else its ``question`` string, else the text of its first prompt's
+    user messages.
+
+    Prompts that carry long context (a database schema) make poor queries; such tasks
+    should have a ``question`` or a ``memory_query``.
+    """
+    for name in ("memory_query", "question"):
+        q = getattr(task, name, None)
+        if callable(q):
+            q = q()
+        if isinstance(q, str) and q.strip():
+            return q
+    return "\n".join(m.content for m in task.build_messages() if m.role == "user")
+
+
+@dataclass(slots=True)
+class MemoryCounters:
+    """What a :class:`ConceptMemory` did in this session.
+
+    ``retrieved``: concepts shown to tasks (summed over tasks). ``written``: drafts
+    stored, ``inserted`` as new concepts plus ``merged`` into existing ones.
+    ``usage``: tokens spent on abstraction and LLM selection.
+    """
+
+    retrieved: int = 0
+    written: int = 0
+    inserted: int = 0
+    merged: int = 0
+    abstractions: int = 0
+    abstraction_errors: int = 0
+    usage: Usage = field(default_factory=Usage)
+
+    def to_dict(self) -> dict[str, int]:
+        """The run summary's ``"memory"`` entry."""
+        return {"retrieved": self.retrieved, "written": self.written}
+
+
+def _run_id() -> str:
+    return f"{datetime.now(UTC):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
+
+
+class ConceptMemory:
+    """Lessons in before a task, concepts out after it; see the module docstring.
+
+    ``k``: most lessons shown per task. ``shortlist``: lexical hits that ``embed`` and
+    ``llm`` selection choose from. ``backend`` writes the abstractions (needed unless
+    ``update="off"``) and makes ``llm`` selections. ``batch_size`` flushes a batch
+    early once that many trajectories wait.
+    """
+
+    def __init__(
+        self,
+        store: MemoryStore,
+        *,
+        namespace: str,
+        backend: Backend | None = None,
+        update: UpdateMode = "task",
+        select: SelectMode = "lexical",
+        k: int = 3,
+        shortlist: int = 20,
+        run_id: str | None = None,
+        embedder: Embedder | None = None,
+        query: Callable[[Task], str] = default_query,
+        max_concepts: int = 3,
+        batch_size: int | None = None,
+        concurrency: int = 4,
+        owns_store: bool = False,
+    ):
+        if update not in UPDATE_MODES:
+            raise ValueError(f"memory update mode must be one of {', '.join(UPDATE_MODES)}, got {update!r}")
+        if select not in SELECT_MODES:
+            raise ValueError(f"memory select mode must be one of {', '.join(SELECT_MODES)}, got {select!r}")
+        if backend is None and (update != "off" or select == "llm"):
+            raise ValueError(
+                f"ConceptMemory(update={update!r}, select={select!r}) needs a backend to write "
+                "abstractions or select lessons; pass backend=..., or update='off' with lexical/embed selection"
+            )
+        if k < 1 or shortlist < 1 or max_concepts < 0 or concurrency < 1:
+            raise ValueError("k, shortlist and concurrency must be >= 1 and max_concepts >= 0")
+        self.store = store
+        self.namespace = check_namespace(namespace)
+        self.backend = backend
+        self.update = update
+        self.select = select
+        self.k = k
+        self.shortlist = max(shortlist, k)
+        self.run_id = run_id or _run_id()
+        self.embedder = embedder if embedder is not None or select != "embed" else MiniLMEmbedder()
+        self.query = query
+        self.max_concepts = max_concepts
+        self.batch_size = batch_size
+        self.counters = MemoryCounters()
+        self._pending: list[Trajectory] = []
+        self._shown: set[str] = set()
+        self.concurrency = concurrency
+        self._owns_store = owns_store
+
+    @classmethod
+    def open(
+        cls, url: str | os.PathLike[str] | None = None, *, namespace: str, **kwargs: Any
+    ) -> ConceptMemory:
+        """A memory on its own :class:`SQLMemoryStore` at ``url`` (``None``: the default SQLite file).
+
+        Keyword arguments are :class:`ConceptMemory`'s; :meth:`aclose` closes the store.
+        """
+        return cls(SQLMemoryStore(url), namespace=namespace, owns_store=True, **kwargs)
+
+    def __repr__(self) -> str:
+        return (
+            f"<ConceptMemory {self.namespace!r} update={self.update} select={self.select} "
+            f"k={self.k} store={self.store!r}>"
+        )
+
+    # --- LessonSource ------------------------------------------------------------------------
+
+    async def retrieve(self, task: Task) -> list[str]:
+        """Lesson lines for ``task`` (at most ``k``); every concept returned is recorded as shown."""
+        query = self.query(task)
+        if not query.strip():
+            return []
+        want = self.k if self.select == "lexical" else self.shortlist
+        hits = await asyncio.to_thread(self.store.search, query, namespace=self.namespace, k=want)
+        if hits and self.select == "embed":
+            assert self.embedder is not None
+            hits = await asyncio.to_thread(rerank, self.store, hits, query, self.embedder, self.k)
+        elif hits and self.select == "llm":
+            hits = await self._llm_select(query, hits)
+        hits = hits[: self.k]
+        if hits:
+            await asyncio.to_thread(
+                self.store.record_uses,
+                [(h.concept.id, h.score) for h in hits],
+                task_id=task.id,
+                run_id=self.run_id,
+            )
+            self._shown.add(task.id)
+        self.counters.retrieved += len(hits)
+        return [h.concept.render() for h in hits]
+
+    async def remember(self, task: Task, result: LoopResult) -> None:
+        """Close the task's uses with its outcome; abstract and write if it passed (per ``update``)."""
+        if task.id in self._shown:
+            self._shown.discard(task.id)
+            await asyncio.to_thread(
+                self.store.record_outcome, task_id=task.id, run_id=self.run_id, passed=result.passed
+            )
+        if self.update == "off" or not result.passed or self.max_concepts == 0:
+            return
+        trajectory = Trajectory.from_result(self.query(task), result)
+        if self.update == "task":
+            await self._write([trajectory])
+            return
+        self._pending.append(trajectory)
+        if self.batch_size is not None and len(self._pending) >= self.batch_size:
+            await self.flush()
+
+    # --- batches and lifetime ------------------------------------------------------------------
+
+    @property
+    def pending(self) -> int:
+        """Trajectories waiting for :meth:`flush` (``update="batch"``)."""
+        return len(self._pending)
+
+    async def flush(self) -> int:
+        """Abstract and write the waiting trajectories; returns how many drafts were stored."""
+        batch, self._pending = self._pending, []
+        return await self._write(batch) if batch else 0
+
+    async def aclose(self) -> None:
+        """Flush a waiting batch and, if this memory opened its store, close it."""
+        try:
+            await self.flush()
+        finally:
+            if self._owns_store:
+                self.store.close()
+
+    async def __aenter__(self) -> ConceptMemory:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    # --- internals -----------------------------------------------------------------------------
+
+    async def _write(self, trajectories: Sequence[Trajectory]) -> int:
+        # Made per call: a semaphore binds to the event loop that first waits on it.
+        sem = asyncio.Semaphore(self.concurrency)
+        results = await asyncio.gather(*(self._abstract(t, sem) for t in trajectories))
+        written = 0
+        for trajectory, drafts in zip(trajectories, results, strict=True):
+            if not drafts:
+                continue
+            added: list[AddResult] = await asyncio.to_thread(
+                self.store.add_many,
+                drafts,
+                namespace=self.namespace,
+                provenance=Provenance((trajectory.task_id,), (self.run_id,)),
+            )
+            for a in added:
+                if a.action == "merged":
+                    self.counters.merged += 1
+                    log.info("memory: merged a draft into concept %d (%s)", a.concept.id, a.reason)
+                else:
+                    self.counters.inserted += 1
+            written += len(added)
+        self.counters.written += written
+        return written
+
+    async def _abstract(self, trajectory: Trajectory, sem: asyncio.Semaphore) -> list[ConceptDraft]:
+        assert self.backend is not None
+        async with sem:
+            self.counters.abstractions += 1
+            try:
+                out = await abstract(self.backend, trajectory, max_concepts=self.max_concepts)
+            except Exception as exc:  # a failed abstraction must not fail the task it follows
+                log.warning("memory: abstraction for task %r failed: %s", trajectory.task_id, exc)
+                self.counters.abstraction_errors += 1
+                return []
+        self.counters.usage = self.counters.usage + out.usage
+        if out.error is not None:
+            self.counters.abstraction_errors += 1
+        return out.drafts
+
+    async def _llm_select(self, query: str, hits: list[SearchHit]) -> list[SearchHit]:
+        """Let the backend choose from the shortlist (ArcMemo); the lexical order if its reply is unreadable."""
+        assert self.backend is not None
+        prompt = render_prompt(
+            "memory_select",
+            k=str(self.k),
+            question=query.strip()[:3000],
+            lessons="\n".join(f"{i}. {h.concept.render()}" for i, h in enumerate(hits, 1)),
+        )
+        request = ChatRequest(messages=(Message("user", prompt),), n=1, temperature=0.0, max_tokens=64)
+        try:
+            response = await self.backend.generate(request)
+        except Exception as exc:
+            log.warning("memory: LLM selection failed, using the lexical order: %s", exc)
+            return hits[: self.k]
+        self.counters.usage = self.counters.usage + response.usage
+        chosen = parse_selection(response.texts[0] if response.completions else "", len(hits), self.k)
+        if chosen is None:
+            log.warning("memory: unreadable LLM selection, using the lexical order")
+            return hits[: self.k]
+        return [hits[i] for i in chosen]
+
+
+def parse_selection(text: str, n: int, k: int) -> list[int] | None:
+    """0-based indices of the chosen lessons (numbered from 1 in the prompt), at most ``k``;
+    ``None`` when the reply holds no list.
+    """
+    data = extract_json(text)
+    if isinstance(data, dict):
+        data = next((data[key] for key in ("selected", "lessons", "chosen") if key in data), None)
+    if not isinstance(data, list):
+        return None
+    out: list[int] = []
+    for v in data:
+        try:
+            i = int(v) - 1
+        except (TypeError, ValueError):
+            continue
+        if 0 <= i < n and i not in out:
+            out.append(i)
+    return out[:k]

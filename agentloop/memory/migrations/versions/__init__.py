@@ -1,0 +1,1 @@
+"""Alembic revisions of the memory store, oldest first (see ``0001_initial.py``)."""

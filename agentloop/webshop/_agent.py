@@ -1,0 +1,456 @@
+"""WebShop as a graphs task: a ReAct-style episode per candidate, a goal-free verifier, and the oracle.
+
+Each candidate is one whole episode (:class:`~agentloop.graphs.RolloutTask`): at every
+step the model sees the instruction, its earlier actions and the current page, and
+answers ``Thought: ...`` / ``Action: ...``. The named graphs then work unchanged:
+greedy runs one episode, best_of_n runs n and keeps the one the verifier likes best,
+iad feeds the best and worst episodes, their scores and the verifier's critique into
+the next round.
+
+Verifiers: ``"rules"`` judges the purchase only from what the shopper saw (the
+instruction against the bought product's pages, chosen options and listed price); it
+never reads the hidden goal. ``"oracle"`` scores with the true reward, an upper bound.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Hashable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from agentloop.backends._types import Message
+from agentloop.graphs._prompts import render_prompt
+from agentloop.graphs.task import (
+    Candidate,
+    Feedback,
+    Rollout,
+    RolloutTask,
+    StepFn,
+    Verdict,
+    append_to_prompt,
+    render_lessons,
+)
+from agentloop.webshop._catalog import Catalog, Goal, load_catalog
+from agentloop.webshop._env import DEFAULT_MAX_STEPS, Purchase, StepResult, WebShopEnv, parse_action
+from agentloop.webshop._reward import RewardInfo
+
+__all__ = [
+    "VERIFIERS",
+    "Outcome",
+    "VerifierName",
+    "WebShopTask",
+    "judge_purchase",
+    "load_webshop_tasks",
+    "oracle_verdict",
+    "parse_react",
+    "task_outcome",
+    "webshop_metrics",
+]
+
+VerifierName = Literal["rules", "oracle"]
+VERIFIERS: dict[str, str] = {
+    "rules": "goal-free rules: the instruction against the bought product's pages, options and price",
+    "oracle": "the true WebShop reward (reads the hidden goal): an upper bound, not a fair verifier",
+}
+_FEEDBACK_CHARS = 1000
+_ACTION_LINE = re.compile(r"^\s*action\s*:\s*(.+?)\s*$", re.IGNORECASE | re.MULTILINE)
+_ANY_ACTION = re.compile(r"\b(search|click|think)\s*\[[^\]\n]*\]", re.IGNORECASE)
+_PRICE_LIMIT = re.compile(r"price lower than ([\d.]+) dollars")
+
+
+@dataclass(slots=True)
+class Outcome:
+    """A finished episode: its actions, how it ended, what was bought, and the true reward.
+
+    ``reward`` and ``reward_info`` come from the hidden goal. The rule verifier and the
+    prompts never read them; they are here for metrics and the oracle.
+    """
+
+    instruction: str
+    actions: list[str] = field(default_factory=list)
+    observations: list[str] = field(default_factory=list)
+    ended: Literal["purchase", "step_limit", "stuck", "budget"] = "budget"
+    purchase: Purchase | None = None
+    reward: float = 0.0
+    reward_info: RewardInfo | None = None
+
+    @property
+    def success(self) -> bool:
+        return self.reward_info is not None and self.reward_info.success
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "instruction": self.instruction,
+            "actions": list(self.actions),
+            "ended": self.ended,
+            "purchase": self.purchase.to_dict() if self.purchase is not None else None,
+            "reward": self.reward,
+            "success": self.success,
+            "reward_info": self.reward_info.to_dict() if self.reward_info is not None else None,
+        }
+
+
+def parse_react(text: str) -> str:
+    """The action in a ReAct reply: the first ``Action:`` line, else the first ``search[...]``/``click[...]``."""
+    m = _ACTION_LINE.search(text)
+    if m is not None:
+        inner = _ANY_ACTION.search(m.group(1))
+        return inner.group(0) if inner is not None else m.group(1)
+    m2 = _ANY_ACTION.search(text)
+    return m2.group(0) if m2 is not None else text.strip()
+
+
+class WebShopTask(RolloutTask):
+    """One WebShop goal as a graphs task. Each candidate is one episode in a fresh environment."""
+
+    def __init__(
+        self,
+        catalog: Catalog,
+        goal: Goal | int,
+        *,
+        verifier: VerifierName | Callable[[Outcome], Verdict] = "rules",
+        max_steps: int = DEFAULT_MAX_STEPS,
+        show_attrs: bool = False,
+        max_invalid: int | None = 3,
+    ):
+        if max_invalid is not None and max_invalid < 1:
+            raise ValueError(f"max_invalid must be >= 1 or None, got {max_invalid}")
+        self.catalog = catalog
+        self.goal = catalog.goals[goal] if isinstance(goal, int) else goal
+        self.id = f"webshop-{self.goal.index}"
+        self.max_steps = max_steps
+        self.show_attrs = show_attrs
+        self.max_invalid = max_invalid
+        if verifier == "rules":
+            self._judge: Callable[[Outcome], Verdict] = judge_purchase
+        elif verifier == "oracle":
+            self._judge = oracle_verdict
+        elif callable(verifier):
+            self._judge = verifier
+        else:
+            raise ValueError(f"unknown WebShop verifier {verifier!r}; choose one of {', '.join(VERIFIERS)}")
+        self.verifier = verifier if isinstance(verifier, str) else getattr(verifier, "__name__", "custom")
+
+    @property
+    def instruction(self) -> str:
+        return self.goal.instruction_text
+
+    def build_messages(self, lessons: Sequence[str] = ()) -> list[Message]:
+        section = render_lessons(lessons)
+        task = render_prompt("webshop_task", instruction=self.instruction)
+        return [
+            Message("system", render_prompt("webshop_system")),
+            Message("user", f"{section}\n\n{task}" if section else task),
+        ]
+
+    def build_refine_messages(self, feedback: Feedback, lessons: Sequence[str] = ()) -> list[Message]:
+        """The task prompt plus the best and weakest earlier episodes, their scores and the critique."""
+        worst = ""
+        if feedback.worst is not None:
+            worst = "\n\n" + render_prompt("webshop_iad_worst", **_slots("worst_", feedback.worst))
+        text = render_prompt(
+            "webshop_iad_feedback",
+            **_slots("best_", feedback.best),
+            worst_block=worst,
+            scores=", ".join(f"{s:.2f}" for s in feedback.scores) or "none",
+        )
+        return append_to_prompt(self.build_messages(lessons), text)
+
+    async def rollout(self, step: StepFn, messages: Sequence[Message]) -> Rollout:
+        env = WebShopEnv(self.catalog, max_steps=self.max_steps, show_attrs=self.show_attrs)
+        observation = env.reset(self.goal)
+        out = Outcome(self.instruction)
+        history: list[str] = []
+        last: StepResult | None = None
+        invalid_run = 0
+        while not env.done:
+            if self.max_invalid is not None and invalid_run >= self.max_invalid:
+                out.ended = "stuck"  # a policy that cannot form an action only burns compute
+                break
+            prompt = render_prompt(
+                "webshop_step",
+                history="\n".join(history) or "(none yet)",
+                observation=observation,
+                left=str(self.max_steps - env.steps),
+            )
+            reply = await step(append_to_prompt(messages, prompt))
+            if reply is None:
+                break  # the budget ran out mid-episode: no purchase
+            action = parse_react(reply)
+            last = env.step(action)
+            observation = last.observation
+            out.actions.append(action)
+            out.observations.append(observation)
+            invalid_run = 0 if last.valid else invalid_run + 1
+            history.append(f"{len(history) + 1}. {_one_line(action)} -> {_summary(env, last, action)}")
+        if last is not None and last.purchase is not None:
+            out.ended, out.purchase, out.reward, out.reward_info = (
+                "purchase",
+                last.purchase,
+                last.reward,
+                last.reward_info,
+            )
+        elif env.done:
+            out.ended = "step_limit"
+        ending = {
+            "purchase": "Outcome: bought the product above.",
+            "step_limit": f"Outcome: no purchase; the {self.max_steps}-action limit ran out.",
+            "stuck": f"Outcome: no purchase; stopped after {self.max_invalid} invalid actions in a row.",
+            "budget": "Outcome: no purchase; the compute budget ran out.",
+        }[out.ended]
+        text = "\n".join(["Actions:", *history, ending])
+        return Rollout(text=text, answer=out, finish_reason="stop" if out.ended == "purchase" else "length")
+
+    async def verify(self, candidate: Candidate) -> Verdict:
+        outcome = candidate.answer
+        if not isinstance(outcome, Outcome):
+            return Verdict.failed("no episode to judge")
+        return self._judge(outcome)
+
+    def answer_key(self, candidate: Candidate) -> Hashable | None:
+        """What self-consistency votes on: the product bought and its options."""
+        outcome = candidate.answer
+        if not isinstance(outcome, Outcome) or outcome.purchase is None:
+            return None
+        return (outcome.purchase.asin, tuple(sorted(outcome.purchase.options.items())))
+
+
+# --- verifiers ------------------------------------------------------------------------------
+
+_REQUEST_WORDS = frozenset(
+    """i im am looking for need want to buy find me get some a an the that is are which it its
+    they should be with and in of please pair piece kind one would like also color colour size
+    flavor flavour scent style type count fit lower than price dollars under tube bottle box bag
+    some set kit""".split()
+)
+_SIZE_NAMES = re.compile(r"\b(travel|queen|king|twin|full|family|one) size\b")
+_SPELLINGS = {"color": ("color", "colour"), "flavor": ("flavor", "flavour")}
+_WORD = re.compile(r"[a-z0-9]+")
+
+
+def _stem(word: str) -> str:
+    return word[:-1] if len(word) > 3 and word.endswith("s") and not word.endswith("ss") else word
+
+
+def judge_purchase(outcome: Outcome) -> Verdict:
+    """The goal-free rule verifier: does what was bought, as its pages showed it, fit the instruction?
+
+    Three checks, each in [0, 1], averaged: the instruction's content words found in the
+    product's title, bullets, description (and attributes, when shown) and chosen options;
+    the option values the instruction names, chosen; the listed price under the
+    instruction's limit. It passes when all words are found, the options fit and the
+    price fits. The critique names what is off.
+    """
+    p = outcome.purchase
+    if p is None:
+        if outcome.ended == "stuck":
+            return Verdict(
+                0.0,
+                False,
+                "No purchase: the episode stopped after several invalid actions in a row. Answer with one "
+                "line 'Action: search[keywords]' on the search page, or 'Action: click[item]' with an item "
+                "shown in square brackets.",
+            )
+        why = "the action limit ran out" if outcome.ended == "step_limit" else "the compute budget ran out"
+        return Verdict(
+            0.0, False, f"No purchase: {why} before Buy Now. Search sooner and buy a fitting product."
+        )
+    instruction = outcome.instruction.lower()
+    m = _PRICE_LIMIT.search(instruction)
+    limit = float(m.group(1)) if m else None
+    wish = _PRICE_LIMIT.sub(" ", instruction)
+    problems: list[str] = []
+
+    # Options: a dimension counts when the instruction names one of its values.
+    requested = 0
+    opt_hits = 0
+    named_values: list[str] = []
+    for dim, values in p.available_options.items():
+        named = _named_values(wish, values)
+        if not named:
+            # The instruction may want a value this product does not offer at all.
+            plain = _SIZE_NAMES.sub(" ", wish)  # "travel size" is a feature, not a size
+            if any(re.search(rf"\b{w}\b", plain) for w in _SPELLINGS.get(dim, (dim,))):
+                requested += 1
+                problems.append(f"the instruction asks for a {dim} that this product does not offer")
+            continue
+        requested += 1
+        named_values += named
+        chosen = p.options.get(dim)
+        if chosen in named:
+            opt_hits += 1
+        elif chosen is None:
+            problems.append(f"no {dim} was selected; the instruction asks for {named[0]}")
+        else:
+            problems.append(f"{dim} {chosen} was selected; the instruction asks for {named[0]}")
+    opt_score = opt_hits / requested if requested else 1.0
+
+    # Content words: what the instruction wants, minus request phrasing and option values.
+    for v in named_values:
+        wish = re.sub(rf"(?<![a-z0-9]){re.escape(v)}(?![a-z0-9])", " ", wish)
+    words = [w for w in dict.fromkeys(_WORD.findall(wish)) if w not in _REQUEST_WORDS and not w.isdigit()]
+    page = " ".join([p.name, *p.bullet_points, p.description, *(p.attributes or ()), *p.options.values()])
+    seen = {_stem(w) for w in _WORD.findall(page.lower())}
+    missing = [w for w in words if _stem(w) not in seen]
+    coverage = 1.0 - len(missing) / len(words) if words else 1.0
+    if missing:
+        problems.insert(0, "the product's pages never mention " + ", ".join(f"'{w}'" for w in missing))
+
+    price = _listed_price(p.price_tag)
+    price_ok = limit is None or price is None or price <= limit
+    if not price_ok:
+        problems.append(f"its price {p.price_tag} is above the limit of ${limit:.2f}")
+
+    score = (coverage + opt_score + float(price_ok)) / 3
+    passed = not missing and opt_hits == requested and price_ok
+    head = f"Bought {p.asin} '{p.name}' at {p.price_tag}"
+    if p.options:
+        head += " with " + ", ".join(f"{k}: {v}" for k, v in p.options.items())
+    feedback = f"{head}. " + (
+        "It fits the instruction." if passed else "Problems: " + "; ".join(problems) + "."
+    )
+    details = {
+        "verifier": "rules",
+        "coverage": round(coverage, 4),
+        "missing_words": missing,
+        "options_requested": requested,
+        "options_hit": opt_hits,
+        "price_ok": price_ok,
+    }
+    return Verdict(score, passed, feedback, details)
+
+
+def oracle_verdict(outcome: Outcome) -> Verdict:
+    """The true WebShop reward as the verdict: an upper bound, since it reads the hidden goal."""
+    info = outcome.reward_info
+    if info is None:
+        return Verdict(0.0, False, "No purchase (true reward 0).", {"verifier": "oracle"})
+    parts = (
+        f"type factor {info.r_type:g}, attributes {info.attr_hits}/{info.n_attrs}, "
+        f"options {info.option_hits}/{info.n_options}, price {'within' if info.price_ok else 'over'} the limit"
+    )
+    return Verdict(
+        info.reward,
+        info.success,
+        f"True reward {info.reward:.2f}: {parts}.",
+        {"verifier": "oracle", **info.to_dict()},
+    )
+
+
+# --- suite helpers --------------------------------------------------------------------------
+
+
+def load_webshop_tasks(
+    data: str | Path | None = None,
+    *,
+    limit: int | None = None,
+    offset: int = 0,
+    verifier: VerifierName = "rules",
+    max_steps: int = DEFAULT_MAX_STEPS,
+    show_attrs: bool = False,
+    max_invalid: int | None = 3,
+    human_goals: bool = True,
+    catalog: Catalog | None = None,
+) -> list[WebShopTask]:
+    """Tasks for goals ``offset .. offset+limit`` (shuffled order) of a catalog; all share one catalog and index."""
+    if offset < 0 or (limit is not None and limit < 0):
+        raise ValueError("offset and limit must be >= 0")
+    cat = catalog if catalog is not None else load_catalog(data, human_goals=human_goals)
+    end = None if limit is None else offset + limit
+    return [
+        WebShopTask(
+            cat, g, verifier=verifier, max_steps=max_steps, show_attrs=show_attrs, max_invalid=max_invalid
+        )
+        for g in cat.goals[offset:end]
+    ]
+
+
+def task_outcome(result: Any) -> tuple[float, bool]:
+    """A finished run's true ``(reward, success)``: the selected candidate's episode, 0 when none.
+
+    ``result`` is a :class:`~agentloop.graphs.LoopResult` or its ``to_dict()``.
+    """
+    if isinstance(result, dict):
+        answer = result.get("answer") or {}
+        reward = float(answer.get("reward") or 0.0) if isinstance(answer, dict) else 0.0
+        return reward, bool(isinstance(answer, dict) and answer.get("success"))
+    outcome = getattr(result, "answer", None)
+    if not isinstance(outcome, Outcome):
+        return 0.0, False
+    return outcome.reward, outcome.success
+
+
+def webshop_metrics(results: Sequence[Any]) -> dict[str, float]:
+    """``avg_reward`` and ``success_rate`` (reward 1.0) over finished runs, by :func:`task_outcome`."""
+    if not results:
+        return {"avg_reward": 0.0, "success_rate": 0.0, "tasks": 0}
+    outcomes = [task_outcome(r) for r in results]
+    return {
+        "avg_reward": sum(r for r, _ in outcomes) / len(outcomes),
+        "success_rate": sum(1 for _, s in outcomes if s) / len(outcomes),
+        "tasks": len(outcomes),
+    }
+
+
+# --- internals ------------------------------------------------------------------------------
+
+
+def _named_values(text: str, values: Sequence[str]) -> list[str]:
+    """Values that ``text`` names as whole words; a value inside a longer named one does not count."""
+    named = [v for v in values if re.search(rf"(?<![a-z0-9.]){re.escape(v)}(?![a-z0-9]|\.\d)", text)]
+    return [v for v in named if not any(v != o and v in o for o in named)]
+
+
+def _listed_price(tag: str) -> float | None:
+    m = re.search(r"\$\s*([\d.]+)", tag)
+    try:
+        return float(m.group(1)) if m else None
+    except ValueError:
+        return None
+
+
+def _summary(env: WebShopEnv, r: StepResult, action: str) -> str:
+    """One line on where an action led, for the history the next step sees."""
+    if not r.valid:
+        return f"invalid ({r.message})"
+    if r.purchase is not None:
+        chosen = ", ".join(f"{k}: {v}" for k, v in r.purchase.options.items()) or "no options"
+        return f"bought {r.purchase.asin} '{r.purchase.name}' ({chosen}) at {r.purchase.price_tag}"
+    if r.done:
+        return "the action limit ran out"
+    page = env.page
+    if page == "search":
+        return "search page"
+    if page == "results":
+        first = r.observation.splitlines()[1] if "\n" in r.observation else ""
+        return f"results, {first.lower()}"
+    name = env.product.name if env.product is not None else ""
+    if page == "item":
+        _, arg = parse_action(action)
+        picked = [
+            f"{k}: {v}" for k, v in env.selected_options.items() if arg is not None and v == arg.lower()
+        ]
+        if picked:
+            return "selected " + picked[0]
+        return f"item page of '{name}' ({env.product.price_tag if env.product else ''})"
+    return f"{page} page of '{name}'"
+
+
+def _one_line(text: str, n: int = 120) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= n else text[: n - 3] + "..."
+
+
+def _slots(prefix: str, c: Candidate) -> dict[str, str]:
+    message = c.verdict.feedback.strip() if c.verdict is not None else ""
+    if len(message) > _FEEDBACK_CHARS:
+        message = message[:_FEEDBACK_CHARS] + " [...]"
+    return {
+        f"{prefix}text": c.text.strip(),
+        f"{prefix}score": f"{c.score:.2f}",
+        f"{prefix}status": "passed" if c.passed else "failed",
+        f"{prefix}round": str(c.round + 1),
+        f"{prefix}feedback": message or "(no message)",
+    }
