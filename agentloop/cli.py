@@ -165,17 +165,23 @@ def eval_text2sql(
         bool, typer.Option("--keep-distinct", help="Do not strip DISTINCT before comparing.")
     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print machine-readable results.")] = False,
+    timeout: Annotated[
+        float,
+        typer.Option(
+            "--timeout", min=0.1, help="Seconds each query may run (the official evaluator allows 60)."
+        ),
+    ] = 60.0,
 ) -> None:
     """Score a prediction file by execution accuracy (official Spider semantics)."""
     from agentloop.evals.text2sql_cli import eval_command
 
-    eval_command(data, predictions, keep_distinct=keep_distinct, as_json=as_json)
+    eval_command(data, predictions, keep_distinct=keep_distinct, as_json=as_json, timeout_s=timeout)
 
 
 @app.command("run")
 @friendly_errors
 def run(
-    suite: Annotated[str, typer.Argument(help="The suite to run: text2sql.")],
+    suite: Annotated[str, typer.Argument(help="The suite to run: text2sql or webshop.")],
     graph: Annotated[
         str, typer.Option("--graph", "-g", help="greedy, best_of_n, self_consistency, self_refine or iad.")
     ] = "iad",
@@ -184,21 +190,65 @@ def run(
     data: Annotated[
         Path | None,
         typer.Option(
-            "--data", help="Spider dir, Spider-style .json or .jsonl (default: shipped Spider dev)."
+            "--data",
+            help="text2sql: Spider dir, Spider-style .json or .jsonl (default: shipped Spider dev). "
+            "webshop: a dir of official WebShop files (default: the shipped catalog).",
         ),
     ] = None,
     offset: Annotated[int, typer.Option(min=0, help="Skip this many examples first.")] = 0,
-    limit: Annotated[int | None, typer.Option(min=1, help="Run at most this many examples.")] = None,
+    limit: Annotated[
+        int | None,
+        typer.Option(min=1, help="Run at most this many examples (default: the suite's quick slice)."),
+    ] = None,
+    run_all: Annotated[
+        bool, typer.Option("--all", help="Run every example from --offset on, not the quick slice.")
+    ] = False,
+    prompt: Annotated[
+        str,
+        typer.Option(
+            help="Prompt format: auto (per backend), chat, or fewshot (a completion prompt for small models)."
+        ),
+    ] = "auto",
     n: Annotated[int, typer.Option("--n", "-n", min=1, help="Candidates per round.")] = 4,
     rounds: Annotated[int, typer.Option(min=1, help="Rounds at most (iad, self_refine).")] = 3,
     verifier: Annotated[
-        str,
-        typer.Option(help="exec (gold-free), judge (exec + LLM yes/no) or oracle (gold; upper bound only)."),
-    ] = "exec",
+        str | None,
+        typer.Option(
+            help="text2sql: exec (gold-free, default), judge (exec + LLM yes/no) or oracle (gold; upper "
+            "bound only). webshop: rules (goal-free, default) or oracle (true reward; upper bound only)."
+        ),
+    ] = None,
     concurrency: Annotated[int, typer.Option(min=1, help="Tasks (and requests per task) in flight.")] = 4,
     seed: Annotated[int | None, typer.Option(help="Sampling seed (each request gets its own).")] = 0,
     max_tokens: Annotated[int, typer.Option(min=1, help="Maximum new tokens per candidate.")] = 256,
+    max_steps: Annotated[
+        int | None, typer.Option(min=1, help="webshop: actions per episode (default 15).")
+    ] = None,
     temperature: Annotated[float, typer.Option(min=0.0, max=2.0, help="Sampling temperature.")] = 0.7,
+    memory: Annotated[
+        str | None,
+        typer.Option(
+            "--memory",
+            help="Concept memory store: sqlite:///PATH, a file path, or postgresql://... (default: no memory).",
+        ),
+    ] = None,
+    memory_update: Annotated[
+        str, typer.Option(help="When passing tasks write concepts: task (each), batch (at the end) or off.")
+    ] = "task",
+    memory_select: Annotated[
+        str, typer.Option(help="How lessons are chosen: lexical, embed (needs agentloop[embed]) or llm.")
+    ] = "lexical",
+    memory_k: Annotated[int, typer.Option(min=1, help="Lessons shown per task at most.")] = 3,
+    memory_namespace: Annotated[
+        str | None, typer.Option(help="Memory namespace (default: the suite's name).")
+    ] = None,
+    memory_abstract: Annotated[
+        str,
+        typer.Option(
+            help="How lessons are written: json, completion (one-line lessons for small models), "
+            "or auto (completion for transformers, else json)."
+        ),
+    ] = "auto",
     run_dir: Annotated[
         Path | None,
         typer.Option("--run-dir", help="Where the run store goes (default: runs/SUITE-GRAPH-TIME)."),
@@ -209,35 +259,62 @@ def run(
     as_json: Annotated[bool, typer.Option("--json", help="Print a machine-readable summary.")] = False,
 ) -> None:
     """Run a suite through a graph; every task is stored in the run dir as it finishes."""
+    from agentloop.memory import ABSTRACTION_STYLES, SELECT_MODES, UPDATE_MODES
+
+    for flag, value, allowed in (
+        ("--memory-update", memory_update, UPDATE_MODES),
+        ("--memory-select", memory_select, SELECT_MODES),
+        ("--memory-abstract", memory_abstract, ("auto", *ABSTRACTION_STYLES)),
+    ):
+        if value not in allowed:
+            raise typer.BadParameter(f"{value!r}: use one of {', '.join(allowed)}", param_hint=flag)
     from agentloop.evals.report import RunReport, render_reports
     from agentloop.evals.runner import RunSpec, run_suite_sync
+    from agentloop.evals.suites import get_suite
 
+    if run_all and limit is not None:
+        raise typer.BadParameter("--all and --limit contradict each other; give one", param_hint="--all")
+    sliced = limit is None and not run_all and get_suite(suite).default_limit is not None
+    if sliced:
+        limit = get_suite(suite).default_limit
     spec = RunSpec(
         suite=suite,
         graph=graph,
         backend=backend,
         verifier=verifier,
+        prompt=prompt,
         data=str(data) if data is not None else None,
         offset=offset,
         limit=limit,
         n=n,
         rounds=rounds,
         max_tokens=max_tokens,
+        max_steps=max_steps,
         temperature=temperature,
         seed=seed,
         concurrency=concurrency,
         base_url=base_url,
+        memory=memory,
+        memory_update=memory_update,
+        memory_select=memory_select,
+        memory_k=memory_k,
+        memory_namespace=memory_namespace,
+        memory_abstract=memory_abstract,
     )
 
     def started(directory: Path, total: int, done: int) -> None:
         left = f", {done} already done" if done else ""
-        err.print(f"[dim]run dir: {directory} ({total} tasks{left})[/]", highlight=False)
+        quick = "; the quick default slice: pass --limit N or --all for more" if sliced else ""
+        err.print(f"[dim]run dir: {directory} ({total} tasks{left}{quick})[/]", highlight=False)
 
     summary = run_suite_sync(spec, run_dir=run_dir, resume=resume, progress=True, on_start=started)
     if as_json:
         print_json(summary.to_json())
         return
     render_reports([RunReport.load(summary.run_dir)], Console())
+    if summary.memory is not None:
+        m = summary.memory
+        err.print(f"[dim]memory: {m['retrieved']} lessons shown, {m['written']} concepts written[/]")
 
 
 @app.command("report")

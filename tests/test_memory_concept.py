@@ -23,6 +23,7 @@ from agentloop.memory import (
     abstract,
     default_query,
     parse_concepts,
+    parse_lesson_line,
 )
 from agentloop.memory.abstraction import AbstractionError, extract_json
 from agentloop.memory.concept_memory import parse_selection
@@ -169,6 +170,41 @@ async def test_abstract_with_the_scripted_backend() -> None:
     assert request.temperature == 0.0 and "(none: the first answer passed)" in request.messages[0].content
     bad = await abstract(backend, t)
     assert bad.drafts == [] and bad.error is not None and bad.raw == "no idea"
+
+
+async def test_completion_style_asks_for_one_lesson_line() -> None:
+    line = " Count rows per group | the question asks how many for each | GROUP BY {key} with COUNT(*) on {table}"
+    backend = ScriptedBackend([line, "  \n", "just prose with no fields"])
+    t = Trajectory(
+        "q1", "How many singers\nper country?", "SELECT country, count(*)\nFROM singer GROUP BY country"
+    )
+    out = await abstract(backend, t, style="completion")
+    (d,) = out.drafts
+    assert (d.title, d.situation) == ("Count rows per group", "the question asks how many for each")
+    assert d.suggestion == "GROUP BY {key} with COUNT(*) on {table}"
+    assert [p.name for p in d.parameters] == ["key", "table"] and out.error is None
+    request = backend.requests[0]
+    # A raw prompt (no chat template), one line, greedy; the task on one line each.
+    assert request.raw_prompt is not None and not request.messages
+    assert request.stop == ("\n",) and request.temperature == 0.0 and request.max_tokens <= 96
+    assert request.raw_prompt.endswith(
+        "Task: How many singers per country?\nAnswer: SELECT country, count(*) FROM singer GROUP BY country\nLesson:"
+    )
+    for _ in range(2):
+        bad = await abstract(backend, t, style="completion")
+        assert bad.drafts == [] and bad.error is not None
+    with pytest.raises(ValueError, match="style"):
+        await abstract(backend, t, style="yaml")  # type: ignore[arg-type]
+
+
+def test_parse_lesson_line() -> None:
+    d = parse_lesson_line("Join first | two tables | JOIN {a} ON {a}.id = {b}.id\nmore text")
+    assert (d.title, d.situation, [p.name for p in d.parameters]) == ("Join first", "two tables", ["a", "b"])
+    two = parse_lesson_line("Title | do this")
+    assert (two.title, two.situation, two.suggestion) == ("Title", "", "do this")
+    for bad in ("no bars", "| only suggestion", "title |", ""):
+        with pytest.raises(AbstractionError):
+            parse_lesson_line(bad)
 
 
 # --- ConceptMemory --------------------------------------------------------------------------------

@@ -342,6 +342,22 @@ def test_uses_and_outcomes_update_counts(store: SQLMemoryStore) -> None:
     assert store.stats("other").concepts == 0
 
 
+def test_writes_by_run_counts_inserts_and_merges_per_task(store: SQLMemoryStore) -> None:
+    # A run id that LIKE would misread if it were not escaped: "%" and "_".
+    run = "run_1%a"
+    store.add(GROUP_BY, namespace="spider", provenance=Provenance(("t1",), (run,)))
+    store.add(GROUP_BY, namespace="spider", provenance=Provenance(("t2",), (run,)))  # merges
+    store.add(GROUP_BY, namespace="spider", provenance=Provenance(("t1",), ("other",)))  # merges
+    store.add(LATEST, namespace="spider", provenance=Provenance(("t9",), ("other",)))
+    store.add(LATEST, namespace="spider", provenance=Provenance(("t3",), (run,)))  # merges into t9's
+    store.add(LATEST, namespace="elsewhere", provenance=Provenance(("t4",), (run,)))
+    store.add(draft("Unrelated"), namespace="spider", provenance=Provenance(("t5",), ("run_12a",)))
+    assert store.writes_by_run(run, namespace="spider") == {"t1": 1, "t2": 1, "t3": 1}
+    assert store.writes_by_run(run) == {"t1": 1, "t2": 1, "t3": 1, "t4": 1}
+    assert store.writes_by_run("other", namespace="spider") == {"t1": 1, "t9": 1}
+    assert store.writes_by_run("never") == {}
+
+
 def test_list_orders_and_filters(store: SQLMemoryStore) -> None:
     ids = _fill(store)
     store.add(GROUP_BY, namespace="bird")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -21,12 +22,19 @@ from agentloop.graphs.library import graph_spec
 if TYPE_CHECKING:
     from agentloop.evals.runner import RunSummary
 
-__all__ = ["RunReport", "plot_reports", "render_reports", "reports_json"]
+__all__ = [
+    "PairedDifference",
+    "RunReport",
+    "paired_difference",
+    "plot_reports",
+    "render_reports",
+    "reports_json",
+]
 
 UPPER_BOUND_NOTE = (
-    "oracle: the verifier compared candidates with the gold answer while the run was going, so its "
-    "accuracy is an upper bound for analysis (the IAD paper's optimal verifier), not a result a "
-    "deployed system could reach"
+    "oracle: the verifier compared candidates with the gold answer (for WebShop, the hidden goal's "
+    "reward) while the run was going, so its accuracy or reward is an upper bound for analysis (the "
+    "IAD paper's optimal verifier), not a result a deployed system could reach"
 )
 
 
@@ -57,6 +65,12 @@ class RunReport:
         return suite is not None and suite().upper_bound(self.verifier)
 
     @property
+    def scores_reward(self) -> bool:
+        """Whether the run's headline is the reward (avg_reward, success_rate) rather than accuracy."""
+        suite = SUITES.get(self.run.suite)
+        return suite is not None and suite.scores_reward
+
+    @property
     def label(self) -> str:
         return self.run_dir.name or str(self.run_dir)
 
@@ -65,7 +79,7 @@ class RunReport:
         return len(self.tasks) >= self.run.planned and not any(t.error for t in self.tasks)
 
     def metrics(self) -> dict[str, Any]:
-        """Accuracy overall and by difficulty, verifier pass rate, cost and latency per task."""
+        """Accuracy overall and by difficulty (or reward and success), verifier pass rate, cost and latency per task."""
         tasks = self.tasks
         n = len(tasks)
 
@@ -73,9 +87,19 @@ class RunReport:
             return round(total / n, 2) if n else None
 
         walls = [t.wall_s for t in tasks]
+        if self.scores_reward:
+            # A task that errored, or bought nothing, has reward 0 (StoredTask.value).
+            quality: dict[str, Any] = {
+                "avg_reward": round(statistics.fmean(t.value for t in tasks), 4) if n else None,
+                "success_rate": _share(sum(t.value >= 1.0 for t in tasks), n),
+            }
+        else:
+            quality = {
+                "execution_accuracy": _share(sum(t.correct for t in tasks), n),
+                "by_difficulty": _by_difficulty(tasks),
+            }
         return {
-            "execution_accuracy": _share(sum(t.correct for t in tasks), n),
-            "by_difficulty": _by_difficulty(tasks),
+            **quality,
             "verifier_pass_rate": _share(sum(t.passed for t in tasks), n),
             "candidates_per_task": per_task(sum(t.candidates for t in tasks)),
             "llm_calls_per_task": per_task(sum(t.llm_calls for t in tasks)),
@@ -113,11 +137,19 @@ class RunReport:
             planned=self.run.planned,
             errors=metrics["errors"],
             skipped=skipped,
-            metrics={
-                "execution_accuracy": metrics["execution_accuracy"],
-                "verifier_pass_rate": metrics["verifier_pass_rate"],
-                "by_difficulty": metrics["by_difficulty"],
-            },
+            metrics=(
+                {
+                    "avg_reward": metrics["avg_reward"],
+                    "success_rate": metrics["success_rate"],
+                    "verifier_pass_rate": metrics["verifier_pass_rate"],
+                }
+                if self.scores_reward
+                else {
+                    "execution_accuracy": metrics["execution_accuracy"],
+                    "verifier_pass_rate": metrics["verifier_pass_rate"],
+                    "by_difficulty": metrics["by_difficulty"],
+                }
+            ),
             usage=self.usage(),
             run_dir=str(self.run_dir),
         )
@@ -144,11 +176,65 @@ class RunReport:
         return d
 
 
+@dataclass(frozen=True, slots=True)
+class PairedDifference:
+    """``other`` minus ``base`` on the tasks both ran: the mean per-task difference and a bootstrap CI.
+
+    The per-task number is :attr:`StoredTask.value`: the reward for suites scored by
+    reward, 1/0 for correct/wrong otherwise.
+    """
+
+    base: str
+    other: str
+    metric: str  # "reward" or "accuracy"
+    tasks: int  # tasks in both runs
+    difference: float | None
+    ci_low: float | None
+    ci_high: float | None
+    confidence: float = 0.95
+
+    def to_json(self) -> dict[str, Any]:
+        rnd = _round4
+        return {
+            "base": self.base,
+            "other": self.other,
+            "metric": self.metric,
+            "paired_tasks": self.tasks,
+            "difference": rnd(self.difference),
+            "ci": [rnd(self.ci_low), rnd(self.ci_high)],
+            "confidence": self.confidence,
+        }
+
+
+def paired_difference(
+    base: RunReport, other: RunReport, *, resamples: int = 2000, confidence: float = 0.95, seed: int = 0
+) -> PairedDifference:
+    """``other - base`` over the tasks both runs stored, with a percentile bootstrap CI over those tasks."""
+    values = {t.task_id: t.value for t in base.tasks}
+    diffs = [t.value - values[t.task_id] for t in other.tasks if t.task_id in values]
+    metric = "reward" if base.scores_reward and other.scores_reward else "accuracy"
+    if not diffs:
+        return PairedDifference(base.label, other.label, metric, 0, None, None, None, confidence)
+    rng = random.Random(seed)  # the same runs always print the same interval
+    k = len(diffs)
+    means = sorted(statistics.fmean(rng.choices(diffs, k=k)) for _ in range(resamples))
+    tail = (1.0 - confidence) / 2
+    lo = means[int(tail * (resamples - 1))]
+    hi = means[int((1.0 - tail) * (resamples - 1))]
+    return PairedDifference(base.label, other.label, metric, k, statistics.fmean(diffs), lo, hi, confidence)
+
+
 def reports_json(reports: Sequence[RunReport]) -> dict[str, Any]:
-    """One run's JSON, or ``{"runs": [...]}`` when runs are compared."""
+    """One run's JSON, or ``{"runs": [...], "comparison": [...]}`` when runs are compared.
+
+    ``comparison`` holds each later run's paired difference from the first.
+    """
     if len(reports) == 1:
         return reports[0].to_json()
-    return {"runs": [r.to_json() for r in reports]}
+    return {
+        "runs": [r.to_json() for r in reports],
+        "comparison": [paired_difference(reports[0], r).to_json() for r in reports[1:]],
+    }
 
 
 def render_reports(reports: Sequence[RunReport], console: Console) -> None:
@@ -170,14 +256,22 @@ def render_reports(reports: Sequence[RunReport], console: Console) -> None:
     row("verifier", [verifier_label(r) for r in reports])
     row("n / rounds", [_n_rounds(r.run) for r in reports])
     row("tasks", [_tasks_cell(r) for r in reports], style=None)
-    row("accuracy", [_acc(m["execution_accuracy"]) for m in metrics], style="bold")
-    levels = [lvl for lvl in (*DIFFICULTIES, "unknown") if any(lvl in m["by_difficulty"] for m in metrics)]
-    for level in levels:
-        cells = []
-        for m in metrics:
-            d = m["by_difficulty"].get(level)
-            cells.append(f"{_acc(d['accuracy'])} ({d['correct']}/{d['tasks']})" if d else "-")
-        row(f"  {level}", cells)
+    if any(r.scores_reward for r in reports):
+        row("avg reward", [_acc(m.get("avg_reward")) for m in metrics], style="bold")
+        row("success rate", [_acc(m.get("success_rate")) for m in metrics])
+    if not all(r.scores_reward for r in reports):
+        row("accuracy", [_acc(m.get("execution_accuracy")) for m in metrics], style="bold")
+        by_level = [m.get("by_difficulty", {}) for m in metrics]
+        levels = [lvl for lvl in (*DIFFICULTIES, "unknown") if any(lvl in b for b in by_level)]
+        for level in levels:
+            cells = []
+            for b in by_level:
+                d = b.get(level)
+                cells.append(f"{_acc(d['accuracy'])} ({d['correct']}/{d['tasks']})" if d else "-")
+            row(f"  {level}", cells)
+    if len(reports) > 1:
+        diffs = [paired_difference(reports[0], r) for r in reports[1:]]
+        row(f"Δ {diffs[0].metric} vs {reports[0].label}", ["", *(_diff_cell(d) for d in diffs)])
     row("verifier passed", [_pct(m["verifier_pass_rate"]) for m in metrics])
     row("candidates / task", [_num(m["candidates_per_task"]) for m in metrics])
     row("tokens / task", [_num(m["tokens_per_task"], 0) for m in metrics])
@@ -210,17 +304,19 @@ def plot_reports(reports: Sequence[RunReport], path: str | Path) -> Path:
     if out.suffix.lower() not in (".png", ".svg", ".pdf"):
         raise AgentloopError(f"--plot writes .png, .svg or .pdf files, not {out.name}")
     fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=120)
+    rewarded = all(r.scores_reward for r in reports)
     for r in reports:
         m = r.metrics()
-        x, y = m["tokens_per_task"] or 0.0, m["execution_accuracy"] or 0.0
+        y = m.get("avg_reward") if r.scores_reward else m.get("execution_accuracy")
+        x, y = m["tokens_per_task"] or 0.0, y or 0.0
         marker = "^" if r.upper_bound else "o"
         label = f"{r.label} ({r.run.graph}, {r.verifier}{', upper bound' if r.upper_bound else ''})"
         ax.scatter([x], [y], marker=marker, s=48, label=label)
         ax.annotate(r.run.graph, (x, y), textcoords="offset points", xytext=(5, 5), fontsize=8)
     ax.set_xlabel("tokens per task (prompt + completion)")
-    ax.set_ylabel("execution accuracy")
+    ax.set_ylabel("average reward" if rewarded else "execution accuracy (reward for reward suites)")
     ax.set_ylim(-0.02, 1.02)
-    ax.set_title("Accuracy vs compute")
+    ax.set_title("Reward vs compute" if rewarded else "Accuracy vs compute")
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=7, loc="best")
     fig.tight_layout()
@@ -253,6 +349,7 @@ def _result_json(t: StoredTask) -> dict[str, Any]:
         "question": t.question,
         "answer": t.answer,
         "correct": t.correct,
+        "reward": t.reward,
         "passed": t.passed,
         "score": t.score,
         "candidates": t.candidates,
@@ -274,6 +371,17 @@ def _share(k: int, n: int) -> float | None:
 
 def _acc(x: float | None) -> str:
     return "-" if x is None else f"{x:.3f}"
+
+
+def _round4(x: float | None) -> float | None:
+    return None if x is None else round(x, 4)
+
+
+def _diff_cell(d: PairedDifference) -> str:
+    if d.difference is None:
+        return "no shared tasks"
+    # The paired mean difference, its 95% bootstrap interval, and the number of shared tasks.
+    return f"{d.difference:+.3f} [{d.ci_low:+.3f}, {d.ci_high:+.3f}] n={d.tasks}"
 
 
 def _pct(x: float | None) -> str:

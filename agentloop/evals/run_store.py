@@ -30,8 +30,10 @@ from sqlalchemy import (
     delete,
     event,
     func,
+    inspect,
     select,
 )
+from sqlalchemy import text as sql_text
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship, sessionmaker
 
@@ -111,6 +113,9 @@ class TaskResultRow(Base):
     question: Mapped[str] = mapped_column(Text)
     answer: Mapped[str | None] = mapped_column(Text)  # the final answer (for Text2SQL, the SQL)
     correct: Mapped[bool] = mapped_column(Boolean)
+    # The final answer's reward in [0, 1] for suites scored by reward (WebShop); NULL otherwise.
+    # Added after the first release: _add_missing_columns gives older run stores the column.
+    reward: Mapped[float | None] = mapped_column(Float, nullable=True)
     passed: Mapped[bool] = mapped_column(Boolean)  # did the run's verifier pass the final answer
     score: Mapped[float] = mapped_column(Float)  # the verifier's score of the final answer
     candidates: Mapped[int] = mapped_column(Integer, default=0)
@@ -183,6 +188,7 @@ class TaskOutcome:
     db_id: str | None = None
     difficulty: str | None = None
     answer: str | None = None
+    reward: float | None = None
     passed: bool = False
     score: float = 0.0
     usage: LoopUsage = field(default_factory=LoopUsage)
@@ -222,10 +228,16 @@ class StoredTask:
     attempt: int
     started: float
     finished: float
+    reward: float | None = None
 
     @property
     def total_tokens(self) -> int:
         return self.prompt_tokens + self.completion_tokens
+
+    @property
+    def value(self) -> float:
+        """The task's number for means and paired comparisons: its reward, else 1.0 when correct."""
+        return self.reward if self.reward is not None else float(self.correct)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -263,6 +275,7 @@ class RunStore:
             event.listen(self.engine, "connect", _sqlite_pragmas)
         if create:
             Base.metadata.create_all(self.engine)
+        _add_missing_columns(self.engine)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
 
     @classmethod
@@ -400,6 +413,7 @@ class RunStore:
                 question=outcome.question,
                 answer=outcome.answer,
                 correct=outcome.correct,
+                reward=outcome.reward,
                 passed=outcome.passed,
                 score=outcome.score,
                 candidates=u.candidates,
@@ -484,6 +498,30 @@ class RunStore:
             ]
 
 
+def _add_missing_columns(engine: Engine) -> None:
+    """Add the nullable columns that newer versions define to tables an older version created.
+
+    ``create_all`` makes missing tables but never alters existing ones, so a run dir written
+    before a column existed would fail every read. Only nullable columns are ever added.
+    """
+    inspector = inspect(engine)
+    for table in Base.metadata.sorted_tables:
+        if not inspector.has_table(table.name):
+            continue
+        present = {c["name"] for c in inspector.get_columns(table.name)}
+        missing = [c for c in table.columns if c.name not in present]
+        if not missing:
+            continue
+        with engine.begin() as conn:
+            for column in missing:
+                if not column.nullable:
+                    raise AgentloopError(
+                        f"{engine.url}: table {table.name} lacks the required column {column.name}"
+                    )
+                kind = column.type.compile(dialect=engine.dialect)
+                conn.execute(sql_text(f'ALTER TABLE {table.name} ADD COLUMN "{column.name}" {kind}'))
+
+
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     # WAL: a reader (agentloop report) never blocks the writer. synchronous=NORMAL keeps every
@@ -543,6 +581,7 @@ def _stored_task(r: TaskResultRow) -> StoredTask:
         attempt=r.attempt,
         started=r.started,
         finished=r.finished,
+        reward=r.reward,
     )
 
 

@@ -8,12 +8,13 @@ as wrong; ``resume=True`` skips every stored task that did not error and retries
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.progress import (
@@ -30,9 +31,13 @@ from agentloop.backends.registry import DEFAULT_BACKEND, BackendOptions, resolve
 from agentloop.errors import AgentloopError
 from agentloop.evals.run_store import RunStore, TaskOutcome
 from agentloop.evals.suites import Suite, SuiteItem, get_suite
+from agentloop.graphs._util import jsonable
 from agentloop.graphs.context import LoopConfig
 from agentloop.graphs.library import graph_spec
 from agentloop.graphs.run import run_task
+
+if TYPE_CHECKING:
+    from agentloop.memory import AbstractionStyle, ConceptMemory
 
 __all__ = [
     "RESULT_KEYS",
@@ -40,6 +45,7 @@ __all__ = [
     "RunSpec",
     "RunSummary",
     "default_run_dir",
+    "memory_run_id",
     "run_suite",
     "run_suite_sync",
 ]
@@ -56,7 +62,7 @@ class RunSpec:
     suite: str = "text2sql"
     graph: str = "iad"
     backend: str = DEFAULT_BACKEND
-    verifier: str = "exec"
+    verifier: str | None = None  # None: the suite's default (exec for text2sql, rules for webshop)
     # How the suite phrases its prompt: "auto" lets the suite pick per backend (see its docs).
     prompt: str = "auto"
     data: str | None = None  # None: the suite's packaged data
@@ -65,20 +71,62 @@ class RunSpec:
     n: int = 4
     rounds: int = 3
     max_tokens: int = 256
+    max_steps: int | None = None  # actions per episode in agent suites (webshop); None: the suite's default
     temperature: float = 0.7
     seed: int | None = 0
     concurrency: int = 4
     base_url: str | None = None
+    # Concept memory (docs/memory.md): a store URL or SQLite path, None for no memory. Every
+    # memory setting decides results, so a resume must repeat them (RESULT_KEYS).
+    memory: str | None = None
+    memory_update: str = "task"
+    memory_select: str = "lexical"
+    memory_k: int = 3
+    memory_namespace: str | None = None  # None: the suite's name
+    # How concepts are abstracted: "json", "completion" (small models), or "auto": completion
+    # for in-process transformers models, json otherwise (see memory_abstraction()).
+    memory_abstract: str = "auto"
 
     def __post_init__(self) -> None:
         if self.offset < 0:
             raise ValueError(f"offset must be >= 0, got {self.offset}")
         if self.limit is not None and self.limit < 1:
             raise ValueError(f"limit must be >= 1, got {self.limit}")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise ValueError(f"max_steps must be >= 1, got {self.max_steps}")
+        if self.verifier is None:
+            object.__setattr__(self, "verifier", get_suite(self.suite).default_verifier)
         if self.data is not None:
             # Absolute, so that a resume from another directory compares equal.
             object.__setattr__(self, "data", str(Path(self.data).expanduser().resolve()))
+        self._check_memory()
         self.loop_config()  # validates n, rounds, max_tokens, temperature, concurrency
+
+    def _check_memory(self) -> None:
+        from agentloop.memory import SELECT_MODES, UPDATE_MODES
+        from agentloop.memory._types import check_namespace
+        from agentloop.memory.store import resolve_memory_url
+
+        if self.memory_update not in UPDATE_MODES:
+            raise ValueError(
+                f"memory_update must be one of {', '.join(UPDATE_MODES)}, got {self.memory_update!r}"
+            )
+        if self.memory_select not in SELECT_MODES:
+            raise ValueError(
+                f"memory_select must be one of {', '.join(SELECT_MODES)}, got {self.memory_select!r}"
+            )
+        if self.memory_k < 1:
+            raise ValueError(f"memory_k must be >= 1, got {self.memory_k}")
+        self.memory_abstraction()
+        if self.memory is None:
+            return
+        url = resolve_memory_url(self.memory)
+        if url.startswith("sqlite") and ":///" in url and not url.endswith(":memory:"):
+            # Absolute, like ``data``: a resume from another directory compares equal.
+            head, _, path = url.partition(":///")
+            url = f"{head}:///{Path(path).expanduser().resolve()}"
+        object.__setattr__(self, "memory", url)
+        object.__setattr__(self, "memory_namespace", check_namespace(self.memory_namespace or self.suite))
 
     def loop_config(self) -> LoopConfig:
         return LoopConfig(
@@ -91,10 +139,39 @@ class RunSpec:
         )
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        d = asdict(self)
+        if self.memory is not None:
+            # The run store keeps this config: never a database password.
+            from sqlalchemy.engine import make_url
+
+            d["memory"] = make_url(self.memory).render_as_string(hide_password=True)
+        return d
+
+    def memory_abstraction(self) -> AbstractionStyle:
+        """``memory_abstract`` resolved: ``auto`` is ``completion`` for in-process transformers
+        models (the embedded 135M model cannot write the JSON the other asks for), else ``json``.
+        """
+        from agentloop.memory import ABSTRACTION_STYLES
+
+        if self.memory_abstract == "auto":
+            return "completion" if self.backend.split(":", 1)[0] == "transformers" else "json"
+        if self.memory_abstract not in ABSTRACTION_STYLES:
+            raise ValueError(
+                f"memory_abstract must be auto, {', '.join(ABSTRACTION_STYLES)}, got {self.memory_abstract!r}"
+            )
+        return self.memory_abstract  # type: ignore[return-value]
+
+    def result_keys(self) -> tuple[str, ...]:
+        """The :data:`RESULT_KEYS` a resume compares: without memory, its settings do not matter
+        (and runs stored before memory existed lack them).
+        """
+        if self.memory is not None:
+            return RESULT_KEYS
+        return tuple(k for k in RESULT_KEYS if k == "memory" or not k.startswith("memory_"))
 
 
-# Settings a resumed run must share with the original: all but the speed knobs.
+# Settings a resumed run must share with the original: all but the speed knobs. The memory
+# settings count as results: which store and how it is read and written decide the answers.
 RESULT_KEYS: tuple[str, ...] = tuple(
     k for k in RunSpec.__dataclass_fields__ if k not in ("concurrency", "base_url")
 )
@@ -117,9 +194,11 @@ class RunSummary:
     usage: dict[str, Any]
     run_dir: str
     extra: dict[str, Any] = field(default_factory=dict)
+    # This invocation's concept memory counts, ``{"retrieved", "written"}``; None without memory.
+    memory: dict[str, int] | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "suite": self.suite,
             "graph": self.graph,
             "backend": self.backend,
@@ -133,6 +212,9 @@ class RunSummary:
             "usage": self.usage,
             "run_dir": self.run_dir,
         }
+        if self.memory is not None:
+            out["memory"] = self.memory
+        return out
 
 
 def default_run_dir(spec: RunSpec, root: str | Path = "runs") -> Path:
@@ -174,6 +256,8 @@ async def run_suite(
         options = BackendOptions(base_url=spec.base_url, concurrency=spec.concurrency)
         backend = resolve_backend(spec.backend, options=options)
     store: RunStore | None = None
+    memory: ConceptMemory | None = None
+    interrupted = False
     try:
         items = suite.items(spec, backend)
         store = RunStore.for_run_dir(directory)
@@ -184,27 +268,77 @@ async def run_suite(
             config=spec.to_dict(),
             planned=len(items),
             resume=resume,
-            compare=RESULT_KEYS,
+            compare=spec.result_keys(),
             where=str(directory),
         )
         done = store.finished_task_ids(run_id)
         todo = [item for item in items if item.task_id not in done]
+        if spec.memory is not None:
+            memory = await _open_memory(spec, backend, directory, store, resume=resume)
         if on_start is not None:
             on_start(directory, len(items), len(items) - len(todo))
-        session = _Session(spec, suite, backend, store, run_id, abort_after, on_task)
+        session = _Session(spec, suite, backend, store, run_id, abort_after, on_task, memory)
         with _progress_bar(progress, spec, total=len(items), done=len(items) - len(todo)) as bar:
             session.bar = bar
             await session.run(todo)
+    except BaseException as exc:
+        interrupted = not isinstance(exc, Exception)
+        raise
     finally:
-        if store is not None:
-            store.close()
-        if own_backend:
-            await backend.aclose()
+        try:
+            if memory is not None:
+                # A batch waiting for writes came from finished tasks: flush it even when the run
+                # failed, but not on Ctrl-C (abstraction calls the model and takes a while).
+                await memory.aclose(flush=not interrupted)
+        finally:
+            if store is not None:
+                store.close()
+            if own_backend:
+                await backend.aclose()
 
     from agentloop.evals.report import RunReport
 
     report = RunReport.load(directory)
-    return report.summary(skipped=len(items) - len(todo))
+    summary = report.summary(skipped=len(items) - len(todo))
+    if memory is not None:
+        summary = replace(summary, memory=memory.counters.to_dict())
+    return summary
+
+
+def memory_run_id(run_dir: str | Path) -> str:
+    """The run id under which a run's concept memory records uses and writes (the same on resume)."""
+    with RunStore.for_run_dir(run_dir, create=False) as store:
+        return _memory_run_id(Path(run_dir), store.load().created)
+
+
+def _memory_run_id(directory: Path, created: float) -> str:
+    return f"{directory.resolve().name[:60]}-{created:.6f}"
+
+
+async def _open_memory(
+    spec: RunSpec, backend: Backend, directory: Path, store: RunStore, *, resume: bool
+) -> ConceptMemory:
+    """One memory for the whole run; on resume it skips writes its tasks already made."""
+    from agentloop.memory import ConceptMemory
+
+    assert spec.memory is not None and spec.memory_namespace is not None
+    memory = ConceptMemory.open(
+        spec.memory,
+        namespace=spec.memory_namespace,
+        backend=backend,
+        update=spec.memory_update,  # type: ignore[arg-type]  # checked in RunSpec
+        select=spec.memory_select,  # type: ignore[arg-type]
+        k=spec.memory_k,
+        abstraction=spec.memory_abstraction(),
+        run_id=_memory_run_id(directory, store.load().created),
+    )
+    if resume:
+        try:
+            await memory.resume()
+        except BaseException:
+            await memory.aclose(flush=False)
+            raise
+    return memory
 
 
 def run_suite_sync(spec: RunSpec, **kwargs: Any) -> RunSummary:
@@ -224,6 +358,7 @@ class _Session:
         run_id: int,
         abort_after: int,
         on_task: Callable[[TaskOutcome], None] | None,
+        memory: ConceptMemory | None = None,
     ):
         self.spec = spec
         self.suite = suite
@@ -232,6 +367,7 @@ class _Session:
         self.run_id = run_id
         self.abort_after = abort_after
         self.on_task = on_task
+        self.memory = memory
         self.config = spec.loop_config().replace(stop=suite.stop)
         self.bar: _Bar | None = None
         self.succeeded = 0
@@ -281,7 +417,11 @@ class _Session:
             )
 
         try:
-            result = await run_task(item.task, self.backend, self.spec.graph, config=self.config)
+            # With memory, the graph's remember node writes (update="task") before this returns,
+            # so every task the store records has its concepts in memory already.
+            result = await run_task(
+                item.task, self.backend, self.spec.graph, config=self.config, memory=self.memory
+            )
             score = await self.suite.score(item, result)
         except Exception as exc:  # one broken task must not sink the run
             return outcome(
@@ -293,7 +433,8 @@ class _Session:
         answer = result.answer
         return outcome(
             correct=score.correct,
-            answer=answer if answer is None or isinstance(answer, str) else repr(answer),
+            reward=score.reward,
+            answer=answer if answer is None or isinstance(answer, str) else json.dumps(jsonable(answer)),
             passed=result.passed,
             score=result.score,
             usage=result.usage,
@@ -325,7 +466,7 @@ class _Bar:
     def __init__(self, progress: Progress | None, total: int, done: int):
         self.progress = progress
         self.done = done
-        self.correct = 0
+        self.correct = 0.0  # tasks right, or rewards summed (suites scored by reward)
         self.seen = 0
         self.tokens = 0
         self.errors = 0
@@ -340,7 +481,7 @@ class _Bar:
 
     def advance(self, outcome: TaskOutcome) -> None:
         self.seen += 1
-        self.correct += int(outcome.correct)
+        self.correct += outcome.reward if outcome.reward is not None else int(outcome.correct)
         self.errors += int(outcome.error is not None)
         self.tokens += outcome.usage.prompt_tokens + outcome.usage.completion_tokens
         if self.progress is not None and self.task is not None:
@@ -358,7 +499,9 @@ class _progress_bar:
                 TextColumn(f"[bold]{spec.suite}[/] {spec.graph}"),
                 BarColumn(),
                 MofNCompleteColumn(),
-                TextColumn("acc {task.fields[acc]}"),
+                TextColumn(
+                    ("reward" if get_suite(spec.suite).scores_reward else "acc") + " {task.fields[acc]}"
+                ),
                 TextColumn("{task.fields[tokens]} tokens{task.fields[errors]}"),
                 TimeElapsedColumn(),
                 TextColumn("ETA"),

@@ -11,7 +11,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from agentloop.evals.spider_data import DatasetError, Text2SQLExample, load_text2sql
-from agentloop.evals.spider_exec import EvalReport, PredictionMismatchError, score_predictions
+from agentloop.evals.spider_exec import DEFAULT_TIMEOUT_S, EvalReport, PredictionMismatchError, score_predictions
 
 __all__ = ["eval_command", "read_predictions"]
 
@@ -19,7 +19,11 @@ _DB_ID = re.compile(r"\w+")
 
 
 def eval_command(
-    data: Path | None, predictions: Path, keep_distinct: bool = False, as_json: bool = False
+    data: Path | None,
+    predictions: Path,
+    keep_distinct: bool = False,
+    as_json: bool = False,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
 ) -> EvalReport:
     """Load the dataset (``None``: the packaged Spider dev subset), score ``predictions`` and print.
 
@@ -43,6 +47,7 @@ def eval_command(
             examples,
             preds,
             keep_distinct=keep_distinct,
+            timeout_s=timeout_s,
             on_progress=lambda done, _total: progress.update(task, completed=done),
         )
     if as_json:

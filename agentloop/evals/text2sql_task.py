@@ -11,7 +11,7 @@ import functools
 import re
 from collections import Counter
 from collections.abc import Hashable, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import sqlglot
 from sqlglot import exp
@@ -19,15 +19,17 @@ from sqlglot import exp
 from agentloop.backends._types import Message
 from agentloop.evals.spider_data import Text2SQLExample
 from agentloop.graphs._prompts import render_prompt
-from agentloop.graphs.task import Candidate, Task, Verdict, render_lessons
+from agentloop.graphs.task import Candidate, Feedback, Task, Verdict, render_lessons
 from agentloop.tools.sql import SQLResult, run_sql, split_sql_statements
-from agentloop.tools.sql_schema import render_schema
+from agentloop.tools.sql_schema import render_compact_schema, render_schema
 
 if TYPE_CHECKING:
     from agentloop.evals.text2sql_verifiers import Text2SQLVerifier
 
 __all__ = [
     "DEFAULT_SCHEMA_CHARS",
+    "PROMPT_FORMATS",
+    "PromptFormat",
     "SQLExtractionError",
     "Text2SQLTask",
     "extract_sql",
@@ -38,6 +40,13 @@ __all__ = [
 # About 2,000 tokens: room for most Spider schemas with sample rows, and small enough for a
 # 135M model's prompt to stay quick on CPU. Longer schemas lose sample rows first.
 DEFAULT_SCHEMA_CHARS = 6_000
+PromptFormat = Literal["chat", "fewshot"]
+#: ``chat``: system + user messages with CREATE statements and sample rows (instruction-tuned
+#: models). ``fewshot``: a raw completion prompt with three solved examples, one-line
+#: ``table(col, ...)`` schemas and the answer started with ``SELECT`` (small local models).
+PROMPT_FORMATS: tuple[str, ...] = ("chat", "fewshot")
+# The few-shot answer ends at its semicolon, or where the model starts a new example.
+FEWSHOT_STOP = (";", "\n\n", "\nQuestion:", "\nTables:")
 # Rows a candidate's query may return while it is verified or voted on.
 RESULT_ROWS = 200
 QUERY_TIMEOUT_S = 10.0
@@ -59,15 +68,22 @@ class Text2SQLTask(Task):
         example: Text2SQLExample,
         verifier: Text2SQLVerifier | str = "exec",
         *,
+        prompt_format: PromptFormat = "chat",
         schema_chars: int = DEFAULT_SCHEMA_CHARS,
         sample_rows: int = 3,
     ):
         from agentloop.evals.text2sql_verifiers import make_verifier
 
+        if prompt_format not in PROMPT_FORMATS:
+            raise ValueError(
+                f"unknown Text2SQL prompt format {prompt_format!r}; use one of: {', '.join(PROMPT_FORMATS)}"
+            )
         self.example = example
         self.id = example.id
         self.verifier = make_verifier(verifier) if isinstance(verifier, str) else verifier
         self.verifier.check(example)
+        self.prompt_format = prompt_format
+        self.stop = FEWSHOT_STOP if prompt_format == "fewshot" else ()
         self.schema_chars = schema_chars
         self.sample_rows = sample_rows
         self._results: dict[str, SQLResult] = {}
@@ -81,6 +97,8 @@ class Text2SQLTask(Task):
         return _schema_text(str(self.example.db_path), self.sample_rows, self.schema_chars)
 
     def build_messages(self, lessons: Sequence[str] = ()) -> list[Message]:
+        if self.prompt_format == "fewshot":
+            return [Message("user", self._fewshot(lessons))]
         section = render_lessons(lessons)
         user = render_prompt(
             "text2sql_user",
@@ -90,8 +108,31 @@ class Text2SQLTask(Task):
         )
         return [Message("system", render_prompt("text2sql_system")), Message("user", user)]
 
+    def build_refine_messages(self, feedback: Feedback, lessons: Sequence[str] = ()) -> list[Message]:
+        if self.prompt_format == "fewshot":
+            return [Message("user", self._fewshot(lessons, feedback))]
+        return super().build_refine_messages(feedback, lessons)
+
+    def completion_prompt(self, messages: Sequence[Message]) -> str | None:
+        return messages[-1].content if self.prompt_format == "fewshot" else None
+
     def parse(self, text: str) -> str:
+        if self.prompt_format == "fewshot" and not _START.match(text.lstrip()):
+            # The prompt ends in "SQL: SELECT", so the completion is the rest of the query.
+            text = "SELECT " + text.lstrip()
         return extract_sql(text)
+
+    def _fewshot(self, lessons: Sequence[str], feedback: Feedback | None = None) -> str:
+        tables, keys = _compact_schema(str(self.example.db_path))
+        items = [s.strip() for s in lessons if s and s.strip()]
+        lesson_lines = "".join(f"-- Lesson from earlier tasks: {s}\n" for s in items)
+        return render_prompt(
+            "text2sql_fewshot",
+            schema=tables + (f"\nKeys: {keys}" if keys else ""),
+            lessons=lesson_lines,
+            question=self.question,
+            feedback=_fewshot_feedback(feedback) + "\n" if feedback is not None else "",
+        )
 
     async def verify(self, candidate: Candidate) -> Verdict:
         return await self.verifier.verify(self, candidate)
@@ -110,6 +151,29 @@ class Text2SQLTask(Task):
             cached = await run_sql(self.example.db_path, sql, timeout_s=QUERY_TIMEOUT_S, max_rows=RESULT_ROWS)
             self._results[sql] = cached
         return cached
+
+
+@functools.lru_cache(maxsize=64)
+def _compact_schema(db_path: str) -> tuple[str, str]:
+    return render_compact_schema(db_path)
+
+
+def _fewshot_feedback(feedback: Feedback) -> str:
+    """IAD's best/worst signal as SQL comments, the one shape a completion prompt can carry."""
+
+    def slots(prefix: str, c: Candidate) -> dict[str, str]:
+        sql = c.answer if isinstance(c.answer, str) else c.text
+        message = c.verdict.feedback if c.verdict is not None else ""
+        return {
+            f"{prefix}sql": " ".join(sql.split())[:400],
+            f"{prefix}score": f"{c.score:.2f}",
+            f"{prefix}feedback": " ".join(message.split())[:300] or "no message",
+        }
+
+    worst = ""
+    if feedback.worst is not None:
+        worst = "\n" + render_prompt("text2sql_fewshot_worst", **slots("worst_", feedback.worst))
+    return render_prompt("text2sql_fewshot_feedback", **slots("best_", feedback.best), worst_block=worst)
 
 
 @functools.lru_cache(maxsize=64)

@@ -358,8 +358,9 @@ async def _request(
         temperature=temperature,
         top_p=cfg.top_p,
         max_tokens=r.max_tokens,
-        stop=cfg.stop,
+        stop=tuple(dict.fromkeys(cfg.stop + ctx.task.stop)),
         seed=_seed(cfg, r.call),
+        raw_prompt=ctx.task.completion_prompt(messages),
     )
     try:
         response = await ctx.backend.generate(request)

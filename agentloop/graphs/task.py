@@ -198,6 +198,8 @@ class Task(abc.ABC):
     """
 
     id: str = "task"
+    #: Stop strings this task's prompt format needs, added to the run's own.
+    stop: tuple[str, ...] = ()
 
     @abc.abstractmethod
     def build_messages(self, lessons: Sequence[str] = ()) -> list[Message]:
@@ -206,6 +208,14 @@ class Task(abc.ABC):
     def build_refine_messages(self, feedback: Feedback, lessons: Sequence[str] = ()) -> list[Message]:
         """A later round's prompt: the task's prompt followed by the rendered feedback."""
         return append_to_prompt(self.build_messages(lessons), feedback.render())
+
+    def completion_prompt(self, messages: Sequence[Message]) -> str | None:
+        """A raw completion prompt to send instead of ``messages`` through the chat template.
+
+        ``None`` (the default) sends the chat messages. Tasks with a few-shot completion
+        format return the text here; small models often do far better on it.
+        """
+        return None
 
     def parse(self, text: str) -> Any:
         """Turn a completion into the answer that ``verify`` and ``answer_key`` see."""

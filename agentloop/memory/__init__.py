@@ -20,7 +20,15 @@ from agentloop.memory._types import (
     PruneReport,
     SearchHit,
 )
-from agentloop.memory.abstraction import AbstractionResult, Trajectory, abstract, parse_concepts
+from agentloop.memory.abstraction import (
+    ABSTRACTION_STYLES,
+    AbstractionResult,
+    AbstractionStyle,
+    Trajectory,
+    abstract,
+    parse_concepts,
+    parse_lesson_line,
+)
 from agentloop.memory.concept_memory import (
     SELECT_MODES,
     UPDATE_MODES,
@@ -34,10 +42,12 @@ from agentloop.memory.retrieval import Embedder, LexicalParams, MiniLMEmbedder
 from agentloop.memory.store import MemoryStore, SQLMemoryStore, default_memory_url, resolve_memory_url
 
 __all__ = [
+    "ABSTRACTION_STYLES",
     "KINDS",
     "SELECT_MODES",
     "UPDATE_MODES",
     "AbstractionResult",
+    "AbstractionStyle",
     "AddResult",
     "ConceptDraft",
     "ConceptKind",
@@ -64,5 +74,6 @@ __all__ = [
     "default_memory_url",
     "default_query",
     "parse_concepts",
+    "parse_lesson_line",
     "resolve_memory_url",
 ]

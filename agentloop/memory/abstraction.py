@@ -5,6 +5,12 @@ attempts with the verifier's feedback, and the passing answer, and asks for less
 that carry over to other tasks as JSON. :func:`parse_concepts` reads that JSON
 leniently: code fences, prose around it, a bare list, a single object, trailing
 commas, cues as one string and unknown kinds are all accepted.
+
+Small base-like models (the embedded 135M one) cannot follow that prompt: they start the
+JSON and repeat a phrase until ``max_tokens``. ``style="completion"`` asks them instead
+to continue a few-shot list with one ``title | situation | suggestion`` line
+(``memory_abstract_completion.txt``); it shows no failed attempts, and what comes back
+is read by :func:`parse_lesson_line`.
 """
 
 from __future__ import annotations
@@ -13,7 +19,7 @@ import json
 import logging
 import re
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 from agentloop.backends._types import Backend, ChatRequest, Message, Usage
 from agentloop.graphs._prompts import render_prompt
@@ -23,14 +29,22 @@ if TYPE_CHECKING:
     from agentloop.graphs.result import LoopResult
 
 __all__ = [
+    "ABSTRACTION_STYLES",
     "AbstractionError",
     "AbstractionResult",
+    "AbstractionStyle",
     "Attempt",
     "Trajectory",
     "abstract",
     "extract_json",
     "parse_concepts",
+    "parse_lesson_line",
 ]
+
+AbstractionStyle = Literal["json", "completion"]
+ABSTRACTION_STYLES: tuple[str, ...] = get_args(AbstractionStyle)
+# A lesson line is short; a small model that does not stop is cut off well before this.
+_COMPLETION_TOKENS = 96
 
 log = logging.getLogger(__name__)
 
@@ -112,13 +126,23 @@ class AbstractionResult:
 
 
 async def abstract(
-    backend: Backend, trajectory: Trajectory, *, max_concepts: int = 3, max_tokens: int = 800
+    backend: Backend,
+    trajectory: Trajectory,
+    *,
+    max_concepts: int = 3,
+    max_tokens: int = 800,
+    style: AbstractionStyle = "json",
 ) -> AbstractionResult:
-    """Ask ``backend`` (greedy) for up to ``max_concepts`` concepts from ``trajectory``.
+    """Ask ``backend`` (greedy) for up to ``max_concepts`` concepts from ``trajectory``
+    (``style="completion"``: one concept, from a raw few-shot prompt).
 
     A reply that cannot be parsed gives no drafts and sets ``error``; a backend error
     propagates.
     """
+    if style == "completion":
+        return await _abstract_completion(backend, trajectory, max_tokens=min(max_tokens, _COMPLETION_TOKENS))
+    if style != "json":
+        raise ValueError(f"abstraction style must be one of {', '.join(ABSTRACTION_STYLES)}, got {style!r}")
     request = ChatRequest(
         messages=(Message("user", trajectory.prompt(max_concepts)),),
         n=1,
@@ -133,6 +157,52 @@ async def abstract(
         log.warning("abstraction for task %r gave no usable JSON: %s", trajectory.task_id, exc)
         return AbstractionResult([], response.usage, raw, str(exc))
     return AbstractionResult(drafts, response.usage, raw)
+
+
+async def _abstract_completion(
+    backend: Backend, trajectory: Trajectory, *, max_tokens: int
+) -> AbstractionResult:
+    prompt = render_prompt(
+        "memory_abstract_completion",
+        question=" ".join(_cut(trajectory.question, _QUESTION_CHARS).split()),
+        answer=" ".join(_cut(trajectory.answer, _ANSWER_CHARS).split()),
+    )
+    request = ChatRequest(raw_prompt=prompt, n=1, temperature=0.0, max_tokens=max_tokens, stop=("\n",))
+    response = await backend.generate(request)
+    raw = response.texts[0] if response.completions else ""
+    try:
+        draft = parse_lesson_line(raw)
+    except AbstractionError as exc:
+        log.warning("abstraction for task %r gave no usable lesson: %s", trajectory.task_id, exc)
+        return AbstractionResult([], response.usage, raw, str(exc))
+    return AbstractionResult([draft], response.usage, raw)
+
+
+_PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]{0,40})\}")
+
+
+def parse_lesson_line(text: str) -> ConceptDraft:
+    """A concept from one ``title | situation | suggestion`` line (what ``style="completion"`` asks for).
+
+    Two fields are read as title and suggestion; ``{name}`` placeholders in the suggestion
+    become its parameters.
+    """
+    line = text.strip().splitlines()[0] if text.strip() else ""
+    parts = [p.strip() for p in line.split("|")]
+    if len(parts) < 2 or not parts[0] or not parts[-1]:
+        raise AbstractionError(f"expected 'title | situation | suggestion', got {line[:120]!r}")
+    title, suggestion = parts[0], parts[-1]
+    situation = " ".join(parts[1:-1])
+    names = list(dict.fromkeys(_PLACEHOLDER.findall(suggestion)))
+    try:
+        return ConceptDraft(
+            title=title,
+            situation=situation,
+            suggestion=suggestion,
+            parameters=tuple(ConceptParameter(name=n) for n in names),
+        )
+    except ValueError as exc:
+        raise AbstractionError(f"unusable lesson {line[:120]!r}: {exc}") from None
 
 
 _FENCE = re.compile(r"```(?:json|JSON)?\s*\n?(.*?)```", re.DOTALL)

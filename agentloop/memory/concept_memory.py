@@ -27,7 +27,13 @@ from typing import TYPE_CHECKING, Any, Literal, get_args
 from agentloop.backends._types import Backend, ChatRequest, Message, Usage
 from agentloop.graphs._prompts import render_prompt
 from agentloop.memory._types import AddResult, ConceptDraft, Provenance, SearchHit, check_namespace
-from agentloop.memory.abstraction import Trajectory, abstract, extract_json
+from agentloop.memory.abstraction import (
+    ABSTRACTION_STYLES,
+    AbstractionStyle,
+    Trajectory,
+    abstract,
+    extract_json,
+)
 from agentloop.memory.retrieval import Embedder, MiniLMEmbedder, rerank
 from agentloop.memory.store import MemoryStore, SQLMemoryStore
 
@@ -101,8 +107,9 @@ class ConceptMemory:
 
     ``k``: most lessons shown per task. ``shortlist``: lexical hits that ``embed`` and
     ``llm`` selection choose from. ``backend`` writes the abstractions (needed unless
-    ``update="off"``) and makes ``llm`` selections. ``batch_size`` flushes a batch
-    early once that many trajectories wait.
+    ``update="off"``) and makes ``llm`` selections; ``abstraction="completion"`` suits
+    small models that cannot write the JSON (see :func:`abstract`). ``batch_size``
+    flushes a batch early once that many trajectories wait.
     """
 
     def __init__(
@@ -122,11 +129,16 @@ class ConceptMemory:
         batch_size: int | None = None,
         concurrency: int = 4,
         owns_store: bool = False,
+        abstraction: AbstractionStyle = "json",
     ):
         if update not in UPDATE_MODES:
             raise ValueError(f"memory update mode must be one of {', '.join(UPDATE_MODES)}, got {update!r}")
         if select not in SELECT_MODES:
             raise ValueError(f"memory select mode must be one of {', '.join(SELECT_MODES)}, got {select!r}")
+        if abstraction not in ABSTRACTION_STYLES:
+            raise ValueError(
+                f"memory abstraction must be one of {', '.join(ABSTRACTION_STYLES)}, got {abstraction!r}"
+            )
         if backend is None and (update != "off" or select == "llm"):
             raise ValueError(
                 f"ConceptMemory(update={update!r}, select={select!r}) needs a backend to write "
@@ -145,10 +157,13 @@ class ConceptMemory:
         self.embedder = embedder if embedder is not None or select != "embed" else MiniLMEmbedder()
         self.query = query
         self.max_concepts = max_concepts
+        self.abstraction = abstraction
         self.batch_size = batch_size
         self.counters = MemoryCounters()
         self._pending: list[Trajectory] = []
         self._shown: set[str] = set()
+        # Tasks whose trajectory this run has already written (or queued): never twice.
+        self._written: set[str] = set()
         self.concurrency = concurrency
         self._owns_store = owns_store
 
@@ -203,6 +218,10 @@ class ConceptMemory:
             )
         if self.update == "off" or not result.passed or self.max_concepts == 0:
             return
+        if task.id in self._written:
+            log.info("memory: task %r already wrote in run %s; not writing again", task.id, self.run_id)
+            return
+        self._written.add(task.id)
         trajectory = Trajectory.from_result(self.query(task), result)
         if self.update == "task":
             await self._write([trajectory])
@@ -223,10 +242,19 @@ class ConceptMemory:
         batch, self._pending = self._pending, []
         return await self._write(batch) if batch else 0
 
-    async def aclose(self) -> None:
-        """Flush a waiting batch and, if this memory opened its store, close it."""
+    async def resume(self) -> int:
+        """Take up run ``run_id`` again: tasks it already wrote concepts for are not written
+        again. Returns how many such tasks the store holds.
+        """
+        done = await asyncio.to_thread(self.store.writes_by_run, self.run_id, namespace=self.namespace)
+        self._written.update(done)
+        return len(done)
+
+    async def aclose(self, *, flush: bool = True) -> None:
+        """Flush a waiting batch (unless ``flush=False``) and, if this memory opened its store, close it."""
         try:
-            await self.flush()
+            if flush:
+                await self.flush()
         finally:
             if self._owns_store:
                 self.store.close()
@@ -268,7 +296,9 @@ class ConceptMemory:
         async with sem:
             self.counters.abstractions += 1
             try:
-                out = await abstract(self.backend, trajectory, max_concepts=self.max_concepts)
+                out = await abstract(
+                    self.backend, trajectory, max_concepts=self.max_concepts, style=self.abstraction
+                )
             except Exception as exc:  # a failed abstraction must not fail the task it follows
                 log.warning("memory: abstraction for task %r failed: %s", trajectory.task_id, exc)
                 self.counters.abstraction_errors += 1

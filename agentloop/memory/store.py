@@ -29,7 +29,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Literal, Self, TypeVar, cast
 
-from sqlalchemy import Engine, Table, bindparam, create_engine, delete, func, select, update
+from sqlalchemy import Engine, Table, Text, bindparam, create_engine, delete, func, select, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
@@ -190,6 +190,12 @@ class MemoryStore(abc.ABC):
     @abc.abstractmethod
     def record_outcome(self, *, task_id: str, run_id: str, passed: bool) -> int:
         """Set the outcome of a task's open uses; returns how many uses it closed."""
+
+    @abc.abstractmethod
+    def writes_by_run(self, run_id: str, *, namespace: str | None = None) -> dict[str, int]:
+        """Drafts that run ``run_id`` stored, per task id: an insert counts for the first task
+        and run of its provenance, a merge for its own. A resumed run skips these tasks.
+        """
 
     @abc.abstractmethod
     def stats(self, namespace: str | None = None) -> MemoryStats:
@@ -847,6 +853,25 @@ class SQLMemoryStore(MemoryStore):
         docs = select(Concept.id, Concept.namespace, Concept.search_text).where(Concept.id.in_(ids))
         rows = [(r[0], r[2]) for r in s.execute(docs) if namespace is None or r[1] == namespace]
         return bm25_rank(terms, rows, dfs, n_docs, n_terms / n_docs, params)[:k]
+
+    def writes_by_run(self, run_id: str, *, namespace: str | None = None) -> dict[str, int]:
+        # A substring match on the JSON text narrows the scan on both databases; the exact
+        # pairs are read from the parsed provenance.
+        query = select(Concept.provenance).where(
+            cast(Any, Concept.provenance).cast(Text).contains(run_id, autoescape=True)
+        )
+        if namespace is not None:
+            query = query.where(Concept.namespace == check_namespace(namespace))
+        counts: Counter[str] = Counter()
+        with self._read() as s:
+            for raw in s.scalars(query):
+                p = Provenance.from_dict(raw)
+                if p.run_ids[:1] == (run_id,) and p.task_ids:
+                    counts[p.task_ids[0]] += 1
+                for m in p.merges:
+                    if run_id in m.run_ids:
+                        counts.update(m.task_ids)
+        return dict(counts)
 
     def stats(self, namespace: str | None = None) -> MemoryStats:
         def scoped(q: Any) -> Any:

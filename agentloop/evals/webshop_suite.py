@@ -1,0 +1,79 @@
+"""The ``webshop`` suite for ``agentloop run``: WebShop goals as rollout tasks, scored by the true reward.
+
+Each task is one goal of the catalog (``--data`` for the official files, the shipped
+catalog otherwise); each candidate is a whole episode. The run steers with the
+``rules`` verifier (gold-free) or ``oracle`` (the true reward, an upper bound), and every
+final episode is scored with the official reward whichever verifier chose it.
+"""
+
+from __future__ import annotations
+
+import difflib
+from typing import TYPE_CHECKING
+
+from agentloop.backends._types import Backend
+from agentloop.errors import AgentloopError
+from agentloop.evals.suites import SUITES, Score, Suite, SuiteItem
+from agentloop.graphs.result import LoopResult
+
+if TYPE_CHECKING:
+    from agentloop.evals.runner import RunSpec
+
+__all__ = ["UnknownWebShopVerifierError", "WebShopSuite"]
+
+
+class UnknownWebShopVerifierError(AgentloopError, ValueError):
+    def __init__(self, name: str, known: list[str]):
+        close = difflib.get_close_matches(name, known, n=1, cutoff=0.5)
+        hint = f" Did you mean '{close[0]}'?" if close else ""
+        why = " ('exec' runs SQL: it is Text2SQL's verifier)" if name == "exec" else ""
+        super().__init__(f"unknown webshop verifier '{name}'{why}.{hint} Choose one of: {', '.join(known)}.")
+
+
+class WebShopSuite(Suite):
+    """WebShop episodes: ``avg_reward`` (mean official reward) and ``success_rate`` (reward 1.0)."""
+
+    name = "webshop"
+    default_verifier = "rules"
+    scores_reward = True
+    # A step's reply is one Thought and one Action; a small model goes on to invent the
+    # next observation or a second turn, which only costs tokens.
+    stop = ("\nObservation", "\nThought:")
+
+    def items(self, spec: RunSpec, backend: Backend | None = None) -> list[SuiteItem]:
+        from agentloop.webshop import DEFAULT_MAX_STEPS, VERIFIERS, load_catalog, load_webshop_tasks
+
+        verifier = spec.verifier or self.default_verifier
+        if verifier not in VERIFIERS:
+            raise UnknownWebShopVerifierError(verifier, list(VERIFIERS))
+        catalog = load_catalog(spec.data)
+        tasks = load_webshop_tasks(
+            limit=spec.limit,
+            offset=spec.offset,
+            verifier=verifier,  # type: ignore[arg-type]  # checked against VERIFIERS above
+            max_steps=spec.max_steps if spec.max_steps is not None else DEFAULT_MAX_STEPS,
+            catalog=catalog,
+        )
+        if not tasks:
+            raise AgentloopError(
+                f"--offset {spec.offset} --limit {spec.limit} selects no goals from a catalog of "
+                f"{len(catalog.goals)}"
+            )
+        return [SuiteItem(task=t, index=t.goal.index, question=t.instruction) for t in tasks]
+
+    async def score(self, item: SuiteItem, result: LoopResult) -> Score:
+        from agentloop.webshop import Outcome, task_outcome
+
+        reward, success = task_outcome(result)
+        outcome = result.answer
+        if not isinstance(outcome, Outcome):
+            return Score(False, "no episode", reward=0.0)
+        if outcome.purchase is None:
+            return Score(False, f"no purchase (the episode ended: {outcome.ended})", reward=0.0)
+        return Score(success, reward=reward)
+
+    def upper_bound(self, verifier: str) -> bool:
+        return verifier == "oracle"
+
+
+SUITES[WebShopSuite.name] = WebShopSuite
