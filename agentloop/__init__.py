@@ -13,7 +13,16 @@ from agentloop.backends import (
     resolve_backend,
 )
 from agentloop.errors import AgentloopError
-from agentloop.graphs import Budget, LoopConfig, LoopResult, Task, Verdict, known_graphs, run_task, run_task_sync
+from agentloop.graphs import (
+    Budget,
+    LoopConfig,
+    LoopResult,
+    Task,
+    Verdict,
+    known_graphs,
+    run_task,
+    run_task_sync,
+)
 
 __version__ = "0.1.0"
 

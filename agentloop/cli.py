@@ -236,7 +236,7 @@ def run(
         str, typer.Option(help="When passing tasks write concepts: task (each), batch (at the end) or off.")
     ] = "task",
     memory_select: Annotated[
-        str, typer.Option(help="How lessons are chosen: lexical, embed (needs agentloop[embed]) or llm.")
+        str, typer.Option(help="How lessons are chosen: lexical, embed (needs the embed extra) or llm.")
     ] = "lexical",
     memory_k: Annotated[int, typer.Option(min=1, help="Lessons shown per task at most.")] = 3,
     memory_namespace: Annotated[

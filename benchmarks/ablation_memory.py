@@ -75,8 +75,14 @@ class MemoryCallMeter(Backend):
 
     async def generate(self, request: ChatRequest) -> ChatResponse:
         response = await self.inner.generate(request)
-        text = request.messages[-1].content if request.messages else ""
-        if "memory of lessons" in text or "numbered lessons" in text:
+        if request.raw_prompt is not None:
+            text = request.raw_prompt
+        else:
+            text = request.messages[-1].content if request.messages else ""
+        # The JSON and completion abstraction prompts, and the LLM selection prompt.
+        if any(
+            m in text for m in ("memory of lessons", "Lessons learned from solved tasks", "numbered lessons")
+        ):
             self.calls += 1
             self.usage = self.usage + response.usage
         return response

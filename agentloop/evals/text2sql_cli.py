@@ -11,7 +11,12 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from agentloop.evals.spider_data import DatasetError, Text2SQLExample, load_text2sql
-from agentloop.evals.spider_exec import DEFAULT_TIMEOUT_S, EvalReport, PredictionMismatchError, score_predictions
+from agentloop.evals.spider_exec import (
+    DEFAULT_TIMEOUT_S,
+    EvalReport,
+    PredictionMismatchError,
+    score_predictions,
+)
 
 __all__ = ["eval_command", "read_predictions"]
 

@@ -46,7 +46,7 @@ PromptFormat = Literal["chat", "fewshot"]
 #: ``table(col, ...)`` schemas and the answer started with ``SELECT`` (small local models).
 PROMPT_FORMATS: tuple[str, ...] = ("chat", "fewshot")
 # The few-shot answer ends at its semicolon, or where the model starts a new example.
-FEWSHOT_STOP = (";", "\n\n", "\nQuestion:", "\nTables:")
+FEWSHOT_STOP = (";", "\n\n", "\nQuestion:", "\nTables:", "\n--")
 # Rows a candidate's query may return while it is verified or voted on.
 RESULT_ROWS = 200
 QUERY_TIMEOUT_S = 10.0

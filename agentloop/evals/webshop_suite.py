@@ -36,6 +36,8 @@ class WebShopSuite(Suite):
     name = "webshop"
     default_verifier = "rules"
     scores_reward = True
+    # An episode is many requests: on the embedded model 3 goals of `--n 2 --rounds 2` take ~6 minutes.
+    default_limit = 3
     # A step's reply is one Thought and one Action; a small model goes on to invent the
     # next observation or a second turn, which only costs tokens.
     stop = ("\nObservation", "\nThought:")
