@@ -297,3 +297,47 @@ def test_load_webshop_tasks(catalog):
     with pytest.raises(ValueError):
         load_webshop_tasks(catalog=catalog, offset=-1)
     assert webshop_metrics([]) == {"avg_reward": 0.0, "success_rate": 0.0, "tasks": 0}
+
+
+# --- the few-shot completion format (small local models) ------------------------------------
+
+
+async def test_fewshot_format_starts_each_action_from_the_page_and_buys(catalog, case):
+    goal, _ = case
+    task = WebShopTask(catalog, goal, prompt_format="fewshot")
+    # The model only fills in the brackets: the prompt already holds "search[" or "click[".
+    fills = [goal.name, goal.asin, *goal.goal_options, "Buy Now"]
+    backend = ScriptedBackend([f" {f}]\nPage:" for f in fills])
+    result = await run_task(task, backend, "greedy", config=LoopConfig(max_tokens=32))
+    outcome = result.answer
+    assert isinstance(outcome, Outcome) and outcome.ended == "purchase" and outcome.reward == 1.0
+    assert outcome.actions == [f"search[{goal.name}]", f"click[{goal.asin}]"] + [
+        f"click[{v}]" for v in goal.goal_options
+    ] + ["click[Buy Now]"]
+    prompts = [r.raw_prompt for r in backend.requests]
+    assert all(p is not None for p in prompts)
+    assert prompts[0].endswith(f"Instruction: {goal.instruction_text}\nPage:\n[Search]\nAction: search[")
+    assert all(p.endswith("\nAction: click[") for p in prompts[1:])
+    assert set(backend.requests[0].stop) >= {"]", "\n"}
+    # The latest page is shown whole (the product code to click is on it); older ones shrink.
+    assert f"[{goal.asin}]" in prompts[1].rsplit("Instruction:", 1)[1]
+    assert "(search page)" in prompts[2]
+
+
+async def test_fewshot_iad_round_two_carries_the_critique_before_the_episode(catalog, case):
+    goal, twin = case
+    task = WebShopTask(catalog, goal, prompt_format="fewshot")
+    first = [f" {goal.name} deal]", f" {twin}]", *(f" {v}]" for v in goal.goal_options), " Buy Now]"]
+    backend = ScriptedBackend(first + [" nothing]"] * 6)
+    result = await run_task(task, backend, "iad", config=LoopConfig(n=1, rounds=2, max_tokens=32))
+    later = [r.raw_prompt for r in backend.requests[len(first) :]]
+    assert result.rounds == 2 and later
+    head = later[0].rsplit("Instruction:", 1)[1]
+    assert head.index("Note: an earlier try scored") < head.index("Page:")
+    assert "price" in head.split("Page:")[0].lower()  # the rules verifier's critique: over the limit
+
+
+def test_unknown_webshop_prompt_format_is_a_clear_error(catalog, case):
+    goal, _ = case
+    with pytest.raises(ValueError, match="chat, fewshot"):
+        WebShopTask(catalog, goal, prompt_format="xml")  # type: ignore[arg-type]

@@ -271,3 +271,20 @@ def test_cli_runs_webshop_on_the_embedded_model(tmp_path: Path) -> None:
     assert 0 < data["usage"]["completion_tokens"] <= 2 * 32
     stored = RunReport.load(run_dir).tasks[0]
     assert stored.reward is not None and stored.reward == data["metrics"]["avg_reward"]
+
+
+@pytest.mark.parametrize(
+    ("backend", "prompt", "expected"),
+    [
+        ("transformers", "auto", "fewshot"),
+        ("openai:gpt-4o-mini", "auto", "chat"),
+        ("transformers", "chat", "chat"),
+    ],
+)
+def test_webshop_prompt_format_follows_the_backend(backend: str, prompt: str, expected: str) -> None:
+    from agentloop.evals.runner import RunSpec
+    from agentloop.evals.webshop_suite import WebShopSuite
+
+    spec = RunSpec(suite="webshop", backend=backend, prompt=prompt, limit=1)
+    assert WebShopSuite.prompt_format(spec) == expected
+    assert all(item.task.prompt_format == expected for item in WebShopSuite().items(spec))

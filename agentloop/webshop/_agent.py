@@ -37,8 +37,10 @@ from agentloop.webshop._env import DEFAULT_MAX_STEPS, Purchase, StepResult, WebS
 from agentloop.webshop._reward import RewardInfo
 
 __all__ = [
+    "PROMPT_FORMATS",
     "VERIFIERS",
     "Outcome",
+    "PromptFormat",
     "VerifierName",
     "WebShopTask",
     "judge_purchase",
@@ -54,6 +56,11 @@ VERIFIERS: dict[str, str] = {
     "rules": "goal-free rules: the instruction against the bought product's pages, options and price",
     "oracle": "the true WebShop reward (reads the hidden goal): an upper bound, not a fair verifier",
 }
+PromptFormat = Literal["chat", "fewshot"]
+#: ``chat``: a system prompt and ReAct turns (Thought/Action) for instruction-tuned models.
+#: ``fewshot``: a raw completion transcript (one solved example, then page/action lines
+#: ending in ``Action:``) for small local models, which cannot hold the ReAct format.
+PROMPT_FORMATS: tuple[str, ...] = ("chat", "fewshot")
 _FEEDBACK_CHARS = 1000
 _ACTION_LINE = re.compile(r"^\s*action\s*:\s*(.+?)\s*$", re.IGNORECASE | re.MULTILINE)
 _ANY_ACTION = re.compile(r"\b(search|click|think)\s*\[[^\]\n]*\]", re.IGNORECASE)
@@ -114,7 +121,14 @@ class WebShopTask(RolloutTask):
         max_steps: int = DEFAULT_MAX_STEPS,
         show_attrs: bool = False,
         max_invalid: int | None = 3,
+        prompt_format: PromptFormat = "chat",
     ):
+        if prompt_format not in PROMPT_FORMATS:
+            raise ValueError(
+                f"unknown WebShop prompt format {prompt_format!r}; use one of: {', '.join(PROMPT_FORMATS)}"
+            )
+        self.prompt_format = prompt_format
+        self.stop = ("]", "\n") if prompt_format == "fewshot" else ()
         if max_invalid is not None and max_invalid < 1:
             raise ValueError(f"max_invalid must be >= 1 or None, got {max_invalid}")
         self.catalog = catalog
@@ -138,6 +152,8 @@ class WebShopTask(RolloutTask):
         return self.goal.instruction_text
 
     def build_messages(self, lessons: Sequence[str] = ()) -> list[Message]:
+        if self.prompt_format == "fewshot":
+            return [Message("user", self._fewshot_head(lessons))]
         section = render_lessons(lessons)
         task = render_prompt("webshop_task", instruction=self.instruction)
         return [
@@ -147,6 +163,8 @@ class WebShopTask(RolloutTask):
 
     def build_refine_messages(self, feedback: Feedback, lessons: Sequence[str] = ()) -> list[Message]:
         """The task prompt plus the best and weakest earlier episodes, their scores and the critique."""
+        if self.prompt_format == "fewshot":
+            return [Message("user", self._fewshot_head(lessons, feedback))]
         worst = ""
         if feedback.worst is not None:
             worst = "\n\n" + render_prompt("webshop_iad_worst", **_slots("worst_", feedback.worst))
@@ -163,28 +181,44 @@ class WebShopTask(RolloutTask):
         observation = env.reset(self.goal)
         out = Outcome(self.instruction)
         history: list[str] = []
+        # Few-shot transcript: (page, action) so far; older pages shrink to one-line summaries.
+        pages: list[tuple[str, str]] = [("[Search]", "search page")]
         last: StepResult | None = None
         invalid_run = 0
         while not env.done:
             if self.max_invalid is not None and invalid_run >= self.max_invalid:
                 out.ended = "stuck"  # a policy that cannot form an action only burns compute
                 break
-            prompt = render_prompt(
-                "webshop_step",
-                history="\n".join(history) or "(none yet)",
-                observation=observation,
-                left=str(self.max_steps - env.steps),
-            )
-            reply = await step(append_to_prompt(messages, prompt))
+            opener = ""
+            if self.prompt_format == "fewshot":
+                # The page decides the verb (the search page takes only search[...], every other
+                # page only click[...]), so the prompt starts the action and the model fills it in.
+                opener = "search[" if env.page == "search" else "click["
+                transcript = _transcript(pages, out.actions) + f" {opener}"
+                prompt_messages = [Message("user", messages[-1].content + transcript)]
+            else:
+                prompt = render_prompt(
+                    "webshop_step",
+                    history="\n".join(history) or "(none yet)",
+                    observation=observation,
+                    left=str(self.max_steps - env.steps),
+                )
+                prompt_messages = append_to_prompt(messages, prompt)
+            reply = await step(prompt_messages)
             if reply is None:
                 break  # the budget ran out mid-episode: no purchase
-            action = parse_react(reply)
+            if opener:
+                action = f"{opener}{reply.split(']', 1)[0].strip()}]"
+            else:
+                action = parse_react(reply)
             last = env.step(action)
             observation = last.observation
             out.actions.append(action)
             out.observations.append(observation)
             invalid_run = 0 if last.valid else invalid_run + 1
-            history.append(f"{len(history) + 1}. {_one_line(action)} -> {_summary(env, last, action)}")
+            summary = _summary(env, last, action)
+            history.append(f"{len(history) + 1}. {_one_line(action)} -> {summary}")
+            pages.append((observation if last.valid else f"(invalid action: {last.message})", summary))
         if last is not None and last.purchase is not None:
             out.ended, out.purchase, out.reward, out.reward_info = (
                 "purchase",
@@ -202,6 +236,24 @@ class WebShopTask(RolloutTask):
         }[out.ended]
         text = "\n".join(["Actions:", *history, ending])
         return Rollout(text=text, answer=out, finish_reason="stop" if out.ended == "purchase" else "length")
+
+    def completion_prompt(self, messages: Sequence[Message]) -> str | None:
+        return messages[-1].content if self.prompt_format == "fewshot" else None
+
+    def _fewshot_head(self, lessons: Sequence[str], feedback: Feedback | None = None) -> str:
+        notes = [f"Tip from earlier episodes: {_one_line(s, 200)}" for s in lessons if s and s.strip()]
+        if feedback is not None:
+            best = feedback.best
+            critique = best.verdict.feedback if best.verdict is not None else ""
+            notes.append(
+                f"Note: an earlier try scored {best.score:.2f}: {_one_line(critique, 240) or 'no purchase'}"
+            )
+        return render_prompt(
+            "webshop_fewshot",
+            instruction=self.instruction,
+            notes="".join(f"{n}\n" for n in notes),
+            steps="",
+        )
 
     async def verify(self, candidate: Candidate) -> Verdict:
         outcome = candidate.answer
@@ -353,6 +405,7 @@ def load_webshop_tasks(
     max_invalid: int | None = 3,
     human_goals: bool = True,
     catalog: Catalog | None = None,
+    prompt_format: PromptFormat = "chat",
 ) -> list[WebShopTask]:
     """Tasks for goals ``offset .. offset+limit`` (shuffled order) of a catalog; all share one catalog and index."""
     if offset < 0 or (limit is not None and limit < 0):
@@ -361,7 +414,13 @@ def load_webshop_tasks(
     end = None if limit is None else offset + limit
     return [
         WebShopTask(
-            cat, g, verifier=verifier, max_steps=max_steps, show_attrs=show_attrs, max_invalid=max_invalid
+            cat,
+            g,
+            verifier=verifier,
+            max_steps=max_steps,
+            show_attrs=show_attrs,
+            max_invalid=max_invalid,
+            prompt_format=prompt_format,
         )
         for g in cat.goals[offset:end]
     ]
@@ -436,6 +495,20 @@ def _summary(env: WebShopEnv, r: StepResult, action: str) -> str:
             return "selected " + picked[0]
         return f"item page of '{name}' ({env.product.price_tag if env.product else ''})"
     return f"{page} page of '{name}'"
+
+
+def _transcript(pages: Sequence[tuple[str, str]], actions: Sequence[str]) -> str:
+    """The episode as few-shot lines: each page then its action, ending at ``Action:`` for the model.
+
+    Only the last two pages are shown whole; earlier ones are their one-line summaries,
+    so a long episode stays short and the shared prefix stays cacheable.
+    """
+    lines: list[str] = []
+    for i, (page, summary) in enumerate(pages):
+        shown = page if i >= len(pages) - 2 else f"({summary})"
+        lines.append(f"\nPage:\n{shown}")
+        lines.append(f"\nAction: {actions[i]}" if i < len(actions) else "\nAction:")
+    return "".join(lines)
 
 
 def _one_line(text: str, n: int = 120) -> str:
