@@ -8,6 +8,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -78,3 +79,37 @@ def _wait_until_up(proc: subprocess.Popen, url: str, log, timeout_s: float) -> N
 def _tail(log, lines: int = 30) -> str:
     log.seek(0)
     return "\n".join(log.read().splitlines()[-lines:])
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def memory_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """An empty memory database: a temp SQLite file, or a fresh schema in the test PostgreSQL.
+
+    PostgreSQL runs when ``AGENTLOOP_TEST_POSTGRES_URL`` is set; CI also sets
+    ``AGENTLOOP_REQUIRE_POSTGRES`` so that a missing server fails instead of skipping.
+    """
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'memory.sqlite'}"
+        return
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    from agentloop.memory import resolve_memory_url
+
+    pg_url = os.environ.get("AGENTLOOP_TEST_POSTGRES_URL")
+    if not pg_url:
+        if os.environ.get("AGENTLOOP_REQUIRE_POSTGRES"):
+            pytest.fail("AGENTLOOP_REQUIRE_POSTGRES is set but AGENTLOOP_TEST_POSTGRES_URL is not")
+        pytest.skip("PostgreSQL: set AGENTLOOP_TEST_POSTGRES_URL=postgresql://USER:PASS@HOST/DB")
+    base = resolve_memory_url(pg_url)
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(base)
+    with admin.begin() as conn:
+        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    url = make_url(base).update_query_dict({"options": f"-csearch_path={schema}"})
+    try:
+        yield url.render_as_string(hide_password=False)
+    finally:
+        with admin.begin() as conn:
+            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()

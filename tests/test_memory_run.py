@@ -11,13 +11,10 @@ import json
 import os
 import re
 import sqlite3
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
+from sqlalchemy import text
 from typer.testing import CliRunner
 
 from agentloop.backends import ChatRequest, FunctionBackend
@@ -26,7 +23,7 @@ from agentloop.evals import runner as runner_module
 from agentloop.evals.run_store import ConfigMismatchError, RunStore, TaskOutcome
 from agentloop.evals.runner import RunSpec, memory_run_id, run_suite
 from agentloop.evals.suites import Score, Text2SQLSuite
-from agentloop.memory import SQLMemoryStore, resolve_memory_url
+from agentloop.memory import SQLMemoryStore
 
 PG_URL = os.environ.get("AGENTLOOP_TEST_POSTGRES_URL")
 LESSONS_HEADER = "Lessons from similar tasks solved earlier"
@@ -69,30 +66,6 @@ class Model:
             "parameters": [{"name": "table", "type": "str"}, {"name": "column", "type": "str"}],
             "kind": "strategy",
         }
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def memory_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """An empty memory: a SQLite file, or a fresh schema in the test PostgreSQL."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'memory.sqlite'}"
-        return
-    if not PG_URL:
-        if os.environ.get("AGENTLOOP_REQUIRE_POSTGRES"):
-            pytest.fail("AGENTLOOP_REQUIRE_POSTGRES is set but AGENTLOOP_TEST_POSTGRES_URL is not")
-        pytest.skip("PostgreSQL: set AGENTLOOP_TEST_POSTGRES_URL=postgresql://USER:PASS@HOST/DB")
-    base = resolve_memory_url(PG_URL)
-    schema = f"t_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(base)
-    with admin.begin() as conn:
-        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    url = make_url(base).update_query_dict({"options": f"-csearch_path={schema}"})
-    try:
-        yield url.render_as_string(hide_password=False)
-    finally:
-        with admin.begin() as conn:
-            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
 
 
 def uses(url: str, run_id: str) -> list[tuple[str, str | None]]:

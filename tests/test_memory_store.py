@@ -16,7 +16,6 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import create_engine, select, text
-from sqlalchemy.engine import make_url
 
 from agentloop.memory import (
     ConceptDraft,
@@ -33,28 +32,10 @@ from agentloop.memory.models import Concept, NamespaceStat, TermStat
 PG_URL = os.environ.get("AGENTLOOP_TEST_POSTGRES_URL")
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def store_url(request: pytest.FixtureRequest, tmp_path) -> Iterator[str]:
-    """A URL of an empty database: a temp SQLite file, or a fresh schema in the test PostgreSQL."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'memory.sqlite'}"
-        return
-    if not PG_URL:
-        if os.environ.get("AGENTLOOP_REQUIRE_POSTGRES"):
-            pytest.fail("AGENTLOOP_REQUIRE_POSTGRES is set but AGENTLOOP_TEST_POSTGRES_URL is not")
-        pytest.skip("PostgreSQL conformance: set AGENTLOOP_TEST_POSTGRES_URL=postgresql://USER:PASS@HOST/DB")
-    base = resolve_memory_url(PG_URL)
-    schema = f"t_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(base)
-    with admin.begin() as conn:
-        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    url = make_url(base).update_query_dict({"options": f"-csearch_path={schema}"})
-    try:
-        yield url.render_as_string(hide_password=False)
-    finally:
-        with admin.begin() as conn:
-            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
+@pytest.fixture
+def store_url(memory_url: str) -> str:
+    """An empty memory on each database (the ``memory_url`` fixture in conftest.py)."""
+    return memory_url
 
 
 @pytest.fixture
