@@ -3,18 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import functools
-import json
-import sys
-from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.markup import escape
 
-from agentloop.errors import AgentloopError
+from agentloop._cli_common import err, friendly_errors, print_json
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Inference-time compute for LLM agents.")
 models_app = typer.Typer(no_args_is_help=True, help="Manage the embedded default model.")
@@ -25,31 +20,6 @@ app.add_typer(eval_app, name="eval")
 from agentloop.memory.cli import memory_app  # noqa: E402  (a Typer group; imports no model code)
 
 app.add_typer(memory_app, name="memory")
-
-err = Console(stderr=True)
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def friendly_errors(fn: F) -> F:
-    """Turn our own errors into one line on stderr and exit code 2, not a traceback."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except AgentloopError as exc:
-            err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
-            raise typer.Exit(2) from None
-        except KeyboardInterrupt:
-            err.print("interrupted")
-            raise typer.Exit(130) from None
-
-    return wrapper  # type: ignore[return-value]
-
-
-def print_json(data: Any) -> None:
-    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
-
 
 BackendOpt = Annotated[
     str,
@@ -274,9 +244,10 @@ def run(
 
     if run_all and limit is not None:
         raise typer.BadParameter("--all and --limit contradict each other; give one", param_hint="--all")
-    sliced = limit is None and not run_all and get_suite(suite).default_limit is not None
+    quick = get_suite(suite).default_limit
+    sliced = limit is None and not run_all and quick is not None
     if sliced:
-        limit = get_suite(suite).default_limit
+        limit = quick
     spec = RunSpec(
         suite=suite,
         graph=graph,

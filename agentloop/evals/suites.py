@@ -23,9 +23,12 @@ from agentloop.graphs.task import Task
 
 if TYPE_CHECKING:
     from agentloop.evals.runner import RunSpec
-    from agentloop.evals.text2sql_task import PromptFormat
 
 __all__ = ["SUITES", "Score", "Suite", "SuiteItem", "Text2SQLSuite", "UnknownSuiteError", "get_suite"]
+
+
+#: Prompt formats every suite offers: chat messages, or a few-shot completion prompt.
+PROMPT_FORMATS: tuple[str, ...] = ("chat", "fewshot")
 
 
 class UnknownSuiteError(AgentloopError, ValueError):
@@ -83,6 +86,22 @@ class Suite(abc.ABC):
         """Whether runs with ``verifier`` read the reference while they run (an oracle)."""
         return False
 
+    @classmethod
+    def prompt_format(cls, spec: RunSpec) -> str:
+        """``--prompt``; ``auto`` picks ``fewshot`` for in-process transformers models, ``chat`` otherwise.
+
+        Small local models follow a few-shot completion prompt far better than chat
+        instructions (measured in docs/text2sql.md and docs/webshop.md); hosted and served
+        models are instruction-tuned, and many have no completion endpoint.
+        """
+        if spec.prompt == "auto":
+            return "fewshot" if spec.backend.split(":", 1)[0] == "transformers" else "chat"
+        if spec.prompt not in PROMPT_FORMATS:
+            raise AgentloopError(
+                f"unknown --prompt {spec.prompt!r} for {cls.name}; use auto, {', '.join(PROMPT_FORMATS)}"
+            )
+        return spec.prompt
+
 
 class Text2SQLSuite(Suite):
     """Spider-style Text2SQL: execution accuracy of the final SQL, with official semantics."""
@@ -110,7 +129,7 @@ class Text2SQLSuite(Suite):
         prompt_format = self.prompt_format(spec)
         return [
             SuiteItem(
-                task=Text2SQLTask(ex, verifier, prompt_format=prompt_format),
+                task=Text2SQLTask(ex, verifier, prompt_format=prompt_format),  # type: ignore[arg-type]
                 index=ex.index,
                 question=ex.question,
                 db_id=ex.db_id,
@@ -118,24 +137,6 @@ class Text2SQLSuite(Suite):
             )
             for ex in chosen
         ]
-
-    @staticmethod
-    def prompt_format(spec: RunSpec) -> PromptFormat:
-        """``--prompt``; ``auto`` picks ``fewshot`` for in-process transformers models, ``chat`` otherwise.
-
-        Measured on 40 Spider dev questions with the embedded 135M model, the chat prompt
-        solves none and the few-shot completion prompt a few (docs/text2sql.md). Hosted
-        and served models are instruction-tuned and many have no completion endpoint.
-        """
-        from agentloop.evals.text2sql_task import PROMPT_FORMATS
-
-        if spec.prompt == "auto":
-            return "fewshot" if spec.backend.split(":", 1)[0] == "transformers" else "chat"
-        if spec.prompt not in PROMPT_FORMATS:
-            raise AgentloopError(
-                f"unknown --prompt {spec.prompt!r} for text2sql; use auto, {', '.join(PROMPT_FORMATS)}"
-            )
-        return spec.prompt  # type: ignore[return-value]
 
     async def score(self, item: SuiteItem, result: LoopResult) -> Score:
         example: Text2SQLExample = item.task.example  # type: ignore[attr-defined]

@@ -44,7 +44,7 @@ PromptFormat = Literal["chat", "fewshot"]
 #: ``chat``: system + user messages with CREATE statements and sample rows (instruction-tuned
 #: models). ``fewshot``: a raw completion prompt with three solved examples, one-line
 #: ``table(col, ...)`` schemas and the answer started with ``SELECT`` (small local models).
-PROMPT_FORMATS: tuple[str, ...] = ("chat", "fewshot")
+PROMPT_FORMATS: tuple[str, ...] = ("chat", "fewshot")  # as in agentloop.evals.suites
 # The few-shot answer ends at its semicolon, or where the model starts a new example.
 FEWSHOT_STOP = (";", "\n\n", "\nQuestion:", "\nTables:", "\n--")
 # Rows a candidate's query may return while it is verified or voted on.

@@ -18,7 +18,6 @@ from agentloop.graphs.result import LoopResult
 
 if TYPE_CHECKING:
     from agentloop.evals.runner import RunSpec
-    from agentloop.webshop._agent import PromptFormat
 
 __all__ = ["UnknownWebShopVerifierError", "WebShopSuite"]
 
@@ -56,7 +55,7 @@ class WebShopSuite(Suite):
             verifier=verifier,  # type: ignore[arg-type]  # checked against VERIFIERS above
             max_steps=spec.max_steps if spec.max_steps is not None else DEFAULT_MAX_STEPS,
             catalog=catalog,
-            prompt_format=self.prompt_format(spec),
+            prompt_format=self.prompt_format(spec),  # type: ignore[arg-type]
         )
         if not tasks:
             raise AgentloopError(
@@ -64,19 +63,6 @@ class WebShopSuite(Suite):
                 f"{len(catalog.goals)}"
             )
         return [SuiteItem(task=t, index=t.goal.index, question=t.instruction) for t in tasks]
-
-    @staticmethod
-    def prompt_format(spec: RunSpec) -> PromptFormat:
-        """``--prompt``; ``auto`` picks ``fewshot`` for in-process transformers models, ``chat`` otherwise."""
-        from agentloop.webshop._agent import PROMPT_FORMATS
-
-        if spec.prompt == "auto":
-            return "fewshot" if spec.backend.split(":", 1)[0] == "transformers" else "chat"
-        if spec.prompt not in PROMPT_FORMATS:
-            raise AgentloopError(
-                f"unknown --prompt {spec.prompt!r} for webshop; use auto, {', '.join(PROMPT_FORMATS)}"
-            )
-        return spec.prompt  # type: ignore[return-value]
 
     async def score(self, item: SuiteItem, result: LoopResult) -> Score:
         from agentloop.webshop import Outcome, task_outcome

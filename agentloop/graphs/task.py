@@ -141,15 +141,17 @@ class Feedback:
     worst: Candidate | None = None
     scores: tuple[float, ...] = ()
 
-    def render(self) -> str:
-        """The feedback as prompt text, from the package's prompt templates."""
+    def render(self, family: str = "graphs") -> str:
+        """The feedback as prompt text, from the templates ``<family>_iad_feedback`` and
+        ``<family>_iad_worst`` (``<family>_self_refine`` for ``revise``), so a suite can
+        reword the instruction around the same slots."""
         if self.style == "revise":
-            return render_prompt("graphs_self_refine", **_slots("", self.best))
+            return render_prompt(f"{family}_self_refine", **_slots("", self.best))
         worst = ""
         if self.worst is not None:
-            worst = "\n\n" + render_prompt("graphs_iad_worst", **_slots("worst_", self.worst))
+            worst = "\n\n" + render_prompt(f"{family}_iad_worst", **_slots("worst_", self.worst))
         return render_prompt(
-            "graphs_iad_feedback",
+            f"{family}_iad_feedback",
             **_slots("best_", self.best),
             worst_block=worst,
             scores=", ".join(f"{s:.2f}" for s in self.scores) or "none",

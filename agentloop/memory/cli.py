@@ -5,22 +5,19 @@ The main CLI mounts this with ``app.add_typer(memory_app, name="memory")``.
 
 from __future__ import annotations
 
-import functools
-import json
 import re
-import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from agentloop.errors import AgentloopError
+from agentloop._cli_common import err, friendly_errors, print_json
 
 __all__ = ["memory_app", "parse_age"]
 
@@ -29,8 +26,6 @@ memory_app = typer.Typer(
     add_completion=False,
     help="Inspect and manage the concept memory (SQLite by default, or PostgreSQL).",
 )
-err = Console(stderr=True)
-F = TypeVar("F", bound=Callable[..., Any])
 
 DbOpt = Annotated[
     str | None,
@@ -43,24 +38,6 @@ DbOpt = Annotated[
 ]
 NamespaceOpt = Annotated[str | None, typer.Option("--namespace", "-n", help="Only this namespace.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
-
-
-def _friendly(fn: F) -> F:
-    """Our own errors become one line on stderr and exit code 2, not a traceback."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except AgentloopError as exc:
-            err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
-            raise typer.Exit(2) from None
-
-    return wrapper  # type: ignore[return-value]
-
-
-def _print_json(data: Any) -> None:
-    sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n")
 
 
 @contextmanager
@@ -114,7 +91,7 @@ def _concept_table(rows: list[Any], *, score: list[float] | None = None) -> Tabl
 
 
 @memory_app.command("list")
-@_friendly
+@friendly_errors
 def list_(
     db: DbOpt = None,
     namespace: NamespaceOpt = None,
@@ -129,13 +106,13 @@ def list_(
     with _store(db) as store:
         rows = store.list(namespace=namespace, limit=limit, offset=offset, order=order)
     if as_json:
-        _print_json([c.to_dict() for c in rows])
+        print_json([c.to_dict() for c in rows])
         return
     Console().print(_concept_table(rows))
 
 
 @memory_app.command("show")
-@_friendly
+@friendly_errors
 def show(
     ref: Annotated[str, typer.Argument(help="A concept's id or uid.")],
     db: DbOpt = None,
@@ -149,7 +126,7 @@ def show(
     if concept is None:
         raise MemoryStoreError(f"no concept with id or uid {ref!r}")
     if as_json:
-        _print_json(concept.to_dict())
+        print_json(concept.to_dict())
         return
     out = Console()
     out.rule(f"[bold]{escape(concept.title)}[/]  (id {concept.id}, {concept.kind}, v{concept.version})")
@@ -174,7 +151,7 @@ def show(
 
 
 @memory_app.command("search")
-@_friendly
+@friendly_errors
 def search(
     query: Annotated[str, typer.Argument(help="Text to search for, e.g. a task's question.")],
     db: DbOpt = None,
@@ -186,7 +163,7 @@ def search(
     with _store(db) as store:
         hits = store.search(query, namespace=namespace, k=k)
     if as_json:
-        _print_json([{"score": h.score, **h.concept.to_dict()} for h in hits])
+        print_json([{"score": h.score, **h.concept.to_dict()} for h in hits])
         return
     if not hits:
         err.print("no matching concepts")
@@ -195,13 +172,13 @@ def search(
 
 
 @memory_app.command("stats")
-@_friendly
+@friendly_errors
 def stats(db: DbOpt = None, namespace: NamespaceOpt = None, as_json: JsonOpt = False) -> None:
     """Count concepts (per namespace) and their uses."""
     with _store(db) as store:
         s = store.stats(namespace)
     if as_json:
-        _print_json(s.to_dict())
+        print_json(s.to_dict())
         return
     out = Console()
     out.print(f"[bold]{s.concepts}[/] concepts in {escape(s.url)} (schema {s.revision})")
@@ -214,7 +191,7 @@ def stats(db: DbOpt = None, namespace: NamespaceOpt = None, as_json: JsonOpt = F
 
 
 @memory_app.command("export")
-@_friendly
+@friendly_errors
 def export(
     out: Annotated[Path, typer.Option("--out", "-o", help="JSON file to write.")],
     db: DbOpt = None,
@@ -227,7 +204,7 @@ def export(
 
 
 @memory_app.command("import")
-@_friendly
+@friendly_errors
 def import_(
     file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="A file written by export.")],
     db: DbOpt = None,
@@ -237,7 +214,7 @@ def import_(
     with _store(db) as store, err.status("importing..."):
         report = store.import_json(file)
     if as_json:
-        _print_json(report.to_dict())
+        print_json(report.to_dict())
         return
     err.print(
         f"inserted {report.inserted}, merged {report.merged}, updated {report.updated}, "
@@ -246,7 +223,7 @@ def import_(
 
 
 @memory_app.command("prune")
-@_friendly
+@friendly_errors
 def prune(
     db: DbOpt = None,
     namespace: NamespaceOpt = None,
@@ -270,7 +247,7 @@ def prune(
     with _store(db) as store:
         report = store.prune(older_than=age, never_helped=never_helped, namespace=namespace, dry_run=dry_run)
     if as_json:
-        _print_json(report.to_dict())
+        print_json(report.to_dict())
         return
     verb = "would drop" if dry_run else "dropped"
     err.print(f"{verb} {len(report.removed)} concepts")
@@ -279,7 +256,7 @@ def prune(
 
 
 @memory_app.command("reindex")
-@_friendly
+@friendly_errors
 def reindex(db: DbOpt = None) -> None:
     """Rebuild the search index and term statistics (only needed after an analyser change)."""
     with _store(db) as store, err.status("reindexing..."):

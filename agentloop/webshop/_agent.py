@@ -61,7 +61,6 @@ PromptFormat = Literal["chat", "fewshot"]
 #: ``fewshot``: a raw completion transcript (one solved example, then page/action lines
 #: ending in ``Action:``) for small local models, which cannot hold the ReAct format.
 PROMPT_FORMATS: tuple[str, ...] = ("chat", "fewshot")
-_FEEDBACK_CHARS = 1000
 _ACTION_LINE = re.compile(r"^\s*action\s*:\s*(.+?)\s*$", re.IGNORECASE | re.MULTILINE)
 _ANY_ACTION = re.compile(r"\b(search|click|think)\s*\[[^\]\n]*\]", re.IGNORECASE)
 _PRICE_LIMIT = re.compile(r"price lower than ([\d.]+) dollars")
@@ -165,16 +164,7 @@ class WebShopTask(RolloutTask):
         """The task prompt plus the best and weakest earlier episodes, their scores and the critique."""
         if self.prompt_format == "fewshot":
             return [Message("user", self._fewshot_head(lessons, feedback))]
-        worst = ""
-        if feedback.worst is not None:
-            worst = "\n\n" + render_prompt("webshop_iad_worst", **_slots("worst_", feedback.worst))
-        text = render_prompt(
-            "webshop_iad_feedback",
-            **_slots("best_", feedback.best),
-            worst_block=worst,
-            scores=", ".join(f"{s:.2f}" for s in feedback.scores) or "none",
-        )
-        return append_to_prompt(self.build_messages(lessons), text)
+        return append_to_prompt(self.build_messages(lessons), feedback.render("webshop"))
 
     async def rollout(self, step: StepFn, messages: Sequence[Message]) -> Rollout:
         env = WebShopEnv(self.catalog, max_steps=self.max_steps, show_attrs=self.show_attrs)
@@ -514,16 +504,3 @@ def _transcript(pages: Sequence[tuple[str, str]], actions: Sequence[str]) -> str
 def _one_line(text: str, n: int = 120) -> str:
     text = " ".join(text.split())
     return text if len(text) <= n else text[: n - 3] + "..."
-
-
-def _slots(prefix: str, c: Candidate) -> dict[str, str]:
-    message = c.verdict.feedback.strip() if c.verdict is not None else ""
-    if len(message) > _FEEDBACK_CHARS:
-        message = message[:_FEEDBACK_CHARS] + " [...]"
-    return {
-        f"{prefix}text": c.text.strip(),
-        f"{prefix}score": f"{c.score:.2f}",
-        f"{prefix}status": "passed" if c.passed else "failed",
-        f"{prefix}round": str(c.round + 1),
-        f"{prefix}feedback": message or "(no message)",
-    }
