@@ -195,6 +195,34 @@ def run(
         int | None, typer.Option(min=1, help="webshop: actions per episode (default 15).")
     ] = None,
     temperature: Annotated[float, typer.Option(min=0.0, max=2.0, help="Sampling temperature.")] = 0.7,
+    top_p: Annotated[
+        float,
+        typer.Option(min=0.0, max=1.0, help="Nucleus sampling: keep this probability mass (0 < p <= 1)."),
+    ] = 1.0,
+    threshold: Annotated[
+        float | None,
+        typer.Option(
+            min=0.0,
+            max=1.0,
+            help="Stop once the best verifier score reaches this (default: once a candidate passes).",
+        ),
+    ] = None,
+    patience: Annotated[
+        int | None, typer.Option(min=1, help="Stop after this many rounds without a better best.")
+    ] = None,
+    max_candidates: Annotated[
+        int | None, typer.Option(min=1, help="Budget: candidates per task at most (default: no cap).")
+    ] = None,
+    max_tokens_total: Annotated[
+        int | None,
+        typer.Option(
+            min=1, help="Budget: generated tokens per task at most, held exactly (default: no cap)."
+        ),
+    ] = None,
+    max_seconds: Annotated[
+        float | None,
+        typer.Option(min=0.0, help="Budget: wall seconds per task (default: no cap)."),
+    ] = None,
     memory: Annotated[
         str | None,
         typer.Option(
@@ -262,6 +290,12 @@ def run(
         max_tokens=max_tokens,
         max_steps=max_steps,
         temperature=temperature,
+        top_p=top_p,
+        threshold=threshold,
+        patience=patience,
+        max_candidates=max_candidates,
+        max_tokens_total=max_tokens_total,
+        max_seconds=max_seconds,
         seed=seed,
         concurrency=concurrency,
         base_url=base_url,
@@ -306,9 +340,16 @@ def report(
     ] = False,
 ) -> None:
     """Summarize runs: accuracy overall and by difficulty, verifier passes, tokens and latency per task."""
-    from agentloop.evals.report import RunReport, plot_reports, render_reports, reports_json
+    from agentloop.evals.report import (
+        RunReport,
+        check_comparable,
+        plot_reports,
+        render_reports,
+        reports_json,
+    )
 
     reports = [RunReport.load(d) for d in [run_dir, *(compare or [])]]
+    check_comparable(reports)
     if plot is not None:
         written = plot_reports(reports, plot)
         err.print(f"[dim]plot: {written}[/]", highlight=False)

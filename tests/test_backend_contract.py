@@ -127,8 +127,58 @@ async def test_cache_answers_repeats_at_zero_token_cost(tmp_path):
 async def test_cache_does_not_freeze_short_answers(tmp_path):
     inner = ScriptedBackend([["only one"], ["a", "b"]])
     cached = CachedBackend(inner, tmp_path / "c.sqlite")
-    req = ChatRequest.from_prompt("q", n=2)
+    req = ChatRequest.from_prompt("q", n=2, seed=3)
     assert len((await cached.generate(req)).completions) == 1
     assert (await cached.generate(req)).texts == ["a", "b"]
     assert (await cached.generate(req)).usage.cached
     await cached.aclose()
+
+
+async def test_cached_seedless_sampling_keeps_its_diversity_and_replays_in_order(tmp_path):
+    counter = iter(range(1000))
+    inner = FunctionBackend(lambda req: f"sample {next(counter)}")
+    cached = CachedBackend(inner, tmp_path / "c.sqlite")
+    req = ChatRequest.from_prompt("q", n=1, temperature=0.8)  # no seed: each call samples anew
+    first = [(await cached.generate(req)).texts[0] for _ in range(4)]
+    assert len(set(first)) == 4  # n requests of n=1 give n different candidates
+    await cached.aclose()
+    again = CachedBackend(FunctionBackend(lambda req: "never"), tmp_path / "c.sqlite")
+    replay = await asyncio.gather(*(again.generate(req) for _ in range(4)))
+    assert [r.texts[0] for r in replay] == first and all(r.usage.cached for r in replay)
+    # Greedy requests are deterministic: one stored answer serves them all.
+    greedy = ChatRequest.from_prompt("q", n=1, temperature=0.0)
+    texts = {(await again.generate(greedy)).texts[0] for _ in range(3)}
+    assert texts == {"never"} and (await again.generate(greedy)).usage.cached
+    await again.aclose()
+
+
+def test_loop_lock_survives_a_new_event_loop():
+    from agentloop.backends._aio import LoopLock
+
+    async def contend(lock):
+        async def hold():
+            async with lock:
+                await asyncio.sleep(0.001)  # a waiter binds a plain asyncio.Lock to this loop
+
+        await asyncio.gather(*(hold() for _ in range(3)))
+
+    plain = asyncio.Lock()
+    asyncio.run(contend(plain))
+    with pytest.raises(RuntimeError, match="different event loop"):
+        asyncio.run(contend(plain))
+    ours = LoopLock()
+    asyncio.run(contend(ours))
+    asyncio.run(contend(ours))
+
+
+def test_a_cached_backend_serves_several_event_loops(tmp_path):
+    # The lock is made per loop: contention in one asyncio.run, then in another, both work.
+    cached = CachedBackend(FunctionBackend(lambda req: "x"), tmp_path / "c.sqlite")
+    req = ChatRequest.from_prompt("q", n=1, seed=1)
+
+    async def burst():
+        return await asyncio.gather(*(cached.generate(req) for _ in range(8)))
+
+    assert len(asyncio.run(burst())) == 8
+    assert len(asyncio.run(burst())) == 8
+    asyncio.run(cached.aclose())

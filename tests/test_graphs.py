@@ -186,7 +186,22 @@ async def test_self_consistency_picks_the_majority_not_the_top_score() -> None:
     assert result.answer == "42"
     assert result.best is result.candidates[1]  # the first candidate with the winning key
     assert result.votes == {"41": 1, "42": 3, "40": 1}
-    assert all(c.verdict is not None for c in result.candidates)
+    # Only the winner is verified: the vote needs no verdicts, and a judge would cost calls.
+    assert [c.verdict is not None for c in result.candidates] == [False, True, False, False, False]
+    assert result.score == 0.1
+
+
+async def test_self_consistency_verifies_only_the_winner() -> None:
+    calls: list[str] = []
+
+    async def judge(c: Candidate) -> Verdict:
+        calls.append(c.text)
+        return Verdict(1.0, passed=True)
+
+    task = PromptTask(PROMPT, judge)
+    backend = ScriptedBackend([["a", "b", "b", "c"]])
+    result = await run_task(task, backend, "self_consistency", config=LoopConfig(n=4))
+    assert calls == ["b"] and result.passed and result.answer == "b"
 
 
 async def test_self_consistency_votes_on_the_tasks_answer_key() -> None:

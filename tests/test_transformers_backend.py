@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from agentloop.backends import ChatRequest, Message
@@ -105,3 +107,17 @@ async def test_missing_path_is_a_clear_error(tmp_path):
         await TransformersBackend(tmp_path / "missing").generate(ChatRequest.from_prompt("x"))
     with pytest.raises(AgentloopError, match="no config.json"):
         await TransformersBackend(tmp_path).generate(ChatRequest.from_prompt("x"))
+
+
+@pytest.mark.model
+def test_one_backend_serves_two_event_loops_with_concurrent_requests(backend):
+    # run_task_sync twice on one backend: each asyncio.run has its own loop, and concurrent
+    # requests wait on the backend's lock in both.
+    req = ChatRequest.from_prompt("Hi", n=1, max_tokens=2, temperature=0.0)
+
+    async def two():
+        return await asyncio.gather(backend.generate(req), backend.generate(req))
+
+    first = asyncio.run(two())
+    second = asyncio.run(two())
+    assert [r.texts for r in first] == [r.texts for r in second]

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import sqlite3
 import time
 from pathlib import Path
 
+from agentloop.backends._aio import LoopLock
 from agentloop.backends._types import Backend, ChatRequest, ChatResponse, Completion, Usage
 
 __all__ = ["CachedBackend"]
@@ -28,6 +28,11 @@ class CachedBackend(Backend):
 
     Only full answers are stored, so a short answer (fewer than ``n`` completions) is
     asked again next time instead of being frozen in.
+
+    Sampling without a seed keeps its diversity: identical seedless requests at a
+    temperature above 0 are told apart by how many came before them in this cache's
+    lifetime, so the k-th such request gets the k-th stored answer. A graph that asks
+    n times with n=1 gets n different candidates, and a rerun replays them in order.
     """
 
     def __init__(self, inner: Backend, path: str | Path):
@@ -40,12 +45,17 @@ class CachedBackend(Backend):
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA busy_timeout=5000")
         self._db.execute(_SCHEMA)
-        self._lock = asyncio.Lock()
+        self._lock = LoopLock()
         self.hits = 0
         self.misses = 0
+        self._occurrences: dict[str, int] = {}
 
     async def generate(self, request: ChatRequest) -> ChatResponse:
         key = request.cache_key(getattr(self.inner, "cache_namespace", self.inner.id))
+        if request.seed is None and request.temperature > 0:
+            k = self._occurrences.get(key, 0)
+            self._occurrences[key] = k + 1
+            key = f"{key}#{k}"
         start = time.perf_counter()
         async with self._lock:
             row = self._db.execute("SELECT response FROM responses WHERE key = ?", (key,)).fetchone()

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from agentloop.backends._aio import LoopLock
 from agentloop.backends._types import Backend, ChatRequest, ChatResponse, Completion, Usage
 from agentloop.errors import AgentloopError, MissingExtraError
 
@@ -98,7 +99,7 @@ class TransformersBackend(Backend):
         self._model: Any = None
         self._tokenizer: Any = None
         self._load_lock = threading.Lock()
-        self._run_lock = asyncio.Lock()
+        self._run_lock = LoopLock()  # per event loop: the backend may outlive one asyncio.run
 
     @classmethod
     def from_id(cls, arg: str, options: Any) -> TransformersBackend:
@@ -147,7 +148,9 @@ class TransformersBackend(Backend):
             kwargs: dict[str, Any] = {"gguf_file": gguf_file} if gguf_file else {}
             tokenizer = AutoTokenizer.from_pretrained(str(model_dir), **kwargs)
             model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=dtype, **kwargs)
-            model.to(device).eval()
+            # transformers types .to() through a decorator that mypy reads as taking the model.
+            model = model.to(device)  # type: ignore[arg-type]
+            model.eval()
             self._tokenizer, self._model, self._device = tokenizer, model, device
             eos = model.generation_config.eos_token_id
             eos_ids = eos if isinstance(eos, list) else [eos]

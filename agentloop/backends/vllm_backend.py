@@ -16,6 +16,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+from agentloop.backends._aio import LoopLock
 from agentloop.backends._types import Backend, ChatRequest, ChatResponse, Completion, FinishReason, Usage
 from agentloop.backends.registry import BackendOptions
 from agentloop.errors import BackendError, MissingExtraError
@@ -64,8 +65,7 @@ class VLLMBackend(Backend):
         self._vllm = vllm
         self._engine_kwargs = {"dtype": options.dtype or "auto", **engine_kwargs}
         self._llm: Any = None
-        self._lock: asyncio.Lock | None = None
-        self._lock_loop: asyncio.AbstractEventLoop | None = None
+        self._lock = LoopLock()
 
     @classmethod
     def from_id(cls, arg: str, options: BackendOptions) -> VLLMBackend:
@@ -91,9 +91,6 @@ class VLLMBackend(Backend):
 
     async def generate(self, request: ChatRequest) -> ChatResponse:
         start = time.perf_counter()
-        loop = asyncio.get_running_loop()
-        if self._lock is None or self._lock_loop is not loop:
-            self._lock, self._lock_loop = asyncio.Lock(), loop
         async with self._lock:
             out = await asyncio.to_thread(self._run, request)
         completions = [

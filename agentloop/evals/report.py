@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 import statistics
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -25,6 +25,9 @@ if TYPE_CHECKING:
 __all__ = [
     "PairedDifference",
     "RunReport",
+    "budget_difference",
+    "check_comparable",
+    "pair_tasks",
     "paired_difference",
     "plot_reports",
     "render_reports",
@@ -87,6 +90,7 @@ class RunReport:
             return round(total / n, 2) if n else None
 
         walls = [t.wall_s for t in tasks]
+        usage, memory = self.usage(), self._memory_usage()
         if self.scores_reward:
             # A task that errored, or bought nothing, has reward 0 (StoredTask.value).
             quality: dict[str, Any] = {
@@ -103,23 +107,47 @@ class RunReport:
             "verifier_pass_rate": _share(sum(t.passed for t in tasks), n),
             "candidates_per_task": per_task(sum(t.candidates for t in tasks)),
             "llm_calls_per_task": per_task(sum(t.llm_calls for t in tasks)),
-            "tokens_per_task": per_task(sum(t.total_tokens for t in tasks)),
-            "completion_tokens_per_task": per_task(sum(t.completion_tokens for t in tasks)),
+            "tokens_per_task": per_task(usage["prompt_tokens"] + usage["completion_tokens"]),
+            "completion_tokens_per_task": per_task(usage["completion_tokens"]),
+            # Included in the tokens above: what concept memory spent (selection, abstraction).
+            "memory_tokens_per_task": per_task(memory["total_tokens"]) if memory["llm_calls"] else None,
             "latency_s_mean": round(statistics.fmean(walls), 3) if walls else None,
             "latency_s_p50": round(statistics.median(walls), 3) if walls else None,
             "errors": sum(t.error is not None for t in tasks),
         }
 
     def usage(self) -> dict[str, Any]:
+        """Totals over the run. Memory's spend is in them, and also on its own under ``memory``."""
         tasks = self.tasks
         costs = [t.cost_usd for t in tasks if t.cost_usd is not None]
-        return {
+        unclaimed = self.run.memory_usage or {}
+        out: dict[str, Any] = {
             "candidates": sum(t.candidates for t in tasks),
-            "llm_calls": sum(t.llm_calls for t in tasks),
-            "prompt_tokens": sum(t.prompt_tokens for t in tasks),
-            "completion_tokens": sum(t.completion_tokens for t in tasks),
+            "llm_calls": sum(t.llm_calls for t in tasks) + int(unclaimed.get("llm_calls", 0)),
+            "prompt_tokens": sum(t.prompt_tokens for t in tasks) + int(unclaimed.get("prompt_tokens", 0)),
+            "completion_tokens": sum(t.completion_tokens for t in tasks)
+            + int(unclaimed.get("completion_tokens", 0)),
             "cost_usd": round(sum(costs), 6) if costs else None,
             "wall_s": round(self.run.wall_s, 3),
+        }
+        memory = self._memory_usage()
+        if memory["llm_calls"] or any(t.memory_llm_calls is not None for t in tasks):
+            out["memory"] = memory
+        return out
+
+    def _memory_usage(self) -> dict[str, int]:
+        """Concept memory's spend: charged to tasks, plus batch abstractions no task claimed."""
+        extra = self.run.memory_usage or {}
+        calls = sum(t.memory_llm_calls or 0 for t in self.tasks) + int(extra.get("llm_calls", 0))
+        prompt = sum(t.memory_prompt_tokens or 0 for t in self.tasks) + int(extra.get("prompt_tokens", 0))
+        completion = sum(t.memory_completion_tokens or 0 for t in self.tasks) + int(
+            extra.get("completion_tokens", 0)
+        )
+        return {
+            "llm_calls": calls,
+            "prompt_tokens": prompt,
+            "completion_tokens": completion,
+            "total_tokens": prompt + completion,
         }
 
     def summary(self, *, skipped: int = 0) -> RunSummary:
@@ -181,17 +209,34 @@ class PairedDifference:
     """``other`` minus ``base`` on the tasks both ran: the mean per-task difference and a bootstrap CI.
 
     The per-task number is :attr:`StoredTask.value`: the reward for suites scored by
-    reward, 1/0 for correct/wrong otherwise.
+    reward, 1/0 for correct/wrong otherwise. Tasks pair when their content hashes match
+    (same database, question and gold; same goal), so runs over other data never pair by
+    position. ``unpaired`` says why the other tasks were left out.
     """
 
     base: str
     other: str
     metric: str  # "reward" or "accuracy"
-    tasks: int  # tasks in both runs
+    tasks: int  # tasks paired
     difference: float | None
     ci_low: float | None
     ci_high: float | None
     confidence: float = 0.95
+    unpaired: dict[str, int] = field(default_factory=dict)
+    budget_differs: tuple[str, ...] = ()  # budget settings the two runs did not share
+
+    @property
+    def explanation(self) -> str:
+        """One line: how many tasks were paired and why the others were not."""
+        reasons = {
+            "content_differs": "same id but other content (other data)",
+            "only_base": f"only in {self.base}",
+            "only_other": f"only in {self.other}",
+            "unverified": "paired by id only (stored before task hashes existed)",
+        }
+        parts = [f"{n} {reasons[k]}" for k, n in self.unpaired.items() if n]
+        tail = f"; {'; '.join(parts)}" if parts else ""
+        return f"{self.other} vs {self.base}: {self.tasks} tasks paired{tail}"
 
     def to_json(self) -> dict[str, Any]:
         rnd = _round4
@@ -200,28 +245,99 @@ class PairedDifference:
             "other": self.other,
             "metric": self.metric,
             "paired_tasks": self.tasks,
+            "unpaired": dict(self.unpaired),
             "difference": rnd(self.difference),
             "ci": [rnd(self.ci_low), rnd(self.ci_high)],
             "confidence": self.confidence,
+            "same_budget": not self.budget_differs,
+            "budget_differs": list(self.budget_differs),
         }
+
+
+def pair_tasks(
+    base: Sequence[StoredTask], other: Sequence[StoredTask]
+) -> tuple[list[tuple[StoredTask, StoredTask]], dict[str, int]]:
+    """Match the two runs' tasks by content hash; returns the pairs and why the rest did not pair.
+
+    A task stored without a hash (an older run store) pairs by id and counts as
+    ``unverified``. Repeated content pairs in task order.
+    """
+    by_hash: dict[str, list[StoredTask]] = {}
+    by_id: dict[str, StoredTask] = {}
+    for t in sorted(base, key=lambda t: t.index):
+        if t.content_hash:
+            by_hash.setdefault(t.content_hash, []).append(t)
+        by_id[t.task_id] = t
+    used: set[int] = set()
+    pairs: list[tuple[StoredTask, StoredTask]] = []
+    why = {"content_differs": 0, "only_base": 0, "only_other": 0, "unverified": 0}
+    for t in sorted(other, key=lambda t: t.index):
+        match = None
+        if t.content_hash:
+            match = next((b for b in by_hash.get(t.content_hash, []) if id(b) not in used), None)
+        if match is None:
+            same_id = by_id.get(t.task_id)
+            if same_id is not None and id(same_id) not in used:
+                if same_id.content_hash and t.content_hash:
+                    why["content_differs"] += 1
+                    continue
+                match = same_id
+                why["unverified"] += 1
+        if match is None:
+            why["only_other"] += 1
+            continue
+        used.add(id(match))
+        pairs.append((match, t))
+    why["only_base"] = max(0, len(base) - len(used) - why["content_differs"])
+    return pairs, why
 
 
 def paired_difference(
     base: RunReport, other: RunReport, *, resamples: int = 2000, confidence: float = 0.95, seed: int = 0
 ) -> PairedDifference:
     """``other - base`` over the tasks both runs stored, with a percentile bootstrap CI over those tasks."""
-    values = {t.task_id: t.value for t in base.tasks}
-    diffs = [t.value - values[t.task_id] for t in other.tasks if t.task_id in values]
+    pairs, why = pair_tasks(base.tasks, other.tasks)
+    diffs = [o.value - b.value for b, o in pairs]
     metric = "reward" if base.scores_reward and other.scores_reward else "accuracy"
+    differs = budget_difference(base, other)
     if not diffs:
-        return PairedDifference(base.label, other.label, metric, 0, None, None, None, confidence)
+        return PairedDifference(
+            base.label, other.label, metric, 0, None, None, None, confidence, why, differs
+        )
     rng = random.Random(seed)  # the same runs always print the same interval
     k = len(diffs)
     means = sorted(statistics.fmean(rng.choices(diffs, k=k)) for _ in range(resamples))
     tail = (1.0 - confidence) / 2
     lo = means[int(tail * (resamples - 1))]
     hi = means[int((1.0 - tail) * (resamples - 1))]
-    return PairedDifference(base.label, other.label, metric, k, statistics.fmean(diffs), lo, hi, confidence)
+    return PairedDifference(
+        base.label, other.label, metric, k, statistics.fmean(diffs), lo, hi, confidence, why, differs
+    )
+
+
+def budget_difference(a: RunReport, b: RunReport) -> tuple[str, ...]:
+    """The budget settings (:data:`BUDGET_KEYS`) on which two runs differ, as ``key: a -> b``."""
+    from agentloop.evals.runner import BUDGET_KEYS, RunSpec
+
+    defaults = RunSpec.__dataclass_fields__
+    out = []
+    for k in BUDGET_KEYS:
+        va = a.run.config.get(k, defaults[k].default)
+        vb = b.run.config.get(k, defaults[k].default)
+        if va != vb:
+            out.append(f"{k}: {va} -> {vb}")
+    return tuple(out)
+
+
+def check_comparable(reports: Sequence[RunReport]) -> None:
+    """Refuse a comparison in which some run shares no task with the first."""
+    for r in reports[1:]:
+        pairs, why = pair_tasks(reports[0].tasks, r.tasks)
+        if not pairs and reports[0].tasks and r.tasks:
+            raise AgentloopError(
+                f"{r.label} and {reports[0].label} share no task ({why['content_differs']} with the same "
+                "id hold other content): compare runs over the same data"
+            )
 
 
 def reports_json(reports: Sequence[RunReport]) -> dict[str, Any]:
@@ -269,19 +385,29 @@ def render_reports(reports: Sequence[RunReport], console: Console) -> None:
                 d = b.get(level)
                 cells.append(f"{_acc(d['accuracy'])} ({d['correct']}/{d['tasks']})" if d else "-")
             row(f"  {level}", cells)
-    if len(reports) > 1:
-        diffs = [paired_difference(reports[0], r) for r in reports[1:]]
+    diffs = [paired_difference(reports[0], r) for r in reports[1:]]
+    if diffs:
         row(f"Δ {diffs[0].metric} vs {reports[0].label}", ["", *(_diff_cell(d) for d in diffs)])
     row("verifier passed", [_pct(m["verifier_pass_rate"]) for m in metrics])
     row("candidates / task", [_num(m["candidates_per_task"]) for m in metrics])
     row("tokens / task", [_num(m["tokens_per_task"], 0) for m in metrics])
     row("  completion", [_num(m["completion_tokens_per_task"], 0) for m in metrics])
+    if any(m.get("memory_tokens_per_task") for m in metrics):
+        row("  memory", [_num(m.get("memory_tokens_per_task"), 0) for m in metrics])
     row("LLM calls / task", [_num(m["llm_calls_per_task"]) for m in metrics])
     row("latency / task (s)", [_latency(m) for m in metrics])
     row("wall (s)", [f"{r.run.wall_s:.1f}" for r in reports])
     console.print(table)
     if any(r.upper_bound for r in reports):
         console.print(f"[yellow]note:[/] {UPPER_BOUND_NOTE}", highlight=False)
+    for d in diffs:
+        console.print(d.explanation, highlight=False, markup=False)
+        if d.budget_differs:
+            console.print(
+                f"[yellow]note:[/] {d.other} and {d.base} did not run under the same budget "
+                f"({', '.join(d.budget_differs)}): the difference is not compute-matched",
+                highlight=False,
+            )
     for r in reports:
         if len(r.tasks) < r.run.planned:
             console.print(

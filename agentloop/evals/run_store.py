@@ -17,27 +17,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import (
-    JSON,
-    Boolean,
-    Float,
-    ForeignKey,
-    Integer,
-    String,
-    Text,
-    UniqueConstraint,
-    create_engine,
-    delete,
-    event,
-    func,
-    inspect,
-    select,
-)
+from sqlalchemy import create_engine, delete, event, func, inspect, select
 from sqlalchemy import text as sql_text
 from sqlalchemy.engine import Engine
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship, sessionmaker
+from sqlalchemy.orm import Session, sessionmaker
 
 from agentloop.errors import AgentloopError
+from agentloop.evals._run_schema import Base, CandidateRow, RunRow, TaskResultRow
 from agentloop.graphs.budget import LoopUsage
 from agentloop.graphs.task import Candidate
 
@@ -72,105 +58,6 @@ class ConfigMismatchError(AgentloopError):
     """A resumed run was started with other settings; the message names the keys."""
 
 
-# --- schema --------------------------------------------------------------------------------
-
-
-class Base(DeclarativeBase):
-    pass
-
-
-class RunRow(Base):
-    __tablename__ = "runs"
-
-    id: Mapped[int] = mapped_column(primary_key=True)
-    name: Mapped[str] = mapped_column(String(200), unique=True)
-    suite: Mapped[str] = mapped_column(String(100))
-    graph: Mapped[str] = mapped_column(String(100))
-    backend: Mapped[str] = mapped_column(String(500))
-    config: Mapped[dict[str, Any]] = mapped_column(JSON)
-    planned: Mapped[int] = mapped_column(Integer)  # tasks the run is meant to finish
-    created: Mapped[float] = mapped_column(Float)
-    updated: Mapped[float] = mapped_column(Float)
-    # Wall time of every session of the run, summed (kept current as each task commits).
-    wall_s: Mapped[float] = mapped_column(Float, default=0.0)
-    sessions: Mapped[int] = mapped_column(Integer, default=1)
-
-    tasks: Mapped[list[TaskResultRow]] = relationship(
-        back_populates="run", cascade="all, delete-orphan", passive_deletes=True
-    )
-
-
-class TaskResultRow(Base):
-    __tablename__ = "task_results"
-    __table_args__ = (UniqueConstraint("run_id", "task_id"),)
-
-    id: Mapped[int] = mapped_column(primary_key=True)
-    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), index=True)
-    task_id: Mapped[str] = mapped_column(String(200))
-    index: Mapped[int] = mapped_column(Integer)
-    db_id: Mapped[str | None] = mapped_column(String(200))
-    difficulty: Mapped[str | None] = mapped_column(String(20))
-    question: Mapped[str] = mapped_column(Text)
-    answer: Mapped[str | None] = mapped_column(Text)  # the final answer (for Text2SQL, the SQL)
-    correct: Mapped[bool] = mapped_column(Boolean)
-    # The final answer's reward in [0, 1] for suites scored by reward (WebShop); NULL otherwise.
-    # Added after the first release: _add_missing_columns gives older run stores the column.
-    reward: Mapped[float | None] = mapped_column(Float, nullable=True)
-    passed: Mapped[bool] = mapped_column(Boolean)  # did the run's verifier pass the final answer
-    score: Mapped[float] = mapped_column(Float)  # the verifier's score of the final answer
-    candidates: Mapped[int] = mapped_column(Integer, default=0)
-    llm_calls: Mapped[int] = mapped_column(Integer, default=0)
-    failed_calls: Mapped[int] = mapped_column(Integer, default=0)
-    prompt_tokens: Mapped[int] = mapped_column(Integer, default=0)
-    completion_tokens: Mapped[int] = mapped_column(Integer, default=0)
-    cost_usd: Mapped[float | None] = mapped_column(Float)
-    rounds: Mapped[int] = mapped_column(Integer, default=0)
-    stop_reason: Mapped[str | None] = mapped_column(String(40))
-    wall_s: Mapped[float] = mapped_column(Float)
-    # Why the task failed to run (an exception, a backend error); such tasks are retried on resume.
-    error: Mapped[str | None] = mapped_column(Text)
-    error_detail: Mapped[str | None] = mapped_column(Text)
-    # Why the final answer scored wrong when that was an error (the SQL failed, say).
-    eval_error: Mapped[str | None] = mapped_column(Text)
-    attempt: Mapped[int] = mapped_column(Integer, default=1)
-    started: Mapped[float] = mapped_column(Float)
-    finished: Mapped[float] = mapped_column(Float)
-
-    run: Mapped[RunRow] = relationship(back_populates="tasks")
-    trajectory: Mapped[list[CandidateRow]] = relationship(
-        back_populates="task",
-        cascade="all, delete-orphan",
-        passive_deletes=True,
-        order_by="CandidateRow.position",
-    )
-
-
-class CandidateRow(Base):
-    __tablename__ = "candidates"
-
-    id: Mapped[int] = mapped_column(primary_key=True)
-    task_result_id: Mapped[int] = mapped_column(ForeignKey("task_results.id", ondelete="CASCADE"), index=True)
-    position: Mapped[int] = mapped_column(Integer)  # order in the trajectory
-    round: Mapped[int] = mapped_column(Integer)
-    index: Mapped[int] = mapped_column(Integer)
-    call: Mapped[int] = mapped_column(Integer)
-    prompt_hash: Mapped[str] = mapped_column(String(64))
-    text: Mapped[str] = mapped_column(Text)
-    answer: Mapped[str | None] = mapped_column(Text)
-    parse_error: Mapped[str | None] = mapped_column(Text)
-    verdict: Mapped[dict[str, Any] | None] = mapped_column(JSON)
-    score: Mapped[float] = mapped_column(Float)
-    passed: Mapped[bool] = mapped_column(Boolean)
-    best: Mapped[bool] = mapped_column(Boolean, default=False)
-    prompt_tokens: Mapped[int] = mapped_column(Integer)
-    completion_tokens: Mapped[int] = mapped_column(Integer)
-    latency_s: Mapped[float] = mapped_column(Float)
-    verify_s: Mapped[float] = mapped_column(Float)
-    finish_reason: Mapped[str | None] = mapped_column(String(20))
-
-    task: Mapped[TaskResultRow] = relationship(back_populates="trajectory")
-
-
 # --- values in and out ---------------------------------------------------------------------
 
 
@@ -199,6 +86,10 @@ class TaskOutcome:
     eval_error: str | None = None
     candidates: Sequence[Candidate] = ()
     best_position: int | None = None
+    source: str | None = None
+    content_hash: str | None = None
+    # What concept memory spent for this task; stored on its own and added to the totals.
+    memory_usage: LoopUsage | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -229,6 +120,11 @@ class StoredTask:
     started: float
     finished: float
     reward: float | None = None
+    source: str | None = None
+    content_hash: str | None = None
+    memory_llm_calls: int | None = None
+    memory_prompt_tokens: int | None = None
+    memory_completion_tokens: int | None = None
 
     @property
     def total_tokens(self) -> int:
@@ -256,6 +152,7 @@ class StoredRun:
     wall_s: float
     sessions: int
     tasks: list[StoredTask]
+    memory_usage: dict[str, Any] | None = None
 
 
 # --- the store -----------------------------------------------------------------------------
@@ -314,13 +211,15 @@ class RunStore:
         resume: bool,
         name: str = DEFAULT_RUN_NAME,
         compare: Sequence[str] | None = None,
+        defaults: Mapping[str, Any] | None = None,
         where: str = "this store",
     ) -> int:
         """Create the run ``name``, or reopen it for ``resume``; returns its id.
 
         Reopening checks that ``config`` (only the ``compare`` keys, default all) matches
         what the run was started with, and raises :class:`ConfigMismatchError` naming the
-        keys that differ. Without ``resume``, an existing run raises :class:`RunExistsError`.
+        keys that differ; a key the stored config lacks (a setting added since) counts as
+        its value in ``defaults``. Without ``resume``, an existing run raises :class:`RunExistsError`.
         """
         now = time.time()
         with self._transaction() as s:
@@ -348,7 +247,7 @@ class RunStore:
                     "to finish it, or choose a new --run-dir"
                 )
             keys = list(compare) if compare is not None else sorted(set(config) | set(row.config))
-            stored = row.config
+            stored = {**_plain(dict(defaults or {})), **row.config}
             differ = [k for k in keys if _plain(config.get(k)) != stored.get(k)]
             if differ:
                 changes = ", ".join(f"{k}: {stored.get(k)!r} -> {_plain(config.get(k))!r}" for k in differ)
@@ -404,6 +303,9 @@ class RunStore:
                     )
                 )
             u = outcome.usage
+            mu = outcome.memory_usage
+            if mu is not None:
+                u = u + mu  # the task's true cost includes what memory spent for it
             row = TaskResultRow(
                 run_id=run_id,
                 task_id=outcome.task_id,
@@ -411,6 +313,8 @@ class RunStore:
                 db_id=outcome.db_id,
                 difficulty=outcome.difficulty,
                 question=outcome.question,
+                source=outcome.source,
+                content_hash=outcome.content_hash,
                 answer=outcome.answer,
                 correct=outcome.correct,
                 reward=outcome.reward,
@@ -422,6 +326,9 @@ class RunStore:
                 prompt_tokens=u.prompt_tokens,
                 completion_tokens=u.completion_tokens,
                 cost_usd=u.cost_usd,
+                memory_llm_calls=mu.llm_calls if mu is not None else None,
+                memory_prompt_tokens=mu.prompt_tokens if mu is not None else None,
+                memory_completion_tokens=mu.completion_tokens if mu is not None else None,
                 rounds=outcome.rounds,
                 stop_reason=outcome.stop_reason,
                 wall_s=outcome.wall_s,
@@ -442,6 +349,14 @@ class RunStore:
                 run.updated = outcome.finished
                 if run_wall_s is not None:
                     run.wall_s = run_wall_s
+
+    def add_memory_usage(self, run_id: int, usage: Mapping[str, int]) -> None:
+        """Add memory spend that no task claimed (batch abstractions) to the run's own total."""
+        with self._transaction() as s:
+            run = s.get(RunRow, run_id)
+            if run is not None:
+                old = dict(run.memory_usage or {})
+                run.memory_usage = {k: int(old.get(k, 0)) + int(v) for k, v in usage.items()}
 
     def set_run_wall(self, run_id: int, wall_s: float) -> None:
         with self._transaction() as s:
@@ -476,6 +391,7 @@ class RunStore:
                 wall_s=run.wall_s,
                 sessions=run.sessions,
                 tasks=[_stored_task(r) for r in rows],
+                memory_usage=dict(run.memory_usage) if run.memory_usage else None,
             )
 
     def trajectory(self, task_id: str, name: str = DEFAULT_RUN_NAME) -> list[dict[str, Any]]:
@@ -582,6 +498,11 @@ def _stored_task(r: TaskResultRow) -> StoredTask:
         started=r.started,
         finished=r.finished,
         reward=r.reward,
+        source=r.source,
+        content_hash=r.content_hash,
+        memory_llm_calls=r.memory_llm_calls,
+        memory_prompt_tokens=r.memory_prompt_tokens,
+        memory_completion_tokens=r.memory_completion_tokens,
     )
 
 

@@ -12,7 +12,7 @@ import json
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import MISSING, asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -32,6 +32,7 @@ from agentloop.errors import AgentloopError
 from agentloop.evals.run_store import RunStore, TaskOutcome
 from agentloop.evals.suites import Suite, SuiteItem, get_suite
 from agentloop.graphs._util import jsonable
+from agentloop.graphs.budget import Budget, LoopUsage
 from agentloop.graphs.context import LoopConfig
 from agentloop.graphs.library import graph_spec
 from agentloop.graphs.run import run_task
@@ -40,6 +41,7 @@ if TYPE_CHECKING:
     from agentloop.memory import AbstractionStyle, ConceptMemory
 
 __all__ = [
+    "BUDGET_KEYS",
     "RESULT_KEYS",
     "RunAbortedError",
     "RunSpec",
@@ -73,6 +75,16 @@ class RunSpec:
     max_tokens: int = 256
     max_steps: int | None = None  # actions per episode in agent suites (webshop); None: the suite's default
     temperature: float = 0.7
+    top_p: float = 1.0
+    # Stopping: None stops once the verifier passes a candidate; a number once the best
+    # score reaches it. ``patience``: rounds without a better best before stopping.
+    threshold: float | None = None
+    patience: int | None = None
+    # Per-task compute caps (None: no cap), held exactly by the graphs' budget tracker:
+    # candidates sampled, generated tokens, and wall seconds.
+    max_candidates: int | None = None
+    max_tokens_total: int | None = None
+    max_seconds: float | None = None
     seed: int | None = 0
     concurrency: int = 4
     base_url: str | None = None
@@ -94,13 +106,20 @@ class RunSpec:
             raise ValueError(f"limit must be >= 1, got {self.limit}")
         if self.max_steps is not None and self.max_steps < 1:
             raise ValueError(f"max_steps must be >= 1, got {self.max_steps}")
+        for name in ("max_candidates", "max_tokens_total"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"{name} must be >= 1 (or unset for no cap), got {value}")
+        if self.max_seconds is not None and not self.max_seconds > 0:
+            raise ValueError(f"max_seconds must be > 0 (or unset for no cap), got {self.max_seconds}")
         if self.verifier is None:
             object.__setattr__(self, "verifier", get_suite(self.suite).default_verifier)
         if self.data is not None:
             # Absolute, so that a resume from another directory compares equal.
             object.__setattr__(self, "data", str(Path(self.data).expanduser().resolve()))
         self._check_memory()
-        self.loop_config()  # validates n, rounds, max_tokens, temperature, concurrency
+        self.loop_config()  # validates n, rounds, max_tokens, temperature, top_p, stopping
+        self.budget()  # validates the caps
 
     def _check_memory(self) -> None:
         from agentloop.memory import SELECT_MODES, UPDATE_MODES
@@ -133,10 +152,25 @@ class RunSpec:
             n=self.n,
             rounds=self.rounds,
             temperature=self.temperature,
+            top_p=self.top_p,
             max_tokens=self.max_tokens,
+            threshold=self.threshold,
+            patience=self.patience,
             concurrency=self.concurrency,
             seed=self.seed,
         )
+
+    def budget(self) -> Budget:
+        """Each task's own caps (every task gets a fresh tracker, so tasks never share one)."""
+        return Budget(
+            max_candidates=self.max_candidates,
+            max_tokens=self.max_tokens_total,
+            max_wall_s=self.max_seconds,
+        )
+
+    def budget_key(self) -> dict[str, Any]:
+        """What makes two runs compute-matched: caps, candidates per round, rounds, tokens per candidate."""
+        return {k: getattr(self, k) for k in BUDGET_KEYS}
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -170,11 +204,29 @@ class RunSpec:
         return tuple(k for k in RESULT_KEYS if k == "memory" or not k.startswith("memory_"))
 
 
+# The settings that bound what one task may spend; `agentloop report --compare` says when two
+# runs differ in any of them.
+BUDGET_KEYS: tuple[str, ...] = (
+    "max_candidates",
+    "max_tokens_total",
+    "max_seconds",
+    "n",
+    "rounds",
+    "max_tokens",
+    "max_steps",
+)
+
 # Settings a resumed run must share with the original: all but the speed knobs. The memory
 # settings count as results: which store and how it is read and written decide the answers.
 RESULT_KEYS: tuple[str, ...] = tuple(
     k for k in RunSpec.__dataclass_fields__ if k not in ("concurrency", "base_url")
 )
+
+
+# What a run stored before a setting existed is taken to have had its default.
+_DEFAULTS: dict[str, Any] = {
+    k: f.default for k, f in RunSpec.__dataclass_fields__.items() if f.default is not MISSING
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -269,6 +321,7 @@ async def run_suite(
             planned=len(items),
             resume=resume,
             compare=spec.result_keys(),
+            defaults=_DEFAULTS,
             where=str(directory),
         )
         done = store.finished_task_ids(run_id)
@@ -290,6 +343,8 @@ async def run_suite(
                 # A batch waiting for writes came from finished tasks: flush it even when the run
                 # failed, but not on Ctrl-C (abstraction calls the model and takes a while).
                 await memory.aclose(flush=not interrupted)
+                if store is not None:
+                    _store_unclaimed(store, run_id, memory)
         finally:
             if store is not None:
                 store.close()
@@ -303,6 +358,20 @@ async def run_suite(
     if memory is not None:
         summary = replace(summary, memory=memory.counters.to_dict())
     return summary
+
+
+def _store_unclaimed(store: RunStore, run_id: int, memory: ConceptMemory) -> None:
+    """Memory spend that no task took (a batch flush after its tasks were stored) goes on the run."""
+    u = memory.unclaimed_usage
+    if u.llm_calls or u.prompt_tokens or u.completion_tokens:
+        store.add_memory_usage(
+            run_id,
+            {
+                "llm_calls": u.llm_calls,
+                "prompt_tokens": u.prompt_tokens,
+                "completion_tokens": u.completion_tokens,
+            },
+        )
 
 
 def memory_run_id(run_dir: str | Path) -> str:
@@ -410,6 +479,8 @@ class _Session:
                 question=item.question,
                 db_id=item.db_id,
                 difficulty=item.difficulty,
+                source=item.source,
+                content_hash=item.content_hash,
                 started=started,
                 finished=time.time(),
                 wall_s=time.perf_counter() - t0,
@@ -420,7 +491,12 @@ class _Session:
             # With memory, the graph's remember node writes (update="task") before this returns,
             # so every task the store records has its concepts in memory already.
             result = await run_task(
-                item.task, self.backend, self.spec.graph, config=self.config, memory=self.memory
+                item.task,
+                self.backend,
+                self.spec.graph,
+                config=self.config,
+                budget=self.spec.budget(),
+                memory=self.memory,
             )
             score = await self.suite.score(item, result)
         except Exception as exc:  # one broken task must not sink the run
@@ -428,6 +504,7 @@ class _Session:
                 correct=False,
                 error=f"{type(exc).__name__}: {exc}",
                 error_detail=traceback.format_exc(),
+                memory_usage=self._memory_usage(item),
             )
         best = next((i for i, c in enumerate(result.candidates) if c is result.best), None)
         answer = result.answer
@@ -445,6 +522,19 @@ class _Session:
             eval_error=score.error,
             candidates=result.candidates,
             best_position=best,
+            memory_usage=self._memory_usage(item),
+        )
+
+    def _memory_usage(self, item: SuiteItem) -> LoopUsage | None:
+        """What memory spent for this task (LLM selection, abstraction); None without memory."""
+        if self.memory is None:
+            return None
+        u = self.memory.take_usage(item.task_id)
+        return LoopUsage(
+            llm_calls=u.llm_calls,
+            prompt_tokens=u.prompt_tokens,
+            completion_tokens=u.completion_tokens,
+            cost_usd=u.cost_usd,
         )
 
     def _check_abort(self, outcome: TaskOutcome, total: int) -> None:

@@ -10,9 +10,11 @@ from __future__ import annotations
 import abc
 import asyncio
 import difflib
+import hashlib
+import json
 from collections import Counter
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from agentloop.backends._types import Backend
 from agentloop.errors import AgentloopError
@@ -24,7 +26,16 @@ from agentloop.graphs.task import Task
 if TYPE_CHECKING:
     from agentloop.evals.runner import RunSpec
 
-__all__ = ["SUITES", "Score", "Suite", "SuiteItem", "Text2SQLSuite", "UnknownSuiteError", "get_suite"]
+__all__ = [
+    "SUITES",
+    "Score",
+    "Suite",
+    "SuiteItem",
+    "Text2SQLSuite",
+    "UnknownSuiteError",
+    "content_hash",
+    "get_suite",
+]
 
 
 #: Prompt formats every suite offers: chat messages, or a few-shot completion prompt.
@@ -48,10 +59,20 @@ class SuiteItem:
     question: str
     db_id: str | None = None
     difficulty: str | None = None
+    # Where the task came from (a data path, or "packaged:NAME") and a hash of what defines it
+    # (see :func:`content_hash`): reports pair two runs' tasks only when the hashes match.
+    source: str | None = None
+    content_hash: str | None = None
 
     @property
     def task_id(self) -> str:
         return self.task.id
+
+
+def content_hash(content: Any) -> str:
+    """A stable hash of a task's defining content (anything JSON can write), for pairing runs."""
+    text = json.dumps(content, sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,6 +148,7 @@ class Text2SQLSuite(Suite):
         _check_unique_ids(chosen)
         verifier = make_verifier(spec.verifier or self.default_verifier, backend=backend)
         prompt_format = self.prompt_format(spec)
+        source = spec.data or "packaged:spider-dev"
         return [
             SuiteItem(
                 task=Text2SQLTask(ex, verifier, prompt_format=prompt_format),  # type: ignore[arg-type]
@@ -134,6 +156,9 @@ class Text2SQLSuite(Suite):
                 question=ex.question,
                 db_id=ex.db_id,
                 difficulty=ex.difficulty,
+                source=source,
+                # The database, the question and the gold query define a Text2SQL task.
+                content_hash=content_hash(["text2sql", ex.db_id, ex.question, ex.gold_sql]),
             )
             for ex in chosen
         ]

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from agentloop.backends._types import Backend
 from agentloop.errors import AgentloopError
-from agentloop.evals.suites import SUITES, Score, Suite, SuiteItem
+from agentloop.evals.suites import SUITES, Score, Suite, SuiteItem, content_hash
 from agentloop.graphs.result import LoopResult
 
 if TYPE_CHECKING:
@@ -62,7 +62,18 @@ class WebShopSuite(Suite):
                 f"--offset {spec.offset} --limit {spec.limit} selects no goals from a catalog of "
                 f"{len(catalog.goals)}"
             )
-        return [SuiteItem(task=t, index=t.goal.index, question=t.instruction) for t in tasks]
+        source = spec.data or "packaged:webshop"
+        return [
+            SuiteItem(
+                task=t,
+                index=t.goal.index,
+                question=t.instruction,
+                source=source,
+                # The goal (instruction, target product, attributes, options, price) defines the task.
+                content_hash=content_hash(["webshop", t.goal.to_dict()]),
+            )
+            for t in tasks
+        ]
 
     async def score(self, item: SuiteItem, result: LoopResult) -> Score:
         from agentloop.webshop import Outcome, task_outcome

@@ -41,7 +41,11 @@ class UnknownGraphError(AgentloopError, ValueError):
 
 
 def loop_graph(
-    *, choose: Node = nodes.select, feedback: Node | None = nodes.refine, memory: bool = True
+    *,
+    choose: Node = nodes.select,
+    feedback: Node | None = nodes.refine,
+    memory: bool = True,
+    verify: bool = True,
 ) -> LoopGraph:
     """recall → propose → verify → choose → (feedback → propose)* → remember.
 
@@ -49,15 +53,19 @@ def loop_graph(
     ``feedback`` builds the next round's prompt (``refine`` or ``revise``); without it
     the graph runs one round. ``memory=False`` leaves out ``recall`` and ``remember``
     (they do nothing without a memory, but each node is a superstep that costs time).
-    Nodes are named after their functions.
+    ``verify=False`` leaves out the verify node, for a ``choose`` that needs no verdicts
+    to choose (``vote`` verifies only its winner). Nodes are named after their functions.
     """
     pick = _name(choose)
     g: LoopGraph = StateGraph(LoopState, context_schema=LoopContext)
     g.add_node("propose", nodes.propose)
-    g.add_node("verify", nodes.verify)
     g.add_node(pick, choose)
-    g.add_edge("propose", "verify")
-    g.add_edge("verify", pick)
+    if verify:
+        g.add_node("verify", nodes.verify)
+        g.add_edge("propose", "verify")
+        g.add_edge("verify", pick)
+    else:
+        g.add_edge("propose", pick)
     first, last = "propose", END
     if memory:
         g.add_node("recall", nodes.recall)
@@ -110,7 +118,8 @@ GRAPHS: dict[str, GraphSpec] = {
         GraphSpec(
             "self_consistency",
             "n samples, majority vote over the task's answer key",
-            lambda memory: loop_graph(choose=nodes.vote, feedback=None, memory=memory),
+            # The vote ignores verdicts: only the winner is verified (a judge costs LLM calls).
+            lambda memory: loop_graph(choose=nodes.vote, feedback=None, memory=memory, verify=False),
             lambda cfg: cfg.replace(rounds=1),
         ),
         GraphSpec(

@@ -104,7 +104,7 @@ async def vote(state: LoopState, runtime: Runtime[LoopContext]) -> Update:
     """Self-consistency: the most common answer key among this round's candidates wins.
 
     Scores play no part; ties go to the key seen first. Candidates whose key is ``None``
-    abstain. If none votes, the first candidate is kept.
+    abstain. If none votes, the first candidate is kept. Only the winner is verified.
     """
     ctx = runtime.context
     pending = state.get("pending") or []
@@ -118,6 +118,12 @@ async def vote(state: LoopState, runtime: Runtime[LoopContext]) -> Update:
         best: Candidate | None = max(groups.values(), key=len)[0]
     else:
         best = pending[0] if pending else state.get("best")
+    if best is not None and best.verdict is None and any(c is best for c in pending):
+        # Scores play no part in the vote, so only the winner is verified: its verdict is the
+        # run's pass/score, and with an LLM judge the others would cost calls for nothing.
+        (checked,) = await verify_candidates(ctx, [best])
+        pending = [checked if c is best else c for c in pending]
+        best = checked
     votes = {_key_label(k): len(v) for k, v in groups.items()}
     update: Update = {"candidates": pending, "best": best, "votes": votes}
     return update | _decide(state, ctx, best, state.get("stale_rounds", 0))

@@ -160,6 +160,8 @@ class ConceptMemory:
         self.abstraction = abstraction
         self.batch_size = batch_size
         self.counters = MemoryCounters()
+        # Tokens spent for each task (LLM selection, abstraction) until the runner takes them.
+        self._task_usage: dict[str, Usage] = {}
         self._pending: list[Trajectory] = []
         self._shown: set[str] = set()
         # Tasks whose trajectory this run has already written (or queued): never twice.
@@ -196,7 +198,7 @@ class ConceptMemory:
             assert self.embedder is not None
             hits = await asyncio.to_thread(rerank, self.store, hits, query, self.embedder, self.k)
         elif hits and self.select == "llm":
-            hits = await self._llm_select(query, hits)
+            hits = await self._llm_select(query, hits, task.id)
         hits = hits[: self.k]
         if hits:
             await asyncio.to_thread(
@@ -265,7 +267,28 @@ class ConceptMemory:
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
 
+    def take_usage(self, task_id: str) -> Usage:
+        """What memory has spent for ``task_id`` since the last call (and forget it).
+
+        The runner charges this to the task, so that runs with and without memory are
+        compared at their true cost. Abstractions of a ``batch`` flush happen after their
+        tasks were stored; :attr:`unclaimed_usage` holds what no task took.
+        """
+        return self._task_usage.pop(task_id, Usage())
+
+    @property
+    def unclaimed_usage(self) -> Usage:
+        """Spend not yet taken by :meth:`take_usage` (batch abstractions, mostly)."""
+        total = Usage()
+        for u in self._task_usage.values():
+            total = total + u
+        return total
+
     # --- internals -----------------------------------------------------------------------------
+
+    def _charge(self, task_id: str, usage: Usage) -> None:
+        self.counters.usage = self.counters.usage + usage
+        self._task_usage[task_id] = self._task_usage.get(task_id, Usage()) + usage
 
     async def _write(self, trajectories: Sequence[Trajectory]) -> int:
         # Made per call: a semaphore binds to the event loop that first waits on it.
@@ -303,12 +326,12 @@ class ConceptMemory:
                 log.warning("memory: abstraction for task %r failed: %s", trajectory.task_id, exc)
                 self.counters.abstraction_errors += 1
                 return []
-        self.counters.usage = self.counters.usage + out.usage
+        self._charge(trajectory.task_id, out.usage)
         if out.error is not None:
             self.counters.abstraction_errors += 1
         return out.drafts
 
-    async def _llm_select(self, query: str, hits: list[SearchHit]) -> list[SearchHit]:
+    async def _llm_select(self, query: str, hits: list[SearchHit], task_id: str) -> list[SearchHit]:
         """Let the backend choose from the shortlist (ArcMemo); the lexical order if its reply is unreadable."""
         assert self.backend is not None
         prompt = render_prompt(
@@ -323,7 +346,7 @@ class ConceptMemory:
         except Exception as exc:
             log.warning("memory: LLM selection failed, using the lexical order: %s", exc)
             return hits[: self.k]
-        self.counters.usage = self.counters.usage + response.usage
+        self._charge(task_id, response.usage)
         chosen = parse_selection(response.texts[0] if response.completions else "", len(hits), self.k)
         if chosen is None:
             log.warning("memory: unreadable LLM selection, using the lexical order")
