@@ -1,12 +1,14 @@
 """WebShop's reward for a purchase: type factor x (attribute, option and price hits) / their count.
 
-This follows ``get_reward`` of the original WebShop (Yao et al., 2022; MIT), the version
-the paper reports (see docs/webshop.md), with two documented substitutions:
+This follows ``get_reward`` in the original WebShop's ``web_agent_site/engine/goal.py``
+(Yao et al., 2022; MIT), the version on its main branch (see docs/webshop.md), colour set
+and synthetic-goal option pairs included, with two documented substitutions:
 
-* fuzzy matching is rapidfuzz's ``token_set_ratio`` behind the same preprocessing
-  thefuzz applies (ASCII only, lower case, punctuation to spaces, rounded to an int);
-* nouns come from :func:`title_nouns`, a lexicon rule, because spaCy's
-  ``en_core_web_sm`` is not installable here.
+* fuzzy matching is rapidfuzz's ``token_set_ratio`` behind the preprocessing thefuzz
+  applies (code points 128-255 dropped, lower case, other non-alphanumerics to spaces,
+  rounded to an int): thefuzz 0.20 and later is exactly this;
+* nouns come from :func:`title_nouns`, a lexicon rule, because the spaCy English model the
+  original loads is not installable here.
 """
 
 from __future__ import annotations
@@ -34,19 +36,35 @@ __all__ = [
 
 FUZZ_THRESHOLD = 85  # a fuzzy match needs a score strictly above this
 
-# Colour words, searched in this order: the first one contained in an option value is
-# its normalised form ("dark navy blue" -> "blue"), so shades of a colour match each other.
+# WebShop's colour set (``COLOR_SET`` in the original's engine/normalize.py), in its order:
+# the first word contained in an option value is that value's normalised form. Order
+# matters: "dark grey" becomes "dark" (d before g) but "light grey" becomes "grey", so the
+# two miss each other, while "dark grey" meets "dark green" and "heather grey" meets "grey".
 COLORS: tuple[str, ...] = (
-    "alabaster", "apricot", "aqua", "ash", "asphalt", "azure", "beige", "black", "blue",
-    "blush", "bordeaux", "bronze", "brown", "burgundy", "camel", "camo", "caramel",
-    "champagne", "charcoal", "cheetah", "chestnut", "chocolate", "cognac", "copper",
-    "coral", "cranberry", "cream", "crimson", "denim", "espresso", "fuchsia", "gold",
-    "graphite", "gray", "green", "grey", "indigo", "ivory", "khaki", "lavender", "lemon",
-    "leopard", "lilac", "lime", "magenta", "maroon", "mauve", "mint", "mocha", "multicolor",
-    "mustard", "navy", "nude", "olive", "orange", "peach", "pewter", "pink", "plum",
-    "purple", "rainbow", "red", "rose", "ruby", "rust", "sage", "sand", "silver", "slate",
-    "tan", "taupe", "teal", "turquoise", "violet", "walnut", "white", "wine", "yellow",
+    "alabaster", "apricot", "aqua", "ash", "asphalt", "azure", "banana", "beige", "black",
+    "blue", "blush", "bordeaux", "bronze", "brown", "burgundy", "camel", "camo", "caramel",
+    "champagne", "charcoal", "cheetah", "chestnut", "chocolate", "christmas", "coffee",
+    "cognac", "copper", "coral", "cranberry", "cream", "crystal", "dark", "denim", "eggplant",
+    "elephant", "espresso", "fuchsia", "gold", "granite", "grape", "graphite", "grass", "gray",
+    "green", "grey", "heather", "indigo", "ivory", "ivy", "khaki", "lavender", "lemon",
+    "leopard", "light", "lilac", "lime", "magenta", "maroon", "mauve", "merlot", "midnight",
+    "mint", "mocha", "multicolor", "mushroom", "mustard", "natural", "navy", "nude", "olive",
+    "orange", "peach", "pewter", "pink", "plum", "purple", "rainbow", "red", "rose", "royal",
+    "rust", "sand", "sapphire", "seashell", "silver", "skull", "slate", "steel", "stone",
+    "stonewash", "sunflower", "tan", "taupe", "teal", "tiger", "turquoise", "violet", "walnut",
+    "wheat", "white", "wine", "yellow",
 )  # fmt: skip
+
+# Colour adjectives the noun rule drops from titles. Not COLORS: that set also holds words
+# that name things in a title ("coffee", "skull", "stone", "christmas").
+_TITLE_COLOR_WORDS = frozenset(
+    """alabaster apricot aqua ash asphalt azure beige black blue blush bordeaux bronze brown
+    burgundy camel camo caramel champagne charcoal cheetah chestnut chocolate cognac copper
+    coral cranberry cream crimson denim espresso fuchsia gold graphite gray green grey indigo
+    ivory khaki lavender lemon leopard lilac lime magenta maroon mauve mint mocha multicolor
+    mustard navy nude olive orange peach pewter pink plum purple rainbow red rose ruby rust
+    sage sand silver slate tan taupe teal turquoise violet walnut white wine yellow""".split()
+)
 
 
 class MissingRapidfuzzError(AgentloopError, ImportError):
@@ -62,11 +80,16 @@ def _rapidfuzz() -> Any:
     return fuzz, utils
 
 
+# thefuzz's "force ASCII" deletes code points 128-255 only; anything above (curly quotes,
+# dashes) survives and default_process then turns it into a space, as it does punctuation.
+_LATIN1 = {i: None for i in range(128, 256)}
+
+
 def fuzzy_score(a: str, b: str) -> int:
-    """thefuzz's ``token_set_ratio(a, b)``: 0-100, after dropping non-ASCII, lower-casing, de-punctuating."""
+    """thefuzz's ``token_set_ratio(a, b)``: 0-100, after its preprocessing, rounded to an int."""
     fuzz, utils = _rapidfuzz()
-    pa = utils.default_process(a.encode("ascii", "ignore").decode())
-    pb = utils.default_process(b.encode("ascii", "ignore").decode())
+    pa = utils.default_process(a.translate(_LATIN1))
+    pb = utils.default_process(b.translate(_LATIN1))
     if not pa or not pb:
         return 0
     return int(round(fuzz.token_set_ratio(pa, pb)))
@@ -93,8 +116,9 @@ _STOPWORDS = frozenset(
 )
 # Words that describe rather than name: a closed list of adjectives common in product
 # titles, plus colours, units and counters. A context-free stand-in for spaCy's tagger.
-_NOT_NOUNS = frozenset(
-    """adjustable advanced all-in-one anti assorted authentic basic best big bright
+_NOT_NOUNS = (
+    frozenset(
+        """adjustable advanced all-in-one anti assorted authentic basic best big bright
     casual cheap classic clean clear comfortable comfy compact compatible complete cool
     cozy cute daily dark decorative deep deluxe dense digital double dry durable easy
     elegant electric essential everyday extra fast fine flat fluffy fresh full funny
@@ -106,7 +130,9 @@ _NOT_NOUNS = frozenset(
     total true ultra unique universal upgraded vintage warm waterproof wide wireless
     womens mens ladies oz fl ml lb lbs kg mm cm ft inch inches ounce ounces pcs pc count
     ct pk qty""".split()
-) | frozenset(COLORS)
+    )
+    | _TITLE_COLOR_WORDS
+)
 _ADJ_SUFFIXES = ("able", "ible", "ful", "less", "ous")
 _LY_NOUNS = frozenset({"assembly", "supply", "family", "jelly", "belly", "butterfly", "lily", "fly", "ally"})
 _TOKEN = re.compile(r"[a-z0-9]+")
@@ -214,14 +240,29 @@ def attribute_hits(product: Product, goal_attrs: Iterable[str]) -> int:
     return hits
 
 
-def option_hits(chosen: Iterable[str], goal_options: Sequence[str]) -> int:
-    """Goal options that some chosen option value fuzzy-matches, after colour normalisation."""
+def option_hits(
+    chosen: Iterable[str], goal_options: Sequence[str], goal_names: Sequence[str] | None = None
+) -> int:
+    """Goal options that some chosen option value fuzzy-matches, after colour normalisation.
+
+    ``goal_names`` are a synthetic goal's option names. The original hands such a goal's
+    options over as ``(name, value)`` pairs, so a colour word must equal the name or the
+    value to normalise the pair, and otherwise the pair is matched as its text, the name's
+    words included: a chosen "x-large" misses {"size": "large"}, which the value alone hits.
+    """
     picked = [normalize_color(o) for o in chosen]
-    return sum(
-        1
-        for g in (normalize_color(o) for o in goal_options)
-        if any(fuzzy_score(p, g) > FUZZ_THRESHOLD for p in picked)
-    )
+    if goal_names is None:
+        wanted = [normalize_color(o) for o in goal_options]
+    else:
+        wanted = [_pair_form(n, v) for n, v in zip(goal_names, goal_options, strict=True)]
+    return sum(1 for g in wanted if any(fuzzy_score(p, g) > FUZZ_THRESHOLD for p in picked))
+
+
+def _pair_form(name: str, value: str) -> str:
+    for color in COLORS:
+        if color in (name, value):
+            return color
+    return f"{name} {value}"
 
 
 def get_reward(
@@ -232,7 +273,7 @@ def get_reward(
     r_type, query_match, category_match, title_score = type_reward(product, goal)
     n_attrs, n_options = len(goal.attributes), len(goal.goal_options)
     a_hits = attribute_hits(product, goal.attributes)
-    o_hits = option_hits(chosen, goal.goal_options)
+    o_hits = option_hits(chosen, goal.goal_options, goal.option_names)
     price_ok = price <= goal.price_upper
     reward = r_type * (a_hits + o_hits + int(price_ok)) / (n_attrs + n_options + 1)
     return RewardInfo(
