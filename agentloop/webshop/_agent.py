@@ -150,6 +150,15 @@ class WebShopTask(RolloutTask):
     def instruction(self) -> str:
         return self.goal.instruction_text
 
+    @property
+    def memory_query(self) -> str:
+        """What concept memory searches with and abstracts under: the instruction.
+
+        Not the prompt: in the few-shot format its fixed demonstration alone fills the
+        lexical query, so every goal would ask for the same lessons.
+        """
+        return self.instruction
+
     def build_messages(self, lessons: Sequence[str] = ()) -> list[Message]:
         if self.prompt_format == "fewshot":
             return [Message("user", self._fewshot_head(lessons))]
