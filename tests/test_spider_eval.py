@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import collections
+import dataclasses
+import hashlib
 import itertools
 import json
 import random
@@ -10,6 +12,7 @@ import sqlite3
 from pathlib import Path
 
 import pytest
+import sqlparse
 
 from agentloop.evals import (
     DatasetError,
@@ -22,10 +25,21 @@ from agentloop.evals import (
     score_one,
     score_predictions,
     spider_difficulty,
+    spider_exec,
 )
-from agentloop.evals.spider_exec import gold_order_matters, normalize_comparisons, remove_distinct
+from agentloop.evals.spider_exec import (
+    first_statement,
+    gold_order_matters,
+    has_second_statement,
+    normalize_comparisons,
+    prediction_time_limit,
+    remove_distinct,
+)
 from agentloop.evals.spider_hardness import hardness_counts
 from agentloop.evals.text2sql_cli import eval_command
+from agentloop.evals.text2sql_task import Text2SQLTask
+from agentloop.graphs import Candidate
+from agentloop.tools.sql import SQLResult, run_sql_sync
 
 
 @pytest.fixture(scope="module")
@@ -399,3 +413,171 @@ def test_eval_command_table(
     out = capsys.readouterr().out
     for word in ("easy", "medium", "hard", "extra", "all", "645", "1.000"):
         assert word in out
+
+
+# ---------------------------------------------------------------- text after the first statement
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "SELECT count(*) FROM person; LIMIT 1",
+        "SELECT 1; -- comment\nSELECT 2",
+        "SELECT 1;\n/* a note */",
+        "SELECT 'a;b' FROM t; DROP TABLE t",
+        "SELECT [a;b] FROM t;SELECT 2",
+        "  SELECT 1  ;  ",
+        "SELECT 1 /* ; */ ; x",
+        "; SELECT 1",
+        "WITH a AS (SELECT 1; x) SELECT 1",
+        "SELECT 1",
+    ],
+)
+def test_first_statement_is_sqlparse_first_statement(sql: str) -> None:
+    assert first_statement(sql) == str(sqlparse.parse(sql)[0])
+
+
+def test_first_statement_of_nothing_is_empty() -> None:
+    assert first_statement("") == first_statement("   ") == ""
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_trailing_text_is_dropped_by_default(shop: Path) -> None:
+    before = _digest(shop)
+    gold = "SELECT count(*) FROM person"
+    for tail in ("; LIMIT 1", "; -- comment", ";\n/* note */", "; DROP TABLE person", ";SELECT 2", "; Done."):
+        result = score_one(example(shop, gold), gold + tail)
+        assert result.correct and result.error is None, (tail, result)
+    # The first statement is the one scored, whatever follows it.
+    assert not correct(shop, gold, "SELECT 1; " + gold)
+    assert correct(shop, "SELECT city FROM person", "SELECT DISTINCT city FROM person; SELECT 1")
+    assert _digest(shop) == before
+
+
+def test_keep_distinct_refuses_a_second_statement_like_sqlite3(shop: Path) -> None:
+    gold = "SELECT count(*) FROM person"
+    for tail in ("; -- comment", ";\n/* note */", ";  "):
+        assert correct(shop, gold, gold + tail, keep_distinct=True), tail
+    for tail in ("; LIMIT 1", "; DROP TABLE person", ";SELECT 2", ";;"):
+        result = score_one(example(shop, gold), gold + tail, keep_distinct=True)
+        assert not result.correct and "more than one SQL statement" in (result.error or ""), tail
+    assert correct(shop, gold, "; " + gold, keep_distinct=True)  # SQLite skips empty statements
+
+
+_TAILS = [
+    "",
+    " ",
+    "\f",
+    "\v",
+    "-",
+    "--",
+    "-- x\n",
+    "-- x\n;",
+    "/",
+    "/*",
+    "/* x */",
+    "/* x */ y",
+    "/* a * / b",
+    "*/",
+    ";",
+    " x",
+    "\xa0",
+    "-- a\r b",
+    "/* x */-- y",
+    "-\n-",
+    "; SELECT 2",
+]
+_HEADS = [
+    "SELECT 1;",
+    "; SELECT 1;",
+    "SELECT ';' ;",
+    "SELECT 1 /* ; */;",
+    "SELECT 'it''s;';",
+    "SELECT [a;b] FROM (SELECT 1 AS [a;b]);",
+    "-- c;\nSELECT 1;",
+    "SELECT 1",
+]
+
+
+@pytest.mark.parametrize("head", _HEADS)
+def test_second_statement_check_agrees_with_python_sqlite3(head: str) -> None:
+    connection = sqlite3.connect(":memory:")
+    for tail in _TAILS:
+        try:
+            connection.execute(head + tail).fetchall()
+            refused = False
+        except sqlite3.ProgrammingError:
+            refused = True
+        except sqlite3.OperationalError:  # e.g. "SELECT 1-": a syntax error, not a second statement
+            continue
+        assert has_second_statement(head + tail) == refused, repr(head + tail)
+
+
+async def test_oracle_scores_the_first_statement() -> None:
+    (singers,) = [e for e in load_text2sql() if e.index == 0]
+    assert singers.gold_sql == "SELECT count(*) FROM singer"
+    task = Text2SQLTask(singers, "oracle")
+    right = await task.verify(Candidate(0, 0, "", "h", answer="SELECT count(*) FROM singer; LIMIT 1"))
+    assert right.passed
+    wrong = await task.verify(Candidate(0, 0, "", "h", answer="SELECT 1; SELECT count(*) FROM singer"))
+    assert not wrong.passed
+
+
+# ---------------------------------------------------------------- per-prediction time limits
+
+RUNAWAY = "WITH RECURSIVE r(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM r) SELECT count(*) FROM r"
+
+
+def test_prediction_time_limit_rule() -> None:
+    assert prediction_time_limit(0.001) == 1.0  # the floor
+    assert prediction_time_limit(0.2) == pytest.approx(4.0)  # 20 x the gold time
+    assert prediction_time_limit(5.0) == 60.0  # capped by the timeout
+    assert prediction_time_limit(0.2, 3.0) == 3.0
+    assert prediction_time_limit(0.001, 0.5) == 0.5  # the cap wins over the floor
+    assert prediction_time_limit(0.1, min_limit_s=0.5, factor=2) == 0.5
+    assert prediction_time_limit(1.0, min_limit_s=0.5, factor=2) == 2.0
+
+
+def test_runaway_prediction_is_cut_at_its_derived_limit(shop: Path) -> None:
+    result = score_one(example(shop, "SELECT count(*) FROM person"), RUNAWAY, min_limit_s=0.2, timeout_s=30)
+    assert not result.correct
+    assert "timed out after 0.2 s" in (result.error or "")
+    assert "the limit is max(0.2 s, 20 x the gold query's" in (result.error or "")
+
+
+def test_timeout_caps_the_derived_limit(
+    tmp_path: Path, shop: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    result = score_one(example(shop, "SELECT count(*) FROM person"), RUNAWAY, timeout_s=0.3)
+    assert not result.correct and "timed out after 0.3 s" in (result.error or "")
+    data = tmp_path / "d.jsonl"
+    data.write_text(json.dumps({"question": "q", "db_path": str(shop), "gold_sql": "SELECT 1"}))
+    preds = tmp_path / "pred.sql"
+    preds.write_text(RUNAWAY + "\n")
+    eval_command(data, preds, as_json=True, timeout_s=0.3)
+    (row,) = json.loads(capsys.readouterr().out)["results"]
+    assert row["correct"] is False and "timed out after 0.3 s" in row["error"]
+
+
+@pytest.mark.parametrize(
+    ("gold_s", "cap_s", "expected_s"), [(0.5, 60.0, 10.0), (0.9, 1.0, 1.0), (0.0, 60.0, 1.0)]
+)
+def test_gold_time_does_not_count_against_the_prediction(
+    monkeypatch: pytest.MonkeyPatch, shop: Path, gold_s: float, cap_s: float, expected_s: float
+) -> None:
+    calls: list[float] = []
+
+    def run(db: Path, sql: str, *, timeout_s: float, max_rows: int | None) -> SQLResult:
+        calls.append(timeout_s)
+        result = run_sql_sync(db, sql, timeout_s=timeout_s, max_rows=max_rows)
+        # Pretend the gold (the first query) took gold_s seconds.
+        return dataclasses.replace(result, elapsed_s=gold_s) if len(calls) == 1 else result
+
+    monkeypatch.setattr(spider_exec, "run_sql_sync", run)
+    gold = "SELECT count(*) FROM person"
+    assert score_one(example(shop, gold), gold, timeout_s=cap_s).correct
+    # The gold ran under the cap; the prediction got the whole derived limit on its own clock.
+    assert calls == [cap_s, expected_s]

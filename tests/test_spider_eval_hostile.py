@@ -20,6 +20,8 @@ QUERY_LIMIT_S = 1.0
 SIX_WAY = "city a, city b, city c, city d, city e, city f"  # world_1.city has 4,079 rows
 
 # (database, hostile SQL, words the error must contain); {tmp} is a scratch folder outside the copy.
+# As in the official evaluator, only the first statement of a text runs (the rest never reaches
+# SQLite), so a write after a harmless SELECT scores as that SELECT: wrong, with no error.
 HOSTILE: list[tuple[str, str, str]] = [
     ("concert_singer", "DROP TABLE singer", "not allowed"),
     ("concert_singer", "DELETE FROM singer", "not allowed"),
@@ -29,16 +31,14 @@ HOSTILE: list[tuple[str, str, str]] = [
     ("concert_singer", "/* looks harmless */ DROP TABLE concert", "not allowed"),
     ("concert_singer", "ATTACH DATABASE '{tmp}/evil.sqlite' AS evil", "not allowed"),
     ("concert_singer", "PRAGMA writable_schema=1", "not allowed"),
-    (
-        "concert_singer",
-        "PRAGMA writable_schema = ON; UPDATE sqlite_master SET sql = 'x'",
-        "one SQL statement",
-    ),
+    ("concert_singer", "PRAGMA writable_schema = ON; UPDATE sqlite_master SET sql = 'x'", "not allowed"),
+    ("concert_singer", "DELETE FROM singer; SELECT count(*) FROM singer", "not allowed"),
     ("concert_singer", "VACUUM", "not allowed"),
     ("concert_singer", "VACUUM INTO '{tmp}/stolen.sqlite'", "not allowed"),
     ("concert_singer", "SELECT load_extension('{tmp}/evil')", "load_extension"),
-    ("concert_singer", "SELECT 1; DROP TABLE singer", "one SQL statement"),
-    ("concert_singer", "SELECT count(*) FROM singer; DELETE FROM singer;", "one SQL statement"),
+    ("concert_singer", "SELECT 1; DROP TABLE singer", ""),
+    ("concert_singer", "SELECT name FROM singer WHERE 0; DELETE FROM singer;", ""),
+    ("concert_singer", "SELECT 'x'; ATTACH DATABASE '{tmp}/evil.sqlite' AS evil", ""),
     (
         "concert_singer",
         "WITH RECURSIVE r(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM r) SELECT count(*) FROM r",

@@ -3,6 +3,10 @@
 This follows ``exec_eval.py`` from taoyds/test-suite-sql-eval run with its default flags:
 
 - ``> =``, ``< =`` and ``! =`` are closed up in both queries before they run;
+- only the first statement of each query runs, as ``sqlparse`` splits it (the official DISTINCT
+  removal rebuilds the query from ``sqlparse.parse(sql)[0]``), so ``SELECT ...; LIMIT 1`` is
+  scored as ``SELECT ...``; with ``keep_distinct=True`` no such step runs, and a text that
+  Python's ``sqlite3`` refuses (a second statement after the first) scores 0;
 - DISTINCT is removed from both queries (everywhere, ``COUNT(DISTINCT x)`` included, as the
   official script does) unless ``keep_distinct=True``;
 - results are compared as multisets of rows, up to a permutation of columns, matched by content;
@@ -12,7 +16,11 @@ This follows ``exec_eval.py`` from taoyds/test-suite-sql-eval run with its defau
 Differences, on purpose: queries run through the read-only sandbox (``agentloop.tools.sql``), so
 a prediction that writes fails instead of changing the database; only the example's own database
 is used (the test-suite variant also runs every other ``*.sqlite`` in that folder); text that is
-not valid UTF-8 is decoded with replacement characters instead of being dropped.
+not valid UTF-8 is decoded with replacement characters instead of being dropped; a prediction
+with no statement to run (empty, or a first statement that is only ``;`` or comments) scores 0,
+where the official runs the empty text and counts it right when the gold result is empty. Each
+prediction may run for ``max(1 s, 20 x`` its gold query's time), at most ``timeout_s``, where
+the official allows every query 60 s (see ``prediction_time_limit``).
 """
 
 from __future__ import annotations
@@ -28,6 +36,7 @@ import sqlglot
 from sqlglot import exp
 from sqlglot.dialects.sqlite import SQLite
 from sqlglot.tokens import TokenType
+from sqlparse.engine import FilterStack
 
 from agentloop.errors import AgentloopError
 from agentloop.evals.spider_data import Text2SQLExample
@@ -39,8 +48,12 @@ __all__ = [
     "EvalReport",
     "ExampleResult",
     "PredictionMismatchError",
+    "executed_text",
+    "first_statement",
     "gold_order_matters",
+    "has_second_statement",
     "normalize_comparisons",
+    "prediction_time_limit",
     "remove_distinct",
     "results_match",
     "score_one",
@@ -50,8 +63,14 @@ __all__ = [
 Row = tuple[SQLValue, ...]
 ProgressCallback = Callable[[int, int], None]
 
-# The official script allows 60 s per query.
+# The official script allows 60 s per query; here it is the cap on every query.
 DEFAULT_TIMEOUT_S = 60.0
+# A prediction may run GOLD_TIME_FACTOR times as long as its gold query, and never less than
+# MIN_LIMIT_S: the slowest shipped Spider gold takes well under 0.1 s, so a correct prediction has
+# a wide margin, while a runaway one (an unbounded recursive CTE, a cross join of a table with
+# itself six times) is stopped after a second instead of a minute.
+GOLD_TIME_FACTOR = 20.0
+MIN_LIMIT_S = 1.0
 # Far above any Spider gold result; it bounds memory when a prediction is a huge cross join.
 DEFAULT_MAX_ROWS = 100_000
 
@@ -112,12 +131,16 @@ def score_predictions(
     *,
     max_workers: int | None = None,
     timeout_s: float = DEFAULT_TIMEOUT_S,
+    min_limit_s: float = MIN_LIMIT_S,
+    gold_factor: float = GOLD_TIME_FACTOR,
     max_rows: int = DEFAULT_MAX_ROWS,
     on_progress: ProgressCallback | None = None,
 ) -> EvalReport:
     """Score one predicted query per example by execution accuracy; queries run in a thread pool.
 
-    ``on_progress(done, total)`` is called from the calling thread after each example.
+    Each prediction's time limit is ``prediction_time_limit`` of its gold query's time; pass
+    ``min_limit_s=timeout_s`` for the official flat limit. ``on_progress(done, total)`` is called
+    from the calling thread after each example.
     """
     if len(predictions) != len(examples):
         raise PredictionMismatchError(
@@ -131,10 +154,11 @@ def score_predictions(
             f"{len(no_gold)} example(s) have no gold SQL to compare against (indexes {shown})"
         )
     workers = max_workers or min(16, (os.cpu_count() or 1) + 4)
+    limits = {"timeout_s": timeout_s, "min_limit_s": min_limit_s, "gold_factor": gold_factor}
     results: list[ExampleResult | None] = [None] * len(examples)
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="text2sql-eval") as pool:
         futures = {
-            pool.submit(score_one, ex, pred, keep_distinct, timeout_s=timeout_s, max_rows=max_rows): i
+            pool.submit(score_one, ex, pred, keep_distinct, max_rows=max_rows, **limits): i
             for i, (ex, pred) in enumerate(zip(examples, predictions, strict=True))
         }
         for done, future in enumerate(as_completed(futures), start=1):
@@ -152,31 +176,107 @@ def score_one(
     keep_distinct: bool = False,
     *,
     timeout_s: float = DEFAULT_TIMEOUT_S,
+    min_limit_s: float = MIN_LIMIT_S,
+    gold_factor: float = GOLD_TIME_FACTOR,
     max_rows: int = DEFAULT_MAX_ROWS,
 ) -> ExampleResult:
-    """Run the gold and the predicted query on the example's database and compare the results."""
+    """Run the gold and the predicted query on the example's database and compare the results.
+
+    The gold runs first, under ``timeout_s``; the prediction then gets its own clock, with the
+    limit ``prediction_time_limit`` derives from the gold's run time.
+    """
 
     def result(correct: bool, error: str | None = None) -> ExampleResult:
         return ExampleResult(example.index, example.db_id, correct, error, example.difficulty)
 
     if example.gold_sql is None:
         return result(False, "no gold SQL for this example")
-    gold_sql = normalize_comparisons(example.gold_sql)
-    pred_sql = normalize_comparisons(prediction)
-    if not keep_distinct:
-        gold_sql, pred_sql = remove_distinct(gold_sql), remove_distinct(pred_sql)
+    gold_sql = executed_text(example.gold_sql, keep_distinct)
+    pred_sql = executed_text(prediction, keep_distinct)
 
     gold = run_sql_sync(example.db_path, gold_sql, timeout_s=timeout_s, max_rows=max_rows)
     if gold.error is not None:
         return result(False, f"gold query failed: {gold.error}")
     if gold.truncated:
         return result(False, f"gold query returned more than {max_rows} rows; raise max_rows")
-    pred = run_sql_sync(example.db_path, pred_sql, timeout_s=timeout_s, max_rows=max_rows)
+    if keep_distinct and has_second_statement(pred_sql):
+        # Python's sqlite3 refuses the whole text, so the official scores it 0 without running it.
+        return result(
+            False,
+            "more than one SQL statement: with keep_distinct the official evaluator runs the whole "
+            "text, which sqlite3 refuses; send a single query",
+        )
+    limit = prediction_time_limit(gold.elapsed_s, timeout_s, min_limit_s=min_limit_s, factor=gold_factor)
+    pred = run_sql_sync(example.db_path, pred_sql, timeout_s=limit, max_rows=max_rows)
     if pred.error is not None:
+        if pred.error_kind == "timeout" and limit < timeout_s:
+            return result(
+                False,
+                f"{pred.error} (the limit is max({min_limit_s:g} s, {gold_factor:g} x the gold "
+                f"query's {gold.elapsed_s:.3f} s), at most {timeout_s:g} s)",
+            )
         return result(False, pred.error)
     if pred.truncated:  # more rows than the gold result has, so it cannot match
         return result(False)
     return result(results_match(gold.rows, pred.rows, order_matters=gold_order_matters(gold_sql)))
+
+
+def prediction_time_limit(
+    gold_elapsed_s: float,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+    *,
+    min_limit_s: float = MIN_LIMIT_S,
+    factor: float = GOLD_TIME_FACTOR,
+) -> float:
+    """Seconds a prediction may run: ``factor`` times its gold's run time, at least ``min_limit_s``,
+    at most ``timeout_s``."""
+    return min(timeout_s, max(min_limit_s, factor * gold_elapsed_s))
+
+
+def executed_text(sql: str, keep_distinct: bool = False) -> str:
+    """The text the official evaluator executes for ``sql``: comparisons closed up, then (unless
+    ``keep_distinct``) the first statement only, with DISTINCT removed."""
+    sql = normalize_comparisons(sql)
+    return sql if keep_distinct else remove_distinct(first_statement(sql))
+
+
+def first_statement(sql: str) -> str:
+    """The first statement of ``sql`` as ``sqlparse`` splits it, verbatim ('' if there is none).
+
+    It keeps its ``;`` and what follows up to the next statement (whitespace, ``--`` comments), as
+    the official ``remove_distinct`` does when it joins the tokens of ``sqlparse.parse(sql)[0]``.
+    """
+    # FilterStack without grouping splits exactly as sqlparse.parse does, lazily and faster.
+    for statement in FilterStack().run(sql):
+        return str(statement)
+    return ""
+
+
+# How Python's sqlite3 (3.11+) checks the text after the first statement: only these spaces,
+# ``--`` comments up to a newline and ``/* */`` comments (unterminated allowed) may follow.
+_SQLITE_TAIL_OK = re.compile(r"(?:[ \t\f\n\r]+|--[^\n]*(?:\n|\Z)|/\*(?:(?!\*/).)*(?:\*/|\Z))*\Z", re.DOTALL)
+# SQLite's tokens that can hold a ';' without ending the statement, then single characters.
+_SQLITE_TOKEN = re.compile(
+    r"""'(?:[^']|'')*'?|"(?:[^"]|"")*"?|`(?:[^`]|``)*`?|\[[^\]]*\]?|--[^\n]*|/\*.*?(?:\*/|\Z)|[^'"`\[;/-]+|.""",
+    re.DOTALL,
+)
+
+
+def has_second_statement(sql: str) -> bool:
+    """Whether Python's ``sqlite3`` would refuse ``sql`` with "You can only execute one statement
+    at a time": after the first statement's ``;`` comes more than whitespace and comments.
+
+    Empty statements before the first one (a leading ``;``) are skipped, as SQLite skips them.
+    """
+    has_code = False
+    for token in _SQLITE_TOKEN.finditer(sql):
+        text = token.group()
+        if text == ";":
+            if has_code:
+                return _SQLITE_TAIL_OK.match(sql, token.end()) is None
+        elif not (text.isspace() or text.startswith(("--", "/*"))):
+            has_code = True
+    return False
 
 
 _SPACED_COMPARISON = re.compile(r"([<>!])\s+=")
