@@ -333,8 +333,12 @@ async def test_fewshot_iad_round_two_carries_the_critique_before_the_episode(cat
     later = [r.raw_prompt for r in backend.requests[len(first) :]]
     assert result.rounds == 2 and later
     head = later[0].rsplit("Instruction:", 1)[1]
-    assert head.index("Note: an earlier try scored") < head.index("Page:")
-    assert "price" in head.split("Page:")[0].lower()  # the rules verifier's critique: over the limit
+    assert head.index("Note: the best try so far") < head.index("Page:")
+    notes = head.split("Page:")[0]
+    assert "price" in notes.lower()  # the rules verifier's critique: over the limit
+    assert f"click[{twin}]" in notes  # the episode itself, on one line
+    # One candidate per round: nothing weaker to contrast with.
+    assert "weakest" not in notes
 
 
 def test_unknown_webshop_prompt_format_is_a_clear_error(catalog, case):

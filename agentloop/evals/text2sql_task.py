@@ -159,7 +159,8 @@ def _compact_schema(db_path: str) -> tuple[str, str]:
 
 
 def _fewshot_feedback(feedback: Feedback) -> str:
-    """IAD's best/worst signal as SQL comments, the one shape a completion prompt can carry."""
+    """IAD's best/worst signal (self-refine's previous query) as SQL comments, the one shape a
+    completion prompt can carry."""
 
     def slots(prefix: str, c: Candidate) -> dict[str, str]:
         sql = c.answer if isinstance(c.answer, str) else c.text
@@ -170,6 +171,8 @@ def _fewshot_feedback(feedback: Feedback) -> str:
             f"{prefix}feedback": " ".join(message.split())[:300] or "no message",
         }
 
+    if feedback.style == "revise":  # self-refine: the previous query alone, no contrast
+        return render_prompt("text2sql_fewshot_self_refine", **slots("", feedback.best))
     worst = ""
     if feedback.worst is not None:
         worst = "\n" + render_prompt("text2sql_fewshot_worst", **slots("worst_", feedback.worst))

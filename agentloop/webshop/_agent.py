@@ -240,19 +240,12 @@ class WebShopTask(RolloutTask):
         return messages[-1].content if self.prompt_format == "fewshot" else None
 
     def _fewshot_head(self, lessons: Sequence[str], feedback: Feedback | None = None) -> str:
-        notes = [f"Tip from earlier episodes: {_one_line(s, 200)}" for s in lessons if s and s.strip()]
-        if feedback is not None:
-            best = feedback.best
-            critique = best.verdict.feedback if best.verdict is not None else ""
-            notes.append(
-                f"Note: an earlier try scored {best.score:.2f}: {_one_line(critique, 240) or 'no purchase'}"
-            )
-        return render_prompt(
-            "webshop_fewshot",
-            instruction=self.instruction,
-            notes="".join(f"{n}\n" for n in notes),
-            steps="",
+        notes = "".join(
+            f"Tip from earlier episodes: {_one_line(s, 200)}\n" for s in lessons if s and s.strip()
         )
+        if feedback is not None:
+            notes += _fewshot_feedback(feedback) + "\n"
+        return render_prompt("webshop_fewshot", instruction=self.instruction, notes=notes, steps="")
 
     async def verify(self, candidate: Candidate) -> Verdict:
         outcome = candidate.answer
@@ -508,6 +501,43 @@ def _transcript(pages: Sequence[tuple[str, str]], actions: Sequence[str]) -> str
         lines.append(f"\nPage:\n{shown}")
         lines.append(f"\nAction: {actions[i]}" if i < len(actions) else "\nAction:")
     return "".join(lines)
+
+
+def _fewshot_feedback(feedback: Feedback) -> str:
+    """IAD's contrast (best so far, last round's weakest) or self-refine's previous try, as
+    ``Note:`` lines: the shape a completion transcript can carry.
+    """
+
+    def slots(prefix: str, c: Candidate) -> dict[str, str]:
+        message = c.verdict.feedback if c.verdict is not None else ""
+        return {
+            f"{prefix}episode": _episode_line(c),
+            f"{prefix}score": f"{c.score:.2f}",
+            f"{prefix}status": "passed" if c.passed else "failed",
+            f"{prefix}feedback": _one_line(message, 300) or "no message",
+        }
+
+    if feedback.style == "revise":
+        return render_prompt("webshop_fewshot_self_refine", **slots("", feedback.best))
+    worst = ""
+    if feedback.worst is not None:
+        worst = "\n" + render_prompt("webshop_fewshot_worst", **slots("worst_", feedback.worst))
+    return render_prompt("webshop_fewshot_feedback", **slots("best_", feedback.best), worst_block=worst)
+
+
+def _episode_line(c: Candidate) -> str:
+    """An episode on one line: its actions in order, then how it ended."""
+    out = c.answer
+    if not isinstance(out, Outcome):
+        return _one_line(c.text, 400)
+    ending = {
+        "purchase": "bought it",
+        "step_limit": "no purchase (action limit)",
+        "stuck": "no purchase (invalid actions)",
+        "budget": "no purchase (budget)",
+    }[out.ended]
+    actions = " > ".join(_one_line(a, 80) for a in out.actions)
+    return f"{_one_line(actions, 400)}; {ending}" if actions else ending
 
 
 def _one_line(text: str, n: int = 120) -> str:
