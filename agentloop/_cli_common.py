@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import sys
-from collections.abc import Callable
-from typing import Any, TypeVar
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, TypeVar, get_type_hints
 
 import typer
 from rich.console import Console
@@ -14,25 +16,135 @@ from rich.markup import escape
 
 from agentloop.errors import AgentloopError
 
+__all__ = ["DEBUG_ENV", "err", "error_line", "friendly_errors", "print_json"]
+
 err = Console(stderr=True)
 F = TypeVar("F", bound=Callable[..., Any])
 
+DEBUG_ENV = "AGENTLOOP_DEBUG"
+_DEBUG_HINT = f"rerun with {DEBUG_ENV}=1 to see the traceback"
+# String options that name a database; Path-typed parameters are named in file errors anyway.
+_WHERE_STRINGS = ("db", "memory")
+
 
 def friendly_errors(fn: F) -> F:
-    """Turn our own errors into one line on stderr and exit code 2, not a traceback."""
+    """Turn an error a user can cause into one line on stderr and exit code 2, never a traceback.
+
+    Our own errors (:class:`AgentloopError`) print their message. The error families bad input
+    produces (a bad value, a missing or unreadable file, malformed JSON, a database or server
+    that cannot be reached) print one line that says what failed. Anything else is likely a bug:
+    one line with its type, exit code 1, and a hint to set ``AGENTLOOP_DEBUG=1``, which lets
+    every exception through with its traceback.
+    """
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
-        except AgentloopError as exc:
-            err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
-            raise typer.Exit(2) from None
+        except (typer.TyperException, typer.Exit, typer.Abort):
+            raise  # Typer's own usage errors and exits keep their usual form
         except KeyboardInterrupt:
             err.print("interrupted")
             raise typer.Exit(130) from None
+        except Exception as exc:
+            if os.environ.get(DEBUG_ENV, "").strip() not in ("", "0"):
+                raise
+            message, expected = describe_error(exc, _where(fn, kwargs))
+            err.print(error_line(message), highlight=False, soft_wrap=True)
+            raise typer.Exit(2 if expected else 1) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def error_line(message: str) -> str:
+    """``error: MESSAGE`` as rich markup, folded onto one line."""
+    return f"[bold red]error:[/] {escape(' '.join(message.split()))}"
+
+
+def describe_error(exc: BaseException, where: str = "") -> tuple[str, bool]:
+    """The one-line message for ``exc`` and whether it is an expected error (not a bug).
+
+    ``where`` (`` (check --db URL)``) is added to messages about files and databases.
+    """
+    if isinstance(exc, AgentloopError):
+        return str(exc), True
+    if isinstance(exc, UnicodeDecodeError):
+        return f"a file is not UTF-8 text ({exc.reason} at byte {exc.start}){where}", True
+    if isinstance(exc, json.JSONDecodeError):
+        return f"malformed JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}{where}", True
+    if isinstance(exc, ConnectionError | TimeoutError):
+        return f"cannot connect: {exc}{where}", True
+    if isinstance(exc, OSError):
+        what = exc.strerror or type(exc).__name__
+        name = f": {exc.filename}" if exc.filename else ""
+        return f"{what}{name}; check the path and its permissions{where if not name else ''}", True
+    db = _database_error(exc, where)
+    if db is not None:
+        return db, True
+    net = _network_error(exc)
+    if net is not None:
+        return net, True
+    if type(exc) is ValueError and _raised_by_agentloop(exc):
+        return str(exc), True  # our own validation: the message names the bad value
+    detail = str(exc) or "(no message)"
+    return f"unexpected {type(exc).__name__}: {detail} ({_DEBUG_HINT})", False
+
+
+def _where(fn: Callable[..., Any], options: Mapping[str, Any]) -> str:
+    """`` (check --db URL, RUN_DIR x)``: the paths and database URLs the command was given."""
+    try:
+        hints = get_type_hints(fn, include_extras=True)
+    except Exception:  # noqa: BLE001 - only a hint; an unresolvable annotation must not hide the error
+        hints = {}
+    given = []
+    for name, value in options.items():
+        values = value if isinstance(value, list | tuple) else [value]
+        named = [v for v in values if isinstance(v, Path) or (name in _WHERE_STRINGS and isinstance(v, str))]
+        meta = getattr(hints.get(name), "__metadata__", ())
+        is_argument = any(isinstance(m, typer.models.ArgumentInfo) for m in meta)
+        label = name.upper() if is_argument else f"--{name.replace('_', '-')}"
+        given += [f"{label} {v}" for v in named]
+    return f" (check {', '.join(given)})" if given else ""
+
+
+def _database_error(exc: BaseException, where: str) -> str | None:
+    sqlite3 = sys.modules.get("sqlite3")
+    if sqlite3 is not None and isinstance(exc, sqlite3.Error):
+        return f"database error: {exc}{where}"
+    sa_exc = sys.modules.get("sqlalchemy.exc")
+    if sa_exc is None or not isinstance(exc, sa_exc.DBAPIError):
+        return None
+    reason = " ".join(str(exc.orig or exc).split()) or type(exc.orig).__name__
+    if isinstance(exc, sa_exc.OperationalError) and "connect" in reason.lower():
+        return f"cannot connect to the database: {reason}{where}"
+    return f"database error: {reason}{where}"
+
+
+def _network_error(exc: BaseException) -> str | None:
+    families: list[type[BaseException]] = []
+    httpx = sys.modules.get("httpx")
+    if httpx is not None:
+        families.append(httpx.TransportError)
+    openai = sys.modules.get("openai")
+    if openai is not None:
+        families.append(openai.APIConnectionError)
+    anthropic = sys.modules.get("anthropic")
+    if anthropic is not None:
+        families.append(anthropic.APIConnectionError)
+    if not families or not isinstance(exc, tuple(families)):
+        return None
+    return f"cannot reach the server: {exc}; is it running? Check --base-url"
+
+
+def _raised_by_agentloop(exc: BaseException) -> bool:
+    """Whether the innermost frame of ``exc``'s traceback is agentloop's code (a ``raise ValueError``)."""
+    tb = exc.__traceback__
+    if tb is None:
+        return False
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    package = Path(__file__).resolve().parent
+    return Path(tb.tb_frame.f_code.co_filename).resolve().is_relative_to(package)
 
 
 def print_json(data: Any) -> None:

@@ -56,16 +56,52 @@ def test_stats_json(db: str) -> None:
     assert r.exit_code == 0, r.output
     data = json.loads(r.stdout)
     assert data["concepts"] == 2 and data["namespaces"] == {"bird": 1, "spider": 1}
-    assert json.loads(invoke("stats", "--db", db, "--json", "-n", "bird").stdout)["concepts"] == 1
+    assert json.loads(invoke("stats", "--db", db, "--json", "--namespace", "bird").stdout)["concepts"] == 1
     human = invoke("stats", "--db", db)
     assert "2 concepts" in human.stdout and "spider: 1" in human.stdout
 
 
-def test_stats_on_the_default_database(tmp_path: Path) -> None:
-    r = invoke("stats", "--json", env={"AGENTLOOP_HOME": str(tmp_path / "home"), "AGENTLOOP_MEMORY": ""})
+def test_stats_on_the_default_database(tmp_path: Path, db: str) -> None:
+    env = {"AGENTLOOP_HOME": str(tmp_path / "home"), "AGENTLOOP_MEMORY": ""}
+    r = invoke("stats", "--json", env=env)
+    assert r.exit_code == 2 and "no memory store at" in r.output
+    assert not (tmp_path / "home").exists()
+    assert invoke("import", str(_export(db, tmp_path)), env=env).exit_code == 0
+    r = invoke("stats", "--json", env=env)
     assert r.exit_code == 0, r.output
-    assert json.loads(r.stdout)["concepts"] == 0
+    assert json.loads(r.stdout)["concepts"] == 2
     assert (tmp_path / "home" / "memory.sqlite").exists()
+
+
+def _export(db: str, tmp_path: Path) -> Path:
+    out = tmp_path / "export.json"
+    assert invoke("export", "--db", db, "--out", str(out)).exit_code == 0
+    return out
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["list"],
+        ["show", "1"],
+        ["search", "q"],
+        ["stats"],
+        ["export", "--out", "x.json"],
+        ["prune", "--never-helped", "1"],
+        ["reindex"],
+    ],
+)
+def test_commands_other_than_import_never_create_a_store(tmp_path: Path, command: list[str]) -> None:
+    missing = tmp_path / "no" / "such" / "m.sqlite"
+    r = invoke(*command, "--db", f"sqlite:///{missing}")
+    assert r.exit_code == 2 and f"no memory store at {missing}" in r.output, r.output
+    assert not (tmp_path / "no").exists()
+
+
+def test_namespace_has_no_short_form(db: str) -> None:
+    # -n means --n (candidates) on every agentloop command; --namespace is spelled out.
+    r = runner.invoke(app, ["memory", "stats", "--db", db, "-n", "bird"])
+    assert r.exit_code == 2 and "No such option" in r.output
 
 
 def test_list_show_search(db: str) -> None:
@@ -78,7 +114,9 @@ def test_list_show_search(db: str) -> None:
     text = invoke("show", "1", "--db", db).stdout
     assert "GROUP BY the key" in text and "q1, q2" in text and "Group and count." in text
 
-    hits = json.loads(invoke("search", "how many rows for each", "--db", db, "--json", "-n", "spider").stdout)
+    hits = json.loads(
+        invoke("search", "how many rows for each", "--db", db, "--json", "--namespace", "spider").stdout
+    )
     assert [h["title"] for h in hits] == ["Count rows per group"] and hits[0]["score"] > 0
     assert "no matching concepts" in invoke("search", "zebra", "--db", db).output
 
@@ -103,7 +141,7 @@ def test_export_then_import_into_a_fresh_database(db: str, tmp_path: Path) -> No
     assert report["inserted"] == 2
     assert json.loads(invoke("stats", "--db", fresh, "--json").stdout)["concepts"] == 2
     assert "skipped 2" in invoke("import", str(out), "--db", fresh).output
-    invoke("export", "--db", db, "--out", str(out), "-n", "bird")
+    invoke("export", "--db", db, "--out", str(out), "--namespace", "bird")
     assert len(json.loads(out.read_text())["concepts"]) == 1
 
 

@@ -71,6 +71,10 @@ def read_predictions(path: Path, examples: list[Text2SQLExample]) -> list[str]:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise DatasetError(f"predictions file not found: {path}") from None
+    except UnicodeDecodeError:
+        raise DatasetError(f"predictions file {path} is not UTF-8 text; save it as UTF-8") from None
+    except OSError as exc:
+        raise DatasetError(f"cannot read predictions file {path}: {exc.strerror}") from None
     lines = text.splitlines()
     if len(lines) != len(examples):
         blank_tail = len(lines) - len(text.rstrip().splitlines()) if text.strip() else len(lines)

@@ -36,15 +36,26 @@ DbOpt = Annotated[
         "(default: memory.sqlite in $AGENTLOOP_HOME or the user data dir).",
     ),
 ]
-NamespaceOpt = Annotated[str | None, typer.Option("--namespace", "-n", help="Only this namespace.")]
+# No short form: -n means --n (candidates per round) on every agentloop command.
+NamespaceOpt = Annotated[str | None, typer.Option("--namespace", help="Only this namespace.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
 
 
 @contextmanager
-def _store(db: str | None) -> Iterator[Any]:
+def _store(db: str | None, *, create: bool = False) -> Iterator[Any]:
+    """Open the store; only ``import`` (``create=True``) may create one that does not exist yet."""
+    from agentloop.memory._types import MemoryStoreError
     from agentloop.memory.store import SQLMemoryStore
 
-    store = SQLMemoryStore(db)
+    try:
+        store = SQLMemoryStore(db, create=create)
+    except MemoryStoreError as exc:
+        if create or not str(exc).startswith("no memory store"):
+            raise
+        raise MemoryStoreError(
+            f"{exc}; check --db (or $AGENTLOOP_MEMORY). A store is created by "
+            "'agentloop run SUITE --memory URL' or 'agentloop memory import FILE --db URL'"
+        ) from None
     try:
         yield store
     finally:
@@ -211,8 +222,13 @@ def import_(
     as_json: JsonOpt = False,
 ) -> None:
     """Load an export. Known concepts (same uid) are updated if the file's copy is newer."""
-    with _store(db) as store, err.status("importing..."):
-        report = store.import_json(file)
+    from agentloop.memory._types import MemoryStoreError
+
+    with _store(db, create=True) as store, err.status("importing..."):
+        try:
+            report = store.import_json(file)
+        except UnicodeDecodeError:
+            raise MemoryStoreError(f"{file} is not a memory export: it is not UTF-8 text") from None
     if as_json:
         print_json(report.to_dict())
         return

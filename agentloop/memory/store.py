@@ -285,7 +285,8 @@ class SQLMemoryStore(MemoryStore):
 
     ``embedder`` adds embedding similarity to near-duplicate detection (and stores each
     new concept's vector); ``merge_threshold`` is the lexical (Dice) similarity at which
-    a draft merges into an existing concept; ``lexical`` tunes search.
+    a draft merges into an existing concept; ``lexical`` tunes search. With ``create=False``
+    a store that does not exist yet raises :class:`MemoryStoreError` instead of being created.
     """
 
     def __init__(
@@ -297,17 +298,34 @@ class SQLMemoryStore(MemoryStore):
         lexical: LexicalParams | None = None,
         retries: int = 8,
         upgrade: bool = True,
+        create: bool = True,
     ):
         self.url = resolve_memory_url(url)
         self.embedder = embedder
         self.merge_threshold = merge_threshold
         self.lexical = lexical or LexicalParams()
         self._retries = retries
-        self._engine = _create_engine(self.url)
+        self._engine = _create_engine(self.url, create=create)
         self._dialect: Dialect = dialect_for(self._engine.dialect.name)
         self._dialect.configure(self._engine)
         self._write_engine = self._engine.execution_options(agentloop_write=True)
-        self.revision = migrate.upgrade(self._engine) if upgrade else None
+        try:
+            if not create:
+                with self._engine.connect() as conn:
+                    if migrate.current_revision(conn) is None:
+                        raise MemoryStoreError(
+                            f"no memory store in {self.safe_url}: it holds no concepts table"
+                        )
+            self.revision = migrate.upgrade(self._engine) if upgrade else None
+        except (DBAPIError, MemoryStoreError) as exc:
+            self._engine.dispose()
+            if isinstance(exc, MemoryStoreError):
+                raise
+            # One line for the CLI: a server that is down, a file that is not a database, ...
+            reason = " ".join(str(exc.orig).split())
+            raise MemoryStoreError(
+                f"cannot open the memory store {self.safe_url}: {reason}; check its URL or path"
+            ) from exc
 
     def __repr__(self) -> str:
         return f"<SQLMemoryStore {self.safe_url!r}>"
@@ -955,7 +973,7 @@ class SQLMemoryStore(MemoryStore):
         return {cid: np.frombuffer(cast(bytes, blob), dtype=np.float32) for cid, blob in rows}
 
 
-def _create_engine(url: str) -> Engine:
+def _create_engine(url: str, *, create: bool = True) -> Engine:
     parsed = make_url(url)
     backend = parsed.get_backend_name()
     if backend not in ("sqlite", "postgresql"):
@@ -965,7 +983,10 @@ def _create_engine(url: str) -> Engine:
         if database in ("", ":memory:"):
             # One shared connection, or every connection would see its own empty database.
             return create_engine(url, poolclass=StaticPool, connect_args={"check_same_thread": False})
-        Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        path = Path(database).expanduser()
+        if not create and not path.is_file():
+            raise MemoryStoreError(f"no memory store at {path}: the file does not exist")
+        path.parent.mkdir(parents=True, exist_ok=True)
         return create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
     try:
         return create_engine(url, pool_pre_ping=True)
