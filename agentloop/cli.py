@@ -138,7 +138,9 @@ def eval_text2sql(
     timeout: Annotated[
         float,
         typer.Option(
-            "--timeout", min=0.1, help="Seconds each query may run (the official evaluator allows 60)."
+            "--timeout",
+            min=0.1,
+            help="Cap in seconds on any query (official: 60); a prediction gets max(1, 20 x its gold's time).",
         ),
     ] = 60.0,
 ) -> None:

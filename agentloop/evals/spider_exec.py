@@ -66,9 +66,9 @@ ProgressCallback = Callable[[int, int], None]
 # The official script allows 60 s per query; here it is the cap on every query.
 DEFAULT_TIMEOUT_S = 60.0
 # A prediction may run GOLD_TIME_FACTOR times as long as its gold query, and never less than
-# MIN_LIMIT_S: the slowest shipped Spider gold takes well under 0.1 s, so a correct prediction has
-# a wide margin, while a runaway one (an unbounded recursive CTE, a cross join of a table with
-# itself six times) is stopped after a second instead of a minute.
+# MIN_LIMIT_S: the slowest shipped Spider gold takes about 3 ms (benchmarks/bench_spider_eval.py),
+# so a correct prediction has a wide margin, while a runaway one (an unbounded recursive CTE, a
+# cross join of a table with itself six times) is stopped after a second instead of a minute.
 GOLD_TIME_FACTOR = 20.0
 MIN_LIMIT_S = 1.0
 # Far above any Spider gold result; it bounds memory when a prediction is a huge cross join.
@@ -153,7 +153,9 @@ def score_predictions(
         raise PredictionMismatchError(
             f"{len(no_gold)} example(s) have no gold SQL to compare against (indexes {shown})"
         )
-    workers = max_workers or min(16, (os.cpu_count() or 1) + 4)
+    # Queries release the GIL while SQLite runs them; count the cores this process may use.
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    workers = max_workers or min(16, cores + 4)
     limits = {"timeout_s": timeout_s, "min_limit_s": min_limit_s, "gold_factor": gold_factor}
     results: list[ExampleResult | None] = [None] * len(examples)
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="text2sql-eval") as pool:
