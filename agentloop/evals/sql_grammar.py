@@ -1,0 +1,344 @@
+"""Schema-constrained SQL: a grammar of Spider's SQLite SELECT dialect whose names come from one database.
+
+``schema_grammar(db)`` returns the grammar text in llguidance's Lark dialect for a database
+(a ``.sqlite`` path, read for its tables and columns, or a ``SqlSchema``); the result is
+cached per database. Table and column names are the database's own, matched
+case-insensitively, bare or quoted (``"x"``, ```x```, ``[x]``); ``table.col`` only
+accepts ``col`` from ``table``, and ``T1.col`` (aliases ``T1``, ``t2``, ...) any column
+of the database. Keywords are case-insensitive and whitespace between lexemes is free.
+
+``SqlAcceptor(grammar)`` checks SQL strings against a grammar with llguidance's own
+matcher, the one that constrained decoding uses: byte by byte by default, or through a
+model's tokenizer (``llguidance.hf.from_tokenizer``). ``sql_accepted(db, sql)`` is the
+one-call form over the cached grammar of a database.
+
+Covered: ``SELECT [DISTINCT]``, ``*`` and ``t.*``, column aliases with ``AS``, arithmetic
+and ``||``, aggregates (``count(*)``, ``count/sum/avg/min/max`` with ``DISTINCT``),
+scalar functions (``abs length lower upper round substr instr replace trim ltrim rtrim
+coalesce ifnull nullif strftime date time datetime julianday typeof``), ``CAST``,
+``CASE``, comparisons (``= == != <> < <= > >=``), ``[NOT] LIKE``, ``[NOT] BETWEEN``,
+``[NOT] IN`` (list or subquery), ``IS [NOT] NULL``, ``[NOT] EXISTS``, ``AND/OR/NOT``,
+scalar subqueries, ``FROM`` with comma joins, ``[NATURAL] [LEFT [OUTER]|INNER|CROSS]
+JOIN ... ON/USING`` and subqueries, ``WHERE``, ``GROUP BY``, ``HAVING``, ``ORDER BY
+... ASC/DESC``, ``LIMIT n [OFFSET m | , m]``, ``UNION/INTERSECT/EXCEPT [ALL]``, single- and
+double-quoted strings, numbers, ``NULL`` and an optional trailing ``;``.
+
+Not covered, on purpose: ``WITH``, window functions, table aliases other than
+``T<digits>``, references to column aliases or to a subquery's computed columns
+(``ORDER BY cnt`` after ``count(*) AS cnt``), and any statement but ``SELECT``. The grammar
+is a superset of SQLite in small ways: a keyword may touch the next name
+(``SELECTname``), and ``T1.col`` is not checked against the table ``T1`` names.
+"""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from types import ModuleType
+from typing import TYPE_CHECKING
+
+from agentloop.errors import AgentloopError
+
+if TYPE_CHECKING:
+    import llguidance
+
+__all__ = [
+    "MissingLlguidanceError",
+    "SqlAcceptor",
+    "SqlSchema",
+    "schema_grammar",
+    "sql_accepted",
+]
+
+_SCALAR_FUNCTIONS = (
+    "abs length lower upper round substr substring instr replace trim ltrim rtrim coalesce ifnull "
+    "nullif strftime date time datetime julianday typeof"
+).split()
+_AGGREGATES = ("count", "sum", "avg", "min", "max")
+_TYPE_NAMES = (
+    "integer int real text numeric float double varchar char blob boolean date datetime decimal".split()
+)
+_BARE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# Characters that mean something in a regex, plus the '/' that ends a Lark regex literal.
+_REGEX_SPECIAL = set("\\.+*?()|[]{}^$#&-~/")
+
+
+class MissingLlguidanceError(AgentloopError, ImportError):
+    def __init__(self) -> None:
+        super().__init__("schema-constrained SQL needs llguidance; install it with: pip install llguidance")
+
+
+@dataclass(frozen=True, slots=True)
+class SqlSchema:
+    """Table names, each with its column names, in the database's own spelling."""
+
+    tables: tuple[tuple[str, tuple[str, ...]], ...]
+
+    @classmethod
+    def from_mapping(cls, tables: Mapping[str, Sequence[str]]) -> SqlSchema:
+        return cls(tuple((name, tuple(columns)) for name, columns in tables.items()))
+
+    @classmethod
+    def from_sqlite(cls, db_path: str | Path) -> SqlSchema:
+        """Read tables, views and their columns from a SQLite file (opened read-only)."""
+        path = Path(db_path)
+        if not path.is_file():
+            raise AgentloopError(f"no SQLite database at {path}")
+        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+        try:
+            names = [
+                row[0]
+                for row in conn.execute(
+                    "SELECT name FROM sqlite_master WHERE type IN ('table', 'view') "
+                    "AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' ORDER BY rowid"
+                )
+            ]
+            tables = []
+            for name in names:
+                quoted = '"' + name.replace('"', '""') + '"'
+                columns = tuple(row[1] for row in conn.execute(f"PRAGMA table_info({quoted})"))
+                tables.append((name, columns))
+        except sqlite3.DatabaseError as exc:
+            raise AgentloopError(f"cannot read the schema of {path}: {exc}") from exc
+        finally:
+            conn.close()
+        if not tables:
+            raise AgentloopError(f"{path} has no tables")
+        return cls(tuple(tables))
+
+
+def schema_grammar(db: str | Path | SqlSchema) -> str:
+    """The Lark grammar (llguidance dialect) of SELECT statements over one database's schema."""
+    # The schema is read on every call (a fraction of a millisecond) so that a changed
+    # database never gets a stale grammar; the grammar itself is cached per schema.
+    return _grammar_for_schema(db if isinstance(db, SqlSchema) else SqlSchema.from_sqlite(db))
+
+
+@lru_cache(maxsize=64)
+def _grammar_for_schema(schema: SqlSchema) -> str:
+    all_columns = _dedupe(col for _, columns in schema.tables for col in columns)
+    if not all_columns:
+        raise AgentloopError("a SQL grammar needs at least one table with columns")
+    lines = [
+        _GRAMMAR_CORE,
+        f"AGGREGATE: /(?i)({'|'.join(_AGGREGATES)})/",
+        f"FUNCTION: /(?i)({'|'.join(_SCALAR_FUNCTIONS)})/",
+        f"TYPE_NAME: /(?i)({'|'.join(_TYPE_NAMES)})/ " + r"/(\([0-9]+(,[0-9]+)?\))?/",
+        f"COLUMN: {_name_terminal(all_columns)}",
+    ]
+    qualified = ['ALIAS "." COLUMN', '(ALIAS | TABLE) "." "*"']
+    tables = []
+    for i, (table, columns) in enumerate(schema.tables):
+        tables.append(f"TABLE_{i}")
+        lines.append(f"TABLE_{i}: {_name_terminal([table])}")
+        if columns:
+            lines.append(f"COLUMNS_{i}: {_name_terminal(_dedupe(columns))}")
+            qualified.append(f'TABLE_{i} "." COLUMNS_{i}')
+    lines.append(f"TABLE: {' | '.join(tables)}")
+    lines.append("qualified_column: " + "\n    | ".join(qualified))
+    return "\n".join(lines) + "\n"
+
+
+class SqlAcceptor:
+    """Whether SQL strings match one grammar, fed to llguidance as decoding would feed them.
+
+    With no tokenizer the SQL goes in byte by byte; pass an ``llguidance.LLTokenizer``
+    (``llguidance.hf.from_tokenizer(...)``) to feed a model's tokens instead. The grammar is
+    compiled once; one acceptor is not safe to share between threads.
+    """
+
+    def __init__(self, grammar: str, tokenizer: llguidance.LLTokenizer | None = None):
+        llg = _import_llguidance()
+        self._tokenizer = tokenizer if tokenizer is not None else _byte_tokenizer()
+        # A pristine matcher, copied for each check: reset() does not clear an error state.
+        self._initial = llg.LLMatcher(self._tokenizer, llg.LLMatcher.grammar_from_lark(grammar), log_level=0)
+        if self._initial.is_error():
+            raise AgentloopError(f"invalid SQL grammar: {self._initial.get_error()}")
+
+    def error(self, sql: str) -> str | None:
+        """None when ``sql`` is a complete sentence of the grammar, otherwise why not (one line)."""
+        matcher = self._initial.deep_copy()
+        tokens = self._tokenizer.tokenize_str(sql)
+        consumed = matcher.try_consume_tokens(tokens)
+        if consumed < len(tokens):
+            at = len(self._tokenizer.decode_bytes(tokens[:consumed]))
+            text = sql.encode()
+            return f"rejected at byte {at}: {text[max(0, at - 30) : at]!r} then {text[at : at + 20]!r}"
+        if not matcher.is_accepting():
+            return "incomplete: the grammar expects more after the end of the text"
+        return None
+
+    def accepts(self, sql: str) -> bool:
+        return self.error(sql) is None
+
+
+def sql_accepted(db: str | Path | SqlSchema, sql: str) -> bool:
+    """Whether ``sql`` matches the cached grammar of ``db`` (bytewise)."""
+    return _acceptor(schema_grammar(db)).accepts(sql)
+
+
+@lru_cache(maxsize=32)
+def _acceptor(grammar: str) -> SqlAcceptor:
+    return SqlAcceptor(grammar)
+
+
+def _import_llguidance() -> ModuleType:
+    try:
+        import llguidance
+    except ImportError as exc:
+        raise MissingLlguidanceError() from exc
+    return llguidance
+
+
+class _ByteVocabulary:
+    """The 256 single bytes plus an end-of-sequence token, as llguidance's TokenizerWrapper wants."""
+
+    eos_token_id = 256
+    bos_token_id = None
+    special_token_ids = [256]
+    tokens = [bytes([b]) for b in range(256)] + [b"<eos>"]
+
+    def __call__(self, text: str | bytes) -> list[int]:
+        return list(text.encode() if isinstance(text, str) else text)
+
+
+@lru_cache(maxsize=1)
+def _byte_tokenizer() -> llguidance.LLTokenizer:
+    llg = _import_llguidance()
+    return llg.LLTokenizer(llg.TokenizerWrapper(_ByteVocabulary()))
+
+
+def _dedupe(names: Iterable[str]) -> list[str]:
+    seen: dict[str, str] = {}
+    for name in names:
+        seen.setdefault(name.lower(), name)  # SQLite names are case-insensitive
+    return list(seen.values())
+
+
+def _regex_escape(text: str) -> str:
+    return "".join("\\" + ch if ch in _REGEX_SPECIAL else ch for ch in text)
+
+
+def _name_terminal(names: Sequence[str]) -> str:
+    """A terminal matching any of ``names``, case-insensitively, bare where SQLite allows it or quoted."""
+    # Longest first so a name is never cut short by one of its prefixes inside the alternation.
+    ordered = sorted(names, key=len, reverse=True)
+    bare = [_regex_escape(n) for n in ordered if _BARE_NAME.fullmatch(n)]
+
+    def within(quote: str) -> str:  # a quote character inside a quoted name is doubled
+        return "|".join(_regex_escape(n.replace(quote, quote * 2)) for n in ordered)
+
+    quoted = [f'"({within(chr(34))})"', f"`({within('`')})`", r"\[(" + within("]") + r")\]"]
+    return f"/(?i)({'|'.join(bare + quoted)})/"
+
+
+# The part of the grammar that does not depend on the schema. Rules are layered by operator
+# precedence (or > and > not > comparison > additive > multiplicative > unary) so each SQL
+# string has one parse; repetition uses `*` rather than recursion, which llguidance's Earley
+# parser handles best; every name, literal and keyword is a single lexeme.
+_GRAMMAR_CORE = r"""
+%ignore /[ \t\r\n]+/
+
+// %ignore skips whitespace between lexemes only, so leading and trailing whitespace are lexemes.
+start: SPACE? query (SPACE? | SEMICOLON)
+SPACE: /[ \t\r\n]+/
+SEMICOLON: /;[ \t\r\n]*/
+
+query: select_core (compound_op select_core)* order_by? limit?
+compound_op: UNION ALL? | INTERSECT | EXCEPT
+select_core: SELECT (DISTINCT | ALL)? select_item ("," select_item)* from_clause? where? group_by? having?
+select_item: "*" | qualified_column | expr (AS column_alias)?
+column_alias: IDENT | STRING
+
+from_clause: FROM table_ref (join_op table_ref join_constraint?)*
+join_op: "," | NATURAL? (LEFT OUTER? | INNER | CROSS)? JOIN
+join_constraint: ON expr | USING "(" COLUMN ("," COLUMN)* ")"
+table_ref: TABLE (AS? ALIAS)? | "(" query ")" (AS? ALIAS)?
+
+where: WHERE expr
+group_by: GROUP BY expr ("," expr)*
+having: HAVING expr
+order_by: ORDER BY ordering ("," ordering)*
+ordering: expr (ASC | DESC)?
+limit: LIMIT expr ((OFFSET | ",") expr)?
+
+expr: and_expr (OR and_expr)*
+and_expr: not_expr (AND not_expr)*
+not_expr: NOT not_expr | predicate
+predicate: sum_expr
+    | sum_expr CMP_OP sum_expr
+    | sum_expr NOT? LIKE sum_expr
+    | sum_expr NOT? BETWEEN sum_expr AND sum_expr
+    | sum_expr NOT? IN "(" (query | expr ("," expr)*)? ")"
+    | sum_expr IS NOT? sum_expr
+    | EXISTS "(" query ")"
+sum_expr: product (ADD_OP product)*
+product: unary (MUL_OP unary)*
+unary: ("-" | "+") unary | primary
+primary: literal
+    | COLUMN
+    | qualified_column
+    | function_call
+    | "(" expr ")"
+    | "(" query ")"
+    | CAST "(" expr AS TYPE_NAME ")"
+    | CASE expr? (WHEN expr THEN expr)+ (ELSE expr)? END
+function_call: COUNT "(" "*" ")"
+    | AGGREGATE "(" DISTINCT? expr ("," expr)* ")"
+    | FUNCTION "(" (expr ("," expr)*)? ")"
+literal: NUMBER | STRING | NULL
+
+CMP_OP: "=" | "==" | "!=" | "<>" | "<" | "<=" | ">" | ">="
+ADD_OP: "+" | "-" | "||"
+MUL_OP: "*" | "/" | "%"
+NUMBER: /[0-9]+(\.[0-9]*)?([eE][+-]?[0-9]+)?/ | /\.[0-9]+([eE][+-]?[0-9]+)?/
+STRING: /'([^']|'')*'/ | /"([^"]|"")*"/
+IDENT: /[A-Za-z_][A-Za-z0-9_]*/
+ALIAS: /(?i)t[0-9]+/
+
+SELECT: "select"i
+DISTINCT: "distinct"i
+ALL: "all"i
+AS: "as"i
+FROM: "from"i
+WHERE: "where"i
+GROUP: "group"i
+BY: "by"i
+HAVING: "having"i
+ORDER: "order"i
+ASC: "asc"i
+DESC: "desc"i
+LIMIT: "limit"i
+OFFSET: "offset"i
+UNION: "union"i
+INTERSECT: "intersect"i
+EXCEPT: "except"i
+NATURAL: "natural"i
+LEFT: "left"i
+OUTER: "outer"i
+INNER: "inner"i
+CROSS: "cross"i
+JOIN: "join"i
+ON: "on"i
+USING: "using"i
+AND: "and"i
+OR: "or"i
+NOT: "not"i
+LIKE: "like"i
+BETWEEN: "between"i
+IN: "in"i
+IS: "is"i
+NULL: "null"i
+EXISTS: "exists"i
+CAST: "cast"i
+CASE: "case"i
+WHEN: "when"i
+THEN: "then"i
+ELSE: "else"i
+END: "end"i
+COUNT: "count"i
+"""

@@ -1,0 +1,198 @@
+"""Schema-constrained SQL grammar: Spider's gold queries pass, unknown names fail, user databases work."""
+
+from __future__ import annotations
+
+import json
+import re
+import sqlite3
+import sys
+from pathlib import Path
+
+import pytest
+
+from agentloop.errors import AgentloopError
+from agentloop.evals.spider_data import default_spider_dir
+from agentloop.evals.sql_grammar import (
+    MissingLlguidanceError,
+    SqlAcceptor,
+    SqlSchema,
+    schema_grammar,
+    sql_accepted,
+)
+
+SPIDER = default_spider_dir()
+GOLD = json.loads((SPIDER / "dev.json").read_text())
+
+
+def db_path(db_id: str) -> Path:
+    return SPIDER / "database" / db_id / f"{db_id}.sqlite"
+
+
+@pytest.fixture(scope="module")
+def acceptors() -> dict[str, SqlAcceptor]:
+    """One compiled grammar per shipped database, fed byte by byte."""
+    return {
+        db_id: SqlAcceptor(schema_grammar(db_path(db_id))) for db_id in sorted({g["db_id"] for g in GOLD})
+    }
+
+
+@pytest.fixture(scope="module")
+def singer() -> SqlAcceptor:
+    return SqlAcceptor(schema_grammar(db_path("concert_singer")))
+
+
+def test_gold_queries_are_accepted_by_their_own_database(acceptors: dict[str, SqlAcceptor]) -> None:
+    assert len(GOLD) == 645 and len(acceptors) == 19
+    rejected = [
+        (g["db_id"], g["query"], err) for g in GOLD if (err := acceptors[g["db_id"]].error(g["query"]))
+    ]
+    # All 645 pass today; the issue's bar is 99%.
+    assert len(rejected) <= len(GOLD) // 100, rejected
+    assert not rejected, rejected
+
+
+def test_gold_queries_with_an_unknown_table_are_rejected(acceptors: dict[str, SqlAcceptor]) -> None:
+    mutated = [
+        (g["db_id"], re.sub(r"(?i)\bFROM\s+(\w+)", r"FROM \1_x", g["query"], count=1))
+        for g in GOLD
+        if re.search(r"(?i)\bFROM\s+\w", g["query"])
+    ]
+    assert len(mutated) == 645
+    accepted = [q for db_id, q in mutated if acceptors[db_id].accepts(q)]
+    assert not accepted
+
+
+def test_gold_queries_with_an_unknown_column_are_rejected(acceptors: dict[str, SqlAcceptor]) -> None:
+    # Both qualified (T1.col, table.col) and bare names: rename the first column after SELECT.
+    pattern = re.compile(r"(?i)\bSELECT\s+(DISTINCT\s+)?((?:\w+\.)?)(\w+)(?=\s*(,|FROM\b))")
+    mutated = []
+    for g in GOLD:
+        m = pattern.search(g["query"])
+        if m and not m.group(3).isdigit():
+            mutated.append((g["db_id"], g["query"][: m.end(3)] + "_zz" + g["query"][m.end(3) :]))
+    assert len(mutated) > 250
+    accepted = [q for db_id, q in mutated if acceptors[db_id].accepts(q)]
+    assert not accepted
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "SELECT nme FROM singer",
+        "SELECT name FROM singers",
+        "SELECT T1.nme FROM singer AS T1",
+        "SELECT singer.capacity FROM singer",  # capacity is a column of stadium, not singer
+        "SELECT x.name FROM singer AS x",  # aliases are T<digits>
+        "SELECT name FROM singer ORDER BY cnt",  # column aliases cannot be referenced
+        "SELECT foo(name) FROM singer",
+        "SELECT name FROM singer WHERE",
+        "DROP TABLE singer",
+        "SELECT name FROM singer; SELECT 1",
+        "SELECT 'unterminated FROM singer",
+    ],
+)
+def test_rejects(singer: SqlAcceptor, sql: str) -> None:
+    assert singer.error(sql) is not None
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "select NAME from SINGER",
+        "SeLeCt DiStInCt Name FrOm SiNgEr WhErE Age > 20 OrDeR bY aGe DeSc LiMiT 3;",
+        'SELECT "name" FROM "singer"',
+        "SELECT `Name`, [Age] FROM [Singer]",
+        "SELECT T1.name FROM singer AS T1",
+        "SELECT singer.name, stadium.capacity FROM singer, stadium",
+        "SELECT t1.name FROM singer t1 JOIN singer_in_concert AS t2 ON t1.singer_id = t2.singer_id",
+        "SELECT T1.* FROM singer T1 LEFT JOIN singer_in_concert AS T2 USING (singer_id)",
+        "SELECT count(*) AS cnt, avg(DISTINCT age) FROM singer GROUP BY country HAVING count(*) >= 2",
+        'SELECT name FROM singer WHERE age BETWEEN 1 AND 2 AND name NOT LIKE "%a%" OR age <> 4 AND age != 5',
+        "SELECT name FROM singer WHERE age IN (1, 2) AND name NOT IN (SELECT name FROM singer)",
+        "SELECT name FROM singer WHERE name IS NOT NULL AND country IS NULL",
+        "SELECT name FROM singer WHERE NOT EXISTS (SELECT * FROM concert WHERE concert.stadium_id = 1)",
+        "SELECT CASE WHEN age > 3 THEN 'old' ELSE 'young' END, CAST(age AS REAL) / 2 FROM singer",
+        "SELECT abs(-age), length(name), lower(name), upper(country), strftime('%Y', song_release_year) FROM singer",
+        "SELECT name FROM singer LIMIT 3 OFFSET 2",
+        "SELECT name FROM singer UNION ALL SELECT name FROM stadium EXCEPT SELECT 'it''s' ORDER BY name",
+        "SELECT T1.name FROM (SELECT name FROM singer) AS T1",
+        "  SELECT\n  name\nFROM singer ;\n",
+    ],
+)
+def test_accepts(singer: SqlAcceptor, sql: str) -> None:
+    assert singer.error(sql) is None
+
+
+def test_double_quoted_unknown_name_is_a_string_literal(singer: SqlAcceptor) -> None:
+    # SQLite reads "nme" as the string 'nme' when no column has that name, and Spider writes
+    # string values in double quotes, so the grammar cannot tell the two apart.
+    assert singer.accepts('SELECT "nme" FROM singer')
+    assert not singer.accepts('SELECT "name" FROM "singers"')
+
+
+def test_error_names_the_byte(singer: SqlAcceptor) -> None:
+    assert singer.error("SELECT nme FROM singer") == "rejected at byte 8: b'SELECT n' then b'me FROM singer'"
+    assert singer.error("SELECT name FROM").startswith("incomplete")
+
+
+def test_user_database(tmp_path: Path) -> None:
+    path = tmp_path / "shop.sqlite"
+    with sqlite3.connect(path) as conn:
+        conn.execute('CREATE TABLE "Order Items" (id INTEGER, "2nd price" REAL, qty INTEGER)')
+        conn.execute("CREATE TABLE Customer (id INTEGER, Name TEXT)")
+        conn.execute("CREATE VIEW big AS SELECT id FROM Customer")
+    conn.close()
+    assert SqlSchema.from_sqlite(path) == SqlSchema.from_mapping(
+        {"Order Items": ["id", "2nd price", "qty"], "Customer": ["id", "Name"], "big": ["id"]}
+    )
+    assert sql_accepted(path, 'SELECT "2nd price", [Order Items].qty FROM `order items` WHERE qty > 1')
+    assert sql_accepted(path, "SELECT T1.name FROM customer T1")
+    assert sql_accepted(path, "SELECT id FROM big")
+    assert not sql_accepted(path, "SELECT price FROM customer")
+    assert not sql_accepted(path, "SELECT customer.qty FROM customer")
+    assert not sql_accepted(path, "SELECT 2nd price FROM customer")  # needs quotes
+    assert not sql_accepted(path, "SELECT name FROM Order Items")
+
+
+def test_grammar_is_cached_per_database(tmp_path: Path) -> None:
+    assert schema_grammar(str(db_path("singer"))) is schema_grammar(db_path("singer"))
+    schema = SqlSchema.from_mapping({"a": ["x"]})
+    assert schema_grammar(schema) is schema_grammar(SqlSchema.from_mapping({"a": ["x"]}))
+    path = tmp_path / "grow.sqlite"
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE a (x INTEGER)")
+    conn.close()
+    assert not sql_accepted(path, "SELECT y FROM a")
+    with sqlite3.connect(path) as conn:
+        conn.execute("ALTER TABLE a ADD COLUMN y INTEGER")
+    conn.close()
+    assert sql_accepted(path, "SELECT y FROM a")
+
+
+def test_bad_databases(tmp_path: Path) -> None:
+    with pytest.raises(AgentloopError, match="no SQLite database"):
+        schema_grammar(tmp_path / "missing.sqlite")
+    (tmp_path / "junk.sqlite").write_text("not a database")
+    with pytest.raises(AgentloopError, match="cannot read the schema"):
+        schema_grammar(tmp_path / "junk.sqlite")
+
+
+def test_missing_llguidance(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "llguidance", None)
+    with pytest.raises(MissingLlguidanceError, match="pip install llguidance"):
+        SqlAcceptor(schema_grammar(db_path("singer")))
+
+
+@pytest.mark.model
+def test_gold_queries_through_the_model_tokenizer(embedded_model_dir: Path) -> None:
+    """What constrained decoding will see: the model's own tokens, not bytes."""
+    import llguidance.hf
+    from transformers import AutoTokenizer
+
+    tokenizer = llguidance.hf.from_tokenizer(AutoTokenizer.from_pretrained(embedded_model_dir))
+    acceptors = {
+        db_id: SqlAcceptor(schema_grammar(db_path(db_id)), tokenizer) for db_id in {g["db_id"] for g in GOLD}
+    }
+    rejected = [g["query"] for g in GOLD if not acceptors[g["db_id"]].accepts(g["query"])]
+    assert not rejected
+    assert not acceptors["concert_singer"].accepts("SELECT nme FROM singer")
