@@ -74,6 +74,10 @@ def describe_error(exc: BaseException, where: str = "") -> tuple[str, bool]:
         return f"malformed JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}{where}", True
     if isinstance(exc, ConnectionError | TimeoutError):
         return f"cannot connect: {exc}{where}", True
+    if isinstance(exc, FileExistsError) and exc.filename:
+        return f"{exc.filename} already exists, where a new directory or file was to go{where}", True
+    if isinstance(exc, NotADirectoryError) and exc.filename:
+        return f"{exc.filename}: a part of this path is a file, not a directory{where}", True
     if isinstance(exc, OSError):
         what = exc.strerror or type(exc).__name__
         name = f": {exc.filename}" if exc.filename else ""
