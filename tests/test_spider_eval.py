@@ -581,3 +581,32 @@ def test_gold_time_does_not_count_against_the_prediction(
     assert score_one(example(shop, gold), gold, timeout_s=cap_s).correct
     # The gold ran under the cap; the prediction got the whole derived limit on its own clock.
     assert calls == [cap_s, expected_s]
+
+
+def test_value_in_a_prediction_becomes_1_as_in_the_official_evaluation() -> None:
+    from agentloop.evals.spider_exec import official_prediction_text
+
+    assert (
+        official_prediction_text("SELECT count(*) AS value FROM singer") == "SELECT count(*) AS 1 FROM singer"
+    )
+    assert official_prediction_text("SELECT Value FROM t") == "SELECT Value FROM t"  # case-sensitive
+    example = next(e for e in load_text2sql() if e.gold_sql == "SELECT count(*) FROM singer")
+    assert score_one(example, "SELECT count(*) FROM singer").correct
+    wrong = score_one(example, "SELECT count(*) AS value FROM singer")
+    assert not wrong.correct and wrong.error is not None
+
+
+def test_a_prediction_line_is_the_text_before_its_first_tab(tmp_path: Path) -> None:
+    from agentloop.evals.text2sql_cli import read_predictions
+
+    examples = load_text2sql()[:3]
+    path = tmp_path / "p.txt"
+    path.write_text(
+        f"SELECT count(*) FROM singer\t{examples[0].db_id}\n"
+        "  SELECT 1\tSELECT 2  \n"  # the official keeps only what precedes the first tab
+        "\n"
+    )
+    assert read_predictions(path, examples) == ["SELECT count(*) FROM singer", "SELECT 1", ""]
+    path.write_text("SELECT 1\tworld_1\nSELECT 1\nSELECT 1\n")
+    with pytest.raises(Exception, match="for database 'world_1'"):
+        read_predictions(path, examples)

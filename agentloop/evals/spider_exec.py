@@ -53,6 +53,7 @@ __all__ = [
     "gold_order_matters",
     "has_second_statement",
     "normalize_comparisons",
+    "official_prediction_text",
     "prediction_time_limit",
     "remove_distinct",
     "results_match",
@@ -172,6 +173,17 @@ def score_predictions(
     return EvalReport(execution_accuracy=accuracy, results=final)
 
 
+def official_prediction_text(prediction: str) -> str:
+    """The prediction as the official ``evaluation.py`` hands it to execution.
+
+    Before anything runs, it replaces every lowercase ``value`` in the prediction (not the
+    gold) with ``1``: a leftover of Spider's value-free predictions, kept so that verdicts
+    agree. A prediction that names a column ``value`` in lowercase therefore fails, there
+    and here.
+    """
+    return prediction.replace("value", "1")
+
+
 def score_one(
     example: Text2SQLExample,
     prediction: str,
@@ -194,7 +206,7 @@ def score_one(
     if example.gold_sql is None:
         return result(False, "no gold SQL for this example")
     gold_sql = executed_text(example.gold_sql, keep_distinct)
-    pred_sql = executed_text(prediction, keep_distinct)
+    pred_sql = executed_text(official_prediction_text(prediction), keep_distinct)
 
     gold = run_sql_sync(example.db_path, gold_sql, timeout_s=timeout_s, max_rows=max_rows)
     if gold.error is not None:

@@ -65,7 +65,9 @@ def eval_command(
 def read_predictions(path: Path, examples: list[Text2SQLExample]) -> list[str]:
     """One SQL query per line, in dataset order; a line may be ``SQL<TAB>db_id`` as in official files.
 
-    Every line is one prediction, so a blank line is an empty prediction (it scores 0).
+    Like the official reader, only the text before a line's first tab is the prediction.
+    Every line is one prediction, so a blank line is an empty prediction (it scores 0;
+    the official reader drops blank lines and then fails on the count).
     """
     try:
         text = path.read_text(encoding="utf-8")
@@ -85,15 +87,15 @@ def read_predictions(path: Path, examples: list[Text2SQLExample]) -> list[str]:
         )
     preds: list[str] = []
     for lineno, (line, example) in enumerate(zip(lines, examples, strict=True), start=1):
-        sql, _, tail = line.rpartition("\t")
-        if sql and _DB_ID.fullmatch(tail.strip()):
-            if tail.strip() != example.db_id:
-                raise PredictionMismatchError(
-                    f"{path}:{lineno}: the prediction is for database '{tail.strip()}' but example "
-                    f"{example.index} uses '{example.db_id}'; keep predictions in dataset order"
-                )
-            line = sql
-        preds.append(line.strip())
+        # As the official evaluation.py reads a line: stripped, then the text before the first tab.
+        sql, _, tail = line.strip().partition("\t")
+        db_id = tail.strip().split("\t", 1)[0]
+        if db_id and _DB_ID.fullmatch(db_id) and db_id != example.db_id:
+            raise PredictionMismatchError(
+                f"{path}:{lineno}: the prediction is for database '{db_id}' but example "
+                f"{example.index} uses '{example.db_id}'; keep predictions in dataset order"
+            )
+        preds.append(sql.strip())
     return preds
 
 
