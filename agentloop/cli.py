@@ -11,7 +11,11 @@ from rich.console import Console
 
 from agentloop._cli_common import err, friendly_errors, print_json
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, help="Inference-time compute for LLM agents.")
+app = typer.Typer(
+    no_args_is_help=True,
+    add_completion=False,
+    help="Inference-time compute for LLM agents. Errors print one line; AGENTLOOP_DEBUG=1 shows the traceback.",
+)
 models_app = typer.Typer(no_args_is_help=True, help="Manage the embedded default model.")
 app.add_typer(models_app, name="models")
 eval_app = typer.Typer(no_args_is_help=True, help="Score predictions against a benchmark.")
