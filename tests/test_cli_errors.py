@@ -49,6 +49,7 @@ CASES: list[tuple[str, list[str], list[str]]] = [
     ("verifier-of-other-suite", ["run", "webshop", "--verifier", "exec"], ["webshop verifier"]),
     ("unknown-prompt", ["run", "text2sql", "--prompt", "nosuch"], ["--prompt"]),
     ("run-unknown-backend", ["run", "text2sql", "--backend", "antropic:x"], ["unknown backend"]),
+    ("run-top-p-zero", ["run", "text2sql", "--top-p", "0", "--run-dir", "{tmp}/r3"], ["top_p"]),
     ("memory-server-down", ["run", "text2sql", "--memory", PG_DOWN, "--run-dir", "{tmp}/r1"],
      ["cannot open the memory store", "127.0.0.1:1"]),
     ("memory-not-a-db", ["run", "text2sql", "--memory", "{tmp}/notdb.sqlite", "--run-dir", "{tmp}/r2"],
