@@ -44,6 +44,13 @@ RetriesOpt = Annotated[int, typer.Option(min=0, help="Retries on 429/5xx/timeout
 TimeoutOpt = Annotated[float, typer.Option("--timeout", min=0.1, help="Seconds to wait for one request.")]
 
 
+def _above_zero(value: float | None) -> float | None:
+    """A Typer callback for options that must be strictly positive (ranges here are closed)."""
+    if value is not None and value <= 0:
+        raise typer.BadParameter(f"{value:g} is not allowed: it must be greater than 0")
+    return value
+
+
 @app.command()
 @friendly_errors
 def generate(
@@ -53,7 +60,10 @@ def generate(
     n: Annotated[int, typer.Option("--n", "-n", min=1, help="Number of completions.")] = 1,
     max_tokens: Annotated[int, typer.Option(min=1, help="Maximum new tokens per completion.")] = 128,
     temperature: Annotated[float, typer.Option(min=0.0, max=2.0)] = 0.7,
-    top_p: Annotated[float, typer.Option(min=0.0, max=1.0)] = 1.0,
+    top_p: Annotated[
+        float,
+        typer.Option(min=0.0, max=1.0, callback=_above_zero, help="Nucleus sampling mass (0 < p <= 1)."),
+    ] = 1.0,
     seed: Annotated[int | None, typer.Option(help="Sampling seed, for repeatable runs.")] = None,
     system: Annotated[str | None, typer.Option(help="System prompt.")] = None,
     stop: Annotated[list[str] | None, typer.Option(help="Stop string (repeatable).")] = None,
@@ -203,7 +213,12 @@ def run(
     temperature: Annotated[float, typer.Option(min=0.0, max=2.0, help="Sampling temperature.")] = 0.7,
     top_p: Annotated[
         float,
-        typer.Option(min=0.0, max=1.0, help="Nucleus sampling: keep this probability mass (0 < p <= 1)."),
+        typer.Option(
+            min=0.0,
+            max=1.0,
+            callback=_above_zero,
+            help="Nucleus sampling: keep this probability mass (0 < p <= 1).",
+        ),
     ] = 1.0,
     threshold: Annotated[
         float | None,
@@ -227,7 +242,7 @@ def run(
     ] = None,
     max_seconds: Annotated[
         float | None,
-        typer.Option(min=0.0, help="Budget: wall seconds per task (default: no cap)."),
+        typer.Option(min=0.0, callback=_above_zero, help="Budget: wall seconds per task (default: no cap)."),
     ] = None,
     memory: Annotated[
         str | None,

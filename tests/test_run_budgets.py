@@ -216,3 +216,22 @@ def test_compare_pairs_by_content_and_says_how_many(tmp_path: Path) -> None:
         .output
     )
     assert data["comparison"][0]["paired_tasks"] == 2 and data["comparison"][0]["same_budget"] is False
+
+
+async def test_a_memory_that_does_not_open_leaves_no_run_dir(tmp_path: Path) -> None:
+    bad = spec(graph="greedy", memory="postgresql://nobody@127.0.0.1:1/x")
+    with pytest.raises(AgentloopError, match="memory store"):
+        await run_suite(bad, run_dir=tmp_path / "r", backend=FunctionBackend(chat(GOOD_SQL)))
+    assert not (tmp_path / "r").exists()  # so the same command, fixed, starts afresh
+
+
+async def test_an_aborted_run_says_how_to_resume_it(tmp_path: Path) -> None:
+    def broken(request: ChatRequest) -> str:
+        raise ConnectionError("server gone.")
+
+    from agentloop.evals.runner import RunAbortedError
+
+    with pytest.raises(RunAbortedError) as info:
+        await run_suite(spec(graph="greedy"), run_dir=tmp_path / "r", backend=FunctionBackend(broken))
+    message = str(info.value)
+    assert f"--resume --run-dir {tmp_path / 'r'}" in message and ".." not in message

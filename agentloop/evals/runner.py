@@ -309,9 +309,13 @@ async def run_suite(
         backend = resolve_backend(spec.backend, options=options)
     store: RunStore | None = None
     memory: ConceptMemory | None = None
+    run_id: int | None = None
     interrupted = False
     try:
         items = suite.items(spec, backend)
+        if spec.memory is not None:
+            # Before the run store: a memory URL that does not open leaves no run dir behind.
+            memory = _open_memory(spec, backend)
         store = RunStore.for_run_dir(directory)
         run_id = store.open_run(
             suite=spec.suite,
@@ -326,11 +330,15 @@ async def run_suite(
         )
         done = store.finished_task_ids(run_id)
         todo = [item for item in items if item.task_id not in done]
-        if spec.memory is not None:
-            memory = await _open_memory(spec, backend, directory, store, resume=resume)
+        if memory is not None:
+            # The memory's run id comes from the run (the same on resume).
+            memory.run_id = _memory_run_id(directory, store.load().created)
+            if resume:
+                await memory.resume()
         if on_start is not None:
             on_start(directory, len(items), len(items) - len(todo))
         session = _Session(spec, suite, backend, store, run_id, abort_after, on_task, memory)
+        session.run_dir = directory
         with _progress_bar(progress, spec, total=len(items), done=len(items) - len(todo)) as bar:
             session.bar = bar
             await session.run(todo)
@@ -343,7 +351,7 @@ async def run_suite(
                 # A batch waiting for writes came from finished tasks: flush it even when the run
                 # failed, but not on Ctrl-C (abstraction calls the model and takes a while).
                 await memory.aclose(flush=not interrupted)
-                if store is not None:
+                if store is not None and run_id is not None:
                     _store_unclaimed(store, run_id, memory)
         finally:
             if store is not None:
@@ -384,14 +392,12 @@ def _memory_run_id(directory: Path, created: float) -> str:
     return f"{directory.resolve().name[:60]}-{created:.6f}"
 
 
-async def _open_memory(
-    spec: RunSpec, backend: Backend, directory: Path, store: RunStore, *, resume: bool
-) -> ConceptMemory:
-    """One memory for the whole run; on resume it skips writes its tasks already made."""
+def _open_memory(spec: RunSpec, backend: Backend) -> ConceptMemory:
+    """One memory for the whole run; its run id is set once the run store is open."""
     from agentloop.memory import ConceptMemory
 
     assert spec.memory is not None and spec.memory_namespace is not None
-    memory = ConceptMemory.open(
+    return ConceptMemory.open(
         spec.memory,
         namespace=spec.memory_namespace,
         backend=backend,
@@ -399,15 +405,7 @@ async def _open_memory(
         select=spec.memory_select,  # type: ignore[arg-type]
         k=spec.memory_k,
         abstraction=spec.memory_abstraction(),
-        run_id=_memory_run_id(directory, store.load().created),
     )
-    if resume:
-        try:
-            await memory.resume()
-        except BaseException:
-            await memory.aclose(flush=False)
-            raise
-    return memory
 
 
 def run_suite_sync(spec: RunSpec, **kwargs: Any) -> RunSummary:
@@ -439,6 +437,7 @@ class _Session:
         self.memory = memory
         self.config = spec.loop_config().replace(stop=suite.stop)
         self.bar: _Bar | None = None
+        self.run_dir: Path | None = None
         self.succeeded = 0
         self.failed: list[str] = []
 
@@ -545,7 +544,8 @@ class _Session:
         if self.succeeded == 0 and len(self.failed) >= min(self.abort_after, total):
             raise RunAbortedError(
                 f"the first {len(self.failed)} task(s) all failed, so the run stopped; the first error: "
-                f"{self.failed[0]}. Fix the cause and rerun the same command with --resume"
+                f"{self.failed[0].rstrip('. ')}. Fix the cause and rerun the same command with "
+                f"--resume --run-dir {self.run_dir}"
             )
 
 
