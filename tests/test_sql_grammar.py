@@ -88,6 +88,9 @@ def test_gold_queries_with_an_unknown_column_are_rejected(acceptors: dict[str, S
         "SELECT name FROM singer WHERE",
         "DROP TABLE singer",
         "SELECT name FROM singer; SELECT 1",
+        "SELECT name FROM singer;\n",  # nothing after ';', so a decoder stops there
+        "SELECT song_name FROM stadium",  # one table in FROM: bare columns are its own
+        "SELECT name FROM singer ORDER BY capacity",
         "SELECT 'unterminated FROM singer",
     ],
 )
@@ -116,7 +119,8 @@ def test_rejects(singer: SqlAcceptor, sql: str) -> None:
         "SELECT name FROM singer LIMIT 3 OFFSET 2",
         "SELECT name FROM singer UNION ALL SELECT name FROM stadium EXCEPT SELECT 'it''s' ORDER BY name",
         "SELECT T1.name FROM (SELECT name FROM singer) AS T1",
-        "  SELECT\n  name\nFROM singer ;\n",
+        "  SELECT\n  name\nFROM singer ;",
+        "SELECT name FROM singer\n",
     ],
 )
 def test_accepts(singer: SqlAcceptor, sql: str) -> None:

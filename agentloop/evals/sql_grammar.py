@@ -1,11 +1,14 @@
 """Schema-constrained SQL: a grammar of Spider's SQLite SELECT dialect whose names come from one database.
 
 ``schema_grammar(db)`` returns the grammar text in llguidance's Lark dialect for a database
-(a ``.sqlite`` path, read for its tables and columns, or a ``SqlSchema``); the result is
-cached per database. Table and column names are the database's own, matched
-case-insensitively, bare or quoted (``"x"``, ```x```, ``[x]``); ``table.col`` only
-accepts ``col`` from ``table``, and ``T1.col`` (aliases ``T1``, ``t2``, ...) any column
-of the database. Keywords are case-insensitive and whitespace between lexemes is free.
+(a ``.sqlite`` path, whose tables, views and columns are read from SQLite itself, or a
+``SqlSchema``); the text is cached per schema. Names are the database's own, matched
+case-insensitively, bare or quoted (``"x"``, ```x```, ``[x]``). In a SELECT over one table,
+bare columns must be that table's; with joins, subqueries in FROM or set operations they may
+be any column of the database. ``table.col`` accepts only ``table``'s columns, and
+``T1.col`` (aliases ``T<digits>``, any case) any column. Keywords are case-insensitive,
+whitespace between lexemes is free, and nothing may follow the optional final ``;`` (so a
+decoder stops there).
 
 ``SqlAcceptor(grammar)`` checks SQL strings against a grammar with llguidance's own
 matcher, the one that constrained decoding uses: byte by byte by default, or through a
@@ -21,13 +24,14 @@ coalesce ifnull nullif strftime date time datetime julianday typeof``), ``CAST``
 scalar subqueries, ``FROM`` with comma joins, ``[NATURAL] [LEFT [OUTER]|INNER|CROSS]
 JOIN ... ON/USING`` and subqueries, ``WHERE``, ``GROUP BY``, ``HAVING``, ``ORDER BY
 ... ASC/DESC``, ``LIMIT n [OFFSET m | , m]``, ``UNION/INTERSECT/EXCEPT [ALL]``, single- and
-double-quoted strings, numbers, ``NULL`` and an optional trailing ``;``.
+double-quoted strings, numbers and ``NULL``.
 
-Not covered, on purpose: ``WITH``, window functions, table aliases other than
+Not covered, on purpose: ``WITH``, window functions, other table aliases than
 ``T<digits>``, references to column aliases or to a subquery's computed columns
 (``ORDER BY cnt`` after ``count(*) AS cnt``), and any statement but ``SELECT``. The grammar
-is a superset of SQLite in small ways: a keyword may touch the next name
-(``SELECTname``), and ``T1.col`` is not checked against the table ``T1`` names.
+is looser than SQLite in small ways: a keyword may touch the next name (``SELECTname``),
+``T1.col`` is not checked against the table that ``T1`` names, and a double-quoted unknown
+name is a string literal (as SQLite itself reads it; Spider quotes values that way).
 """
 
 from __future__ import annotations
@@ -118,6 +122,50 @@ def schema_grammar(db: str | Path | SqlSchema) -> str:
     return _grammar_for_schema(db if isinstance(db, SqlSchema) else SqlSchema.from_sqlite(db))
 
 
+# The expression rules, instantiated once unscoped (suffix "") and once per table ("_0", ...).
+# Layered by precedence (or > and > not > comparison > additive > multiplicative > unary) so
+# each expression has one parse.
+_SCOPED_RULES = """
+items{s}: item{s} ("," item{s})*
+item{s}: "*" | star_ref | expr{s} (AS column_alias)?
+where{s}: WHERE expr{s}
+group_by{s}: GROUP BY expr{s} ("," expr{s})*
+having{s}: HAVING expr{s}
+order_by{s}: ORDER BY ordering{s} ("," ordering{s})*
+ordering{s}: expr{s} (ASC | DESC)?
+expr{s}: and_expr{s} (OR and_expr{s})*
+and_expr{s}: not_expr{s} (AND not_expr{s})*
+not_expr{s}: NOT not_expr{s} | predicate{s}
+predicate{s}: sum_expr{s}
+    | sum_expr{s} CMP_OP sum_expr{s}
+    | sum_expr{s} NOT? LIKE sum_expr{s}
+    | sum_expr{s} NOT? BETWEEN sum_expr{s} AND sum_expr{s}
+    | sum_expr{s} NOT? IN "(" (query | expr{s} ("," expr{s})*)? ")"
+    | sum_expr{s} IS NOT? sum_expr{s}
+    | EXISTS "(" query ")"
+sum_expr{s}: product{s} (ADD_OP product{s})*
+product{s}: unary{s} (MUL_OP unary{s})*
+unary{s}: ("-" | "+") unary{s} | primary{s}
+primary{s}: literal
+    | {column}
+    | qualified_column
+    | function_call{s}
+    | "(" expr{s} ")"
+    | "(" query ")"
+    | CAST "(" expr{s} AS TYPE_NAME ")"
+    | CASE expr{s}? (WHEN expr{s} THEN expr{s})+ (ELSE expr{s})? END
+function_call{s}: COUNT "(" "*" ")"
+    | AGGREGATE "(" DISTINCT? expr{s} ("," expr{s})* ")"
+    | FUNCTION "(" (expr{s} ("," expr{s})*)? ")"
+"""
+
+# One table in FROM: bare columns are that table's.
+_SCOPED_QUERY = """
+query{s}: select{s} order_by{s}? limit?
+select{s}: SELECT (DISTINCT | ALL)? items{s} FROM {table} (AS? ALIAS)? where{s}? group_by{s}? having{s}?
+"""
+
+
 @lru_cache(maxsize=64)
 def _grammar_for_schema(schema: SqlSchema) -> str:
     all_columns = _dedupe(col for _, columns in schema.tables for col in columns)
@@ -129,17 +177,22 @@ def _grammar_for_schema(schema: SqlSchema) -> str:
         f"FUNCTION: /(?i)({'|'.join(_SCALAR_FUNCTIONS)})/",
         f"TYPE_NAME: /(?i)({'|'.join(_TYPE_NAMES)})/ " + r"/(\([0-9]+(,[0-9]+)?\))?/",
         f"COLUMN: {_name_terminal(all_columns)}",
+        _SCOPED_RULES.format(s="", column="COLUMN"),
     ]
-    qualified = ['ALIAS "." COLUMN', '(ALIAS | TABLE) "." "*"']
-    tables = []
+    qualified, tables, scoped = ['ALIAS "." COLUMN'], [], []
     for i, (table, columns) in enumerate(schema.tables):
         tables.append(f"TABLE_{i}")
         lines.append(f"TABLE_{i}: {_name_terminal([table])}")
         if columns:
             lines.append(f"COLUMNS_{i}: {_name_terminal(_dedupe(columns))}")
             qualified.append(f'TABLE_{i} "." COLUMNS_{i}')
+            lines.append(_SCOPED_RULES.format(s=f"_{i}", column=f"COLUMNS_{i}"))
+            lines.append(_SCOPED_QUERY.format(s=f"_{i}", table=f"TABLE_{i}"))
+            scoped.append(f"query_{i}")
     lines.append(f"TABLE: {' | '.join(tables)}")
     lines.append("qualified_column: " + "\n    | ".join(qualified))
+    lines.append(f"scoped_query: {' | '.join(scoped)}")
+    lines.append(f"select_any: select_multi | {' | '.join('select' + q[5:] for q in scoped)}")
     return "\n".join(lines) + "\n"
 
 
@@ -236,60 +289,36 @@ def _name_terminal(names: Sequence[str]) -> str:
     return f"/(?i)({'|'.join(bare + quoted)})/"
 
 
-# The part of the grammar that does not depend on the schema. Rules are layered by operator
-# precedence (or > and > not > comparison > additive > multiplicative > unary) so each SQL
-# string has one parse; repetition uses `*` rather than recursion, which llguidance's Earley
-# parser handles best; every name, literal and keyword is a single lexeme.
+# The part of the grammar that does not depend on the schema. Every name, literal and
+# keyword is a single lexeme; repetition uses `*` rather than recursion, which llguidance's
+# Earley parser handles best.
+#
+# A SELECT over one table gets its own copy of the expression rules in which bare columns are
+# that table's only (`query_0`, `expr_0`, ...): a small model otherwise names a column of
+# another table. Joins, subqueries in FROM and compound queries use the unscoped copy, where a
+# bare column is any column of the database. Each SQL string has one parse: single-table
+# cores never match `select_multi`.
 _GRAMMAR_CORE = r"""
 %ignore /[ \t\r\n]+/
 
-// %ignore skips whitespace between lexemes only, so leading and trailing whitespace are lexemes.
-start: SPACE? query (SPACE? | SEMICOLON)
+// %ignore skips whitespace between lexemes only, so leading whitespace is a lexeme. Nothing
+// may follow the ';', so a decoder stops there instead of emitting whitespace forever.
+start: SPACE? query ";"?
 SPACE: /[ \t\r\n]+/
-SEMICOLON: /;[ \t\r\n]*/
 
-query: select_core (compound_op select_core)* order_by? limit?
+query: select_multi order_by? limit?
+    | select_any (compound_op select_any)+ order_by? limit?
+    | scoped_query
 compound_op: UNION ALL? | INTERSECT | EXCEPT
-select_core: SELECT (DISTINCT | ALL)? select_item ("," select_item)* from_clause? where? group_by? having?
-select_item: "*" | qualified_column | expr (AS column_alias)?
-column_alias: IDENT | STRING
-
-from_clause: FROM table_ref (join_op table_ref join_constraint?)*
+select_multi: SELECT (DISTINCT | ALL)? items from_multi? where? group_by? having?
+from_multi: FROM table_ref (join_op table_ref join_constraint?)+
+    | FROM "(" query ")" (AS? ALIAS)?
 join_op: "," | NATURAL? (LEFT OUTER? | INNER | CROSS)? JOIN
 join_constraint: ON expr | USING "(" COLUMN ("," COLUMN)* ")"
 table_ref: TABLE (AS? ALIAS)? | "(" query ")" (AS? ALIAS)?
-
-where: WHERE expr
-group_by: GROUP BY expr ("," expr)*
-having: HAVING expr
-order_by: ORDER BY ordering ("," ordering)*
-ordering: expr (ASC | DESC)?
 limit: LIMIT expr ((OFFSET | ",") expr)?
-
-expr: and_expr (OR and_expr)*
-and_expr: not_expr (AND not_expr)*
-not_expr: NOT not_expr | predicate
-predicate: sum_expr
-    | sum_expr CMP_OP sum_expr
-    | sum_expr NOT? LIKE sum_expr
-    | sum_expr NOT? BETWEEN sum_expr AND sum_expr
-    | sum_expr NOT? IN "(" (query | expr ("," expr)*)? ")"
-    | sum_expr IS NOT? sum_expr
-    | EXISTS "(" query ")"
-sum_expr: product (ADD_OP product)*
-product: unary (MUL_OP unary)*
-unary: ("-" | "+") unary | primary
-primary: literal
-    | COLUMN
-    | qualified_column
-    | function_call
-    | "(" expr ")"
-    | "(" query ")"
-    | CAST "(" expr AS TYPE_NAME ")"
-    | CASE expr? (WHEN expr THEN expr)+ (ELSE expr)? END
-function_call: COUNT "(" "*" ")"
-    | AGGREGATE "(" DISTINCT? expr ("," expr)* ")"
-    | FUNCTION "(" (expr ("," expr)*)? ")"
+star_ref: (ALIAS | TABLE) "." "*"
+column_alias: IDENT | STRING
 literal: NUMBER | STRING | NULL
 
 CMP_OP: "=" | "==" | "!=" | "<>" | "<" | "<=" | ">" | ">="
