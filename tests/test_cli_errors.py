@@ -22,7 +22,6 @@ OFFLINE = ("--backend", "openai:m", "--base-url", DOWN, "--max-retries", "0", "-
 # (id, command line with {tmp} for the scratch dir, words the error line must contain)
 CASES: list[tuple[str, list[str], list[str]]] = [
     # generate
-    ("top-p-zero", ["generate", "x", "--top-p", "0"], ["top_p", "(0, 1]"]),
     ("unknown-backend", ["generate", "x", "--backend", "antropic:claude"], ["Did you mean 'anthropic'"]),
     ("server-down", ["generate", "x", *OFFLINE], ["cannot reach", DOWN]),
     ("backend-without-model", ["generate", "x", "--backend", "openai:"], ["needs a model name"]),
@@ -49,7 +48,8 @@ CASES: list[tuple[str, list[str], list[str]]] = [
     ("verifier-of-other-suite", ["run", "webshop", "--verifier", "exec"], ["webshop verifier"]),
     ("unknown-prompt", ["run", "text2sql", "--prompt", "nosuch"], ["--prompt"]),
     ("run-unknown-backend", ["run", "text2sql", "--backend", "antropic:x"], ["unknown backend"]),
-    ("run-top-p-zero", ["run", "text2sql", "--top-p", "0", "--run-dir", "{tmp}/r3"], ["top_p"]),
+    ("run-offset-past-end", ["run", "text2sql", "--offset", "5000", "--run-dir", "{tmp}/r3"],
+     ["--offset 5000", "selects no examples"]),
     ("memory-server-down", ["run", "text2sql", "--memory", PG_DOWN, "--run-dir", "{tmp}/r1"],
      ["cannot open the memory store", "127.0.0.1:1"]),
     ("memory-not-a-db", ["run", "text2sql", "--memory", "{tmp}/notdb.sqlite", "--run-dir", "{tmp}/r2"],
@@ -166,6 +166,10 @@ def test_typer_usage_errors_keep_their_panel() -> None:
     result = invoke(["generate", "x", "--n", "0"])
     assert result.exit_code == 2 and "Traceback" not in result.output
     assert "--n" in result.output
+    for args in (["generate", "x", "--top-p", "0"], ["run", "text2sql", "--max-seconds", "0"]):
+        result = invoke(args)
+        assert result.exit_code == 2 and "Traceback" not in result.output
+        assert "is not allowed" in result.output and args[-2] in result.output
 
 
 def run_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -186,6 +190,6 @@ def test_a_long_message_stays_one_line_in_a_narrow_terminal() -> None:
 
 
 def test_debug_env_shows_the_traceback() -> None:
-    proc = run_cli("generate", "x", "--top-p", "0", env={"AGENTLOOP_DEBUG": "1"})
-    assert proc.returncode != 0 and "top_p must be in (0, 1]" in proc.stderr
+    proc = run_cli("generate", "x", "--backend", "antropic:claude", env={"AGENTLOOP_DEBUG": "1"})
+    assert proc.returncode != 0 and "unknown backend" in proc.stderr
     assert len(proc.stderr.splitlines()) > 1
