@@ -4,21 +4,31 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import functools
 import hashlib
 import json
-from collections.abc import Mapping, Sequence
+import math
+from collections.abc import Coroutine, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, TypeAlias, TypeVar
+
+from agentloop.backends._constraint import Constraint, ConstraintKind, UnsupportedCapabilityError
 
 __all__ = [
     "Backend",
     "ChatRequest",
     "ChatResponse",
     "Completion",
+    "ContinuationScore",
     "Message",
     "Role",
+    "ScorePrompt",
+    "ScoreResponse",
     "Usage",
+    "as_score_request",
 ]
+
+_T = TypeVar("_T")
 
 Role = Literal["system", "user", "assistant"]
 FinishReason = Literal["stop", "length", "error"]
@@ -36,8 +46,10 @@ class ChatRequest:
 
     Set ``raw_prompt`` to bypass the chat template and send a plain completion
     prompt; ``messages`` is then ignored by backends that support raw prompts.
-    ``extra`` carries server-specific sampling fields (vLLM's ``top_k``, ``min_p``,
-    structured outputs) that the OpenAI-compatible adapter passes as ``extra_body``.
+    ``extra`` carries server-specific sampling fields (vLLM's ``top_k``, ``min_p``)
+    that the OpenAI-compatible adapter passes as ``extra_body``. ``constraint``
+    restricts what each completion may say (see :class:`Constraint`); a backend that
+    cannot honour it raises :class:`UnsupportedCapabilityError` before sending.
     """
 
     messages: tuple[Message, ...] = ()
@@ -49,6 +61,7 @@ class ChatRequest:
     seed: int | None = None
     raw_prompt: str | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
+    constraint: Constraint | None = None
 
     def __post_init__(self) -> None:
         if self.n < 1:
@@ -61,6 +74,8 @@ class ChatRequest:
             raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
         if not self.messages and self.raw_prompt is None:
             raise ValueError("a request needs messages or a raw_prompt")
+        if self.constraint is not None and not isinstance(self.constraint, Constraint):
+            raise TypeError(f"constraint must be a Constraint, got {type(self.constraint).__name__}")
         # Accept lists and dicts from callers but store hashable tuples.
         object.__setattr__(self, "messages", tuple(_as_message(m) for m in self.messages))
         object.__setattr__(self, "stop", tuple(self.stop))
@@ -86,6 +101,11 @@ class ChatRequest:
         d["messages"] = [{"role": m.role, "content": m.content} for m in self.messages]
         d["stop"] = list(self.stop)
         d["extra"] = dict(self.extra)
+        # Left out when unset, so the cache keys of unconstrained requests stay as they were.
+        if self.constraint is None:
+            del d["constraint"]
+        else:
+            d["constraint"] = self.constraint.to_dict()
         return d
 
     def cache_key(self, backend_id: str) -> str:
@@ -182,30 +202,179 @@ class ChatResponse:
         }
 
 
+@dataclass(frozen=True, slots=True)
+class ContinuationScore:
+    """How likely the model finds one continuation of a prompt.
+
+    ``logprob`` is the natural-log likelihood of the continuation's tokens given the
+    prompt, summed; no end-of-sequence term is added. ``mean_logprob`` divides it by
+    ``num_tokens`` (0.0 for an empty continuation).
+    """
+
+    text: str
+    logprob: float
+    num_tokens: int
+
+    @property
+    def mean_logprob(self) -> float:
+        return self.logprob / self.num_tokens if self.num_tokens else 0.0
+
+
+@dataclass(slots=True)
+class ScoreResponse:
+    """The scores of a :meth:`Backend.score` call, in the order asked, and what it cost.
+
+    Iterates and indexes like a list of :class:`ContinuationScore`.
+    """
+
+    scores: list[ContinuationScore]
+    usage: Usage
+    model: str = ""
+
+    def __iter__(self) -> Iterator[ContinuationScore]:
+        return iter(self.scores)
+
+    def __len__(self) -> int:
+        return len(self.scores)
+
+    def __getitem__(self, i: int) -> ContinuationScore:
+        return self.scores[i]
+
+    def probs(self, *, normalize: bool = True, temperature: float = 1.0) -> list[float]:
+        """A softmax over the continuations: by mean log-likelihood (``normalize``) or total.
+
+        ``temperature`` divides the log-likelihoods first; 0 puts all mass on the best.
+        """
+        values = [s.mean_logprob if normalize else s.logprob for s in self.scores]
+        if not values:
+            return []
+        if temperature == 0.0:
+            best = max(range(len(values)), key=values.__getitem__)
+            return [1.0 if i == best else 0.0 for i in range(len(values))]
+        top = max(values)
+        weights = [math.exp((v - top) / temperature) for v in values]
+        total = sum(weights)
+        return [w / total for w in weights]
+
+    def best(self, *, normalize: bool = True) -> int:
+        """Index of the most likely continuation (the first on ties)."""
+        probs = self.probs(normalize=normalize, temperature=0.0)
+        return probs.index(1.0) if probs else -1
+
+
+# A prompt for score(): a request (its messages or raw_prompt; sampling fields are
+# ignored), a raw completion prompt, or chat messages (the chat template is applied
+# with the assistant turn opened, as generate() would).
+ScorePrompt: TypeAlias = ChatRequest | str | Sequence[Message | Mapping[str, str]]
+
+
+def as_score_request(prompt: ScorePrompt) -> ChatRequest:
+    """Normalise a :data:`ScorePrompt` to a ChatRequest (raw string -> ``raw_prompt``)."""
+    if isinstance(prompt, ChatRequest):
+        return prompt
+    if isinstance(prompt, str):
+        return ChatRequest(raw_prompt=prompt)
+    return ChatRequest(messages=messages_from(prompt))
+
+
 class Backend(abc.ABC):
     """Anything that turns a ChatRequest into n completions.
 
     Implementations override :meth:`generate`. A backend may return fewer than ``n``
     completions (a server that ignores ``n``, a budget cap); callers must check.
+
+    Two optional capabilities, advertised so callers can pick a strategy:
+
+    * ``constraint_kinds``: the :class:`Constraint` kinds ``generate`` honours. A
+      request whose constraint is not among them raises
+      :class:`UnsupportedCapabilityError` before anything is sent (enforced for every
+      subclass, so a backend that knows nothing of constraints refuses them).
+    * ``supports_score``: whether :meth:`score` works.
     """
 
     id: str = "backend"
+    constraint_kinds: frozenset[ConstraintKind] = frozenset()
+    supports_score: bool = False
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        gen = cls.__dict__.get("generate")
+        if gen is None or getattr(gen, "__isabstractmethod__", False) or hasattr(gen, "_checks_constraint"):
+            return
+
+        # Wrapped here rather than trusted to each subclass: a backend written before
+        # constraints existed must refuse them, never quietly sample unconstrained text.
+        @functools.wraps(gen)
+        async def generate(self: Backend, request: ChatRequest) -> ChatResponse:
+            if request.constraint is not None:
+                self.check_constraint(request.constraint)
+            return await gen(self, request)
+
+        generate._checks_constraint = True  # type: ignore[attr-defined]
+        cls.generate = generate  # type: ignore[method-assign]
 
     @abc.abstractmethod
     async def generate(self, request: ChatRequest) -> ChatResponse:
         """Sample ``request.n`` completions for one prompt."""
 
+    @property
+    def supports_constraints(self) -> bool:
+        """Whether ``generate`` honours at least one kind of constraint."""
+        return bool(self.constraint_kinds)
+
+    def check_constraint(self, constraint: Constraint) -> None:
+        """Raise :class:`UnsupportedCapabilityError` if ``generate`` cannot honour ``constraint``."""
+        if constraint.kind not in self.constraint_kinds:
+            raise UnsupportedCapabilityError(
+                f"{self.id} cannot honour {constraint.describe()}{self._constraint_hint()}"
+            )
+
+    def _constraint_hint(self) -> str:
+        """Text appended to the refusal: why, and what to use instead."""
+        return (
+            "; constrained generation needs the transformers or vllm backend, "
+            "or a vllm serve endpoint (openai:MODEL --base-url ...)"
+        )
+
+    async def score(
+        self,
+        prompt: ScorePrompt,
+        continuations: Sequence[str],
+    ) -> ScoreResponse:
+        """Return the log-likelihood of each continuation given ``prompt``, in order.
+
+        ``prompt`` is a request (its messages or raw prompt), a raw completion prompt,
+        or chat messages. Backends without the capability raise
+        :class:`UnsupportedCapabilityError`.
+        """
+        raise UnsupportedCapabilityError(
+            f"score() is not supported by {self.id}; use the transformers or vllm backend, "
+            "or a server whose completions API returns prompt log-probabilities (vllm serve)"
+        )
+
     async def aclose(self) -> None:  # noqa: B027 - optional hook
         """Release clients, threads or model memory."""
 
-    def generate_sync(self, request: ChatRequest) -> ChatResponse:
-        """Blocking wrapper around :meth:`generate` for scripts and notebooks."""
+    def _run_sync(self, coro: Coroutine[Any, Any, _T]) -> _T:
         # One event loop per backend, so HTTP clients bound to it survive between calls.
         runner = self.__dict__.get("_sync_runner")
         if runner is None:
             runner = asyncio.Runner()
             self.__dict__["_sync_runner"] = runner
-        return runner.run(self.generate(request))
+        result: _T = runner.run(coro)
+        return result
+
+    def generate_sync(self, request: ChatRequest) -> ChatResponse:
+        """Blocking wrapper around :meth:`generate` for scripts and notebooks."""
+        return self._run_sync(self.generate(request))
+
+    def score_sync(
+        self,
+        prompt: ScorePrompt,
+        continuations: Sequence[str],
+    ) -> ScoreResponse:
+        """Blocking wrapper around :meth:`score`."""
+        return self._run_sync(self.score(prompt, continuations))
 
     async def __aenter__(self) -> Backend:
         return self
