@@ -141,6 +141,12 @@ class AnthropicBackend(SDKClientBackend):
     def from_id(cls, arg: str, options: BackendOptions) -> AnthropicBackend:
         return cls(arg, options)
 
+    def _constraint_hint(self) -> str:
+        return (
+            "; the Anthropic Messages API has no grammar, regex or choice constraints "
+            "(use the transformers or vllm backend, or a vllm serve endpoint)"
+        )
+
     def _sdk_module(self) -> Any:
         return self._anthropic
 

@@ -5,10 +5,20 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from agentloop.backends._aio import LoopLock
-from agentloop.backends._types import Backend, ChatRequest, ChatResponse, Completion, Usage
+from agentloop.backends._constraint import Constraint
+from agentloop.backends._types import (
+    Backend,
+    ChatRequest,
+    ChatResponse,
+    Completion,
+    ScorePrompt,
+    ScoreResponse,
+    Usage,
+)
 
 __all__ = ["CachedBackend"]
 
@@ -33,11 +43,15 @@ class CachedBackend(Backend):
     temperature above 0 are told apart by how many came before them in this cache's
     lifetime, so the k-th such request gets the k-th stored answer. A graph that asks
     n times with n=1 gets n different candidates, and a rerun replays them in order.
+
+    Constraints take part in the key. ``score`` goes to the inner backend uncached.
     """
 
     def __init__(self, inner: Backend, path: str | Path):
         self.inner = inner
         self.id = inner.id
+        self.constraint_kinds = inner.constraint_kinds
+        self.supports_score = inner.supports_score
         self.path = Path(path).expanduser()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         # One connection used from the event loop thread only; calls are short.
@@ -85,6 +99,13 @@ class CachedBackend(Backend):
                     (key, self.inner.id, json.dumps(request.to_dict()), json.dumps(payload), time.time()),
                 )
         return response
+
+    def check_constraint(self, constraint: Constraint) -> None:
+        # Ask the inner backend: it may have learned since that its server refuses constraints.
+        self.inner.check_constraint(constraint)
+
+    async def score(self, prompt: ScorePrompt, continuations: Sequence[str]) -> ScoreResponse:
+        return await self.inner.score(prompt, continuations)
 
     async def aclose(self) -> None:
         self._db.close()

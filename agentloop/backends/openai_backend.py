@@ -3,6 +3,12 @@
 One adapter for every server that speaks the OpenAI HTTP API; only the base URL
 changes. Chat requests go to ``/v1/chat/completions``, raw prompts to the legacy
 ``/v1/completions``.
+
+Constraints travel as vLLM's ``structured_outputs`` request field (or the
+``guided_*`` fields of vLLM before 0.10.2); OpenAI's own API takes only JSON
+schemas, so there they are refused before sending. ``score`` uses the completions
+API with ``echo=True`` and ``logprobs``, which ``vllm serve`` answers with the
+prompt's log-probabilities.
 """
 
 from __future__ import annotations
@@ -11,12 +17,24 @@ import asyncio
 import os
 import re
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
+from agentloop.backends._constraint import CONSTRAINT_KINDS, Constraint, UnsupportedCapabilityError
 from agentloop.backends._sdk_client import SDKClientBackend
-from agentloop.backends._types import ChatRequest, ChatResponse, Completion, FinishReason, Usage
+from agentloop.backends._types import (
+    ChatRequest,
+    ChatResponse,
+    Completion,
+    ContinuationScore,
+    FinishReason,
+    ScorePrompt,
+    ScoreResponse,
+    Usage,
+    as_score_request,
+)
 from agentloop.backends.registry import BackendOptions
 from agentloop.errors import BackendError, BackendUnavailableError, MissingAPIKeyError, MissingExtraError
 
@@ -75,9 +93,24 @@ class OpenAIBackend(SDKClientBackend):
     Servers that silently ignore ``n`` (``transformers serve`` answers one choice for
     ``n=3``) are topped up with concurrent ``n=1`` requests; the instance then
     remembers this and sends ``n=1`` requests from the start.
+
+    ``constraint_format`` says how constraints are sent: ``"structured_outputs"``
+    (vLLM 0.10.2 and later, the default for any base URL but OpenAI's),
+    ``"guided"`` (older vLLM's ``guided_grammar``/``guided_regex``/``guided_choice``)
+    or ``"none"`` (refuse them; the default on OpenAI's API). A server that rejects
+    the field (``transformers serve`` answers HTTP 422) raises
+    :class:`UnsupportedCapabilityError`, and later constrained requests to this
+    instance are refused before sending; ``score`` learns the same way.
     """
 
-    def __init__(self, model: str, options: BackendOptions | None = None, *, http_client: Any = None):
+    def __init__(
+        self,
+        model: str,
+        options: BackendOptions | None = None,
+        *,
+        http_client: Any = None,
+        constraint_format: ConstraintFormat | None = None,
+    ):
         try:
             import openai
         except ImportError as exc:
@@ -113,6 +146,12 @@ class OpenAIBackend(SDKClientBackend):
         self._timeout_s = options.timeout_s
         self._concurrency = options.concurrency
         self.server_ignores_n = False
+        self.constraint_format: ConstraintFormat = constraint_format or (
+            "none" if self.official else "structured_outputs"
+        )
+        self.constraint_kinds = frozenset() if self.constraint_format == "none" else CONSTRAINT_KINDS
+        self.supports_score = not self.official
+        self._refusal: dict[str, str] = {}  # capability -> why this server refused it
 
     @classmethod
     def from_id(cls, arg: str, options: BackendOptions) -> OpenAIBackend:
@@ -173,8 +212,11 @@ class OpenAIBackend(SDKClientBackend):
             kw["stop"] = list(request.stop)
         if seed is not None:
             kw["seed"] = seed
-        if request.extra:
-            kw["extra_body"] = dict(request.extra)
+        extra = dict(request.extra)
+        if request.constraint is not None:
+            extra.update(constraint_fields(request.constraint, self.constraint_format))
+        if extra:
+            kw["extra_body"] = extra
         if request.raw_prompt is not None:
             kw["prompt"] = request.raw_prompt
             kw["max_tokens"] = request.max_tokens
@@ -196,8 +238,99 @@ class OpenAIBackend(SDKClientBackend):
                 else:
                     resp = await client.completions.create(**kwargs)
             except self._openai.APIError as exc:
+                if request.constraint is not None and _rejects_field(exc, _CONSTRAINT_FIELDS):
+                    raise self._learn_refusal("constraints", exc) from exc
                 raise self._translate(exc) from exc
         return _parse(resp, chat=chat, stop=request.stop)
+
+    def _constraint_hint(self) -> str:
+        if "constraints" in self._refusal:
+            return f"; {self._refusal['constraints']}"
+        if self.official:
+            return (
+                "; OpenAI's API constrains output only to JSON schemas, not to grammars, regexes or "
+                "choices: serve the model with vllm serve and pass its --base-url"
+            )
+        return "; this instance was built with constraint_format='none'"
+
+    def _learn_refusal(self, capability: str, exc: Exception) -> UnsupportedCapabilityError:
+        """Remember that this server refused a capability, so later calls fail before sending."""
+        status = getattr(exc, "status_code", None)
+        why = f"{self.base_url} refused them (HTTP {status}: {_server_message(getattr(exc, 'body', None), exc)})"
+        if capability == "constraints":
+            self.constraint_kinds = frozenset()
+            self._refusal[capability] = why
+            return UnsupportedCapabilityError(f"{self.id} cannot honour constraints: {why}")
+        self.supports_score = False
+        self._refusal[capability] = why
+        return UnsupportedCapabilityError(f"score() is not supported by {self.id}: {why}")
+
+    # -- scoring -----------------------------------------------------------------
+
+    async def score(self, prompt: ScorePrompt, continuations: Sequence[str]) -> ScoreResponse:
+        """Log-likelihoods from the completions API's echoed prompt log-probabilities.
+
+        Needs a raw prompt: the completions API applies no chat template. All
+        continuations go in one request (a list of prompts); each token that holds
+        any continuation text counts towards it.
+        """
+        request = as_score_request(prompt)
+        if self.official:
+            raise UnsupportedCapabilityError(
+                f"score() is not supported by {self.id} on OpenAI's API: it returns no prompt "
+                "log-probabilities; serve the model with vllm serve and pass its --base-url"
+            )
+        if "score" in self._refusal:
+            raise UnsupportedCapabilityError(
+                f"score() is not supported by {self.id}: {self._refusal['score']}"
+            )
+        if request.raw_prompt is None:
+            raise UnsupportedCapabilityError(
+                f"score() through {self.id} needs a raw prompt (a string): the completions API "
+                "applies no chat template"
+            )
+        conts = list(continuations)
+        start = time.perf_counter()
+        if not conts:
+            return ScoreResponse(scores=[], usage=Usage(latency_s=0.0), model=self.model)
+        prompt_text = request.raw_prompt
+        client, sem = self._state()
+        async with sem:
+            try:
+                resp = await client.completions.create(
+                    model=self.model,
+                    prompt=[prompt_text + c for c in conts],
+                    echo=True,
+                    logprobs=1,
+                    max_tokens=1,
+                    temperature=0.0,
+                )
+            except self._openai.APIError as exc:
+                if _rejects_field(exc, ("echo", "logprobs")):
+                    raise self._learn_refusal("score", exc) from exc
+                raise self._translate(exc) from exc
+        choices = sorted(resp.choices or [], key=lambda c: c.index)
+        scores = []
+        for cont, choice in zip(conts, choices, strict=False):
+            found = _echo_logprob(prompt_text, cont, choice)
+            if found is None:
+                why = (
+                    f"{self.base_url} returned no prompt log-probabilities for a completions request "
+                    "with echo=True and logprobs"
+                )
+                self.supports_score = False
+                self._refusal["score"] = why
+                raise UnsupportedCapabilityError(f"score() is not supported by {self.id}: {why}")
+            scores.append(ContinuationScore(text=cont, logprob=found[0], num_tokens=found[1]))
+        if len(scores) != len(conts):
+            raise BackendError(f"{self.base_url} answered {len(scores)} choices for {len(conts)} prompts")
+        usage = Usage(
+            prompt_tokens=getattr(resp.usage, "prompt_tokens", 0) or 0,
+            completion_tokens=getattr(resp.usage, "completion_tokens", 0) or 0,
+            latency_s=time.perf_counter() - start,
+            llm_calls=1,
+        )
+        return ScoreResponse(scores=scores, usage=usage, model=self.model)
 
     def _translate(self, exc: Exception) -> BackendError:
         oa = self._openai
@@ -217,6 +350,50 @@ class OpenAIBackend(SDKClientBackend):
                 f"{self.base_url} answered HTTP {exc.status_code}: {_server_message(exc.body, exc)}.{hint}"
             )
         return BackendError(f"openai request to {self.base_url} failed: {exc}")
+
+
+ConstraintFormat = Literal["structured_outputs", "guided", "none"]
+_CONSTRAINT_FIELDS = ("structured_outputs", "guided_grammar", "guided_regex", "guided_choice")
+
+
+def constraint_fields(constraint: Constraint, fmt: ConstraintFormat) -> dict[str, Any]:
+    """The request-body fields that carry ``constraint`` to a vLLM-style server."""
+    value = list(constraint.value) if isinstance(constraint.value, tuple) else constraint.value
+    if fmt == "guided":
+        return {f"guided_{constraint.kind}": value}
+    return {"structured_outputs": {constraint.kind: value}}
+
+
+def _rejects_field(exc: Exception, fields: Sequence[str]) -> bool:
+    """Whether a 400/422 answer complains about one of these request fields."""
+    if getattr(exc, "status_code", None) not in (400, 422):
+        return False
+    message = _server_message(getattr(exc, "body", None), exc)
+    return any(f in message for f in fields)
+
+
+def _echo_logprob(prompt: str, cont: str, choice: Any) -> tuple[float, int] | None:
+    """Sum the echoed log-probabilities of the tokens holding ``cont``; None if the server sent none."""
+    lp = getattr(choice, "logprobs", None)
+    offsets = getattr(lp, "text_offset", None) or []
+    values = getattr(lp, "token_logprobs", None) or []
+    full = prompt + cont
+    if not offsets or len(offsets) != len(values) or not (choice.text or "").startswith(full):
+        return None
+    # Token i spans [offsets[i], offsets[i+1]); it belongs to the continuation if it
+    # holds any of its text. The generated token (max_tokens=1) starts past the end.
+    ends = [*offsets[1:], len(choice.text)]
+    total, count = 0.0, 0
+    for off, end, value in zip(offsets, ends, values, strict=True):
+        if off >= len(full) or end <= len(prompt):
+            continue
+        if value is None:
+            return None
+        total += float(value)
+        count += 1
+    if cont and count == 0:
+        return None
+    return total, count
 
 
 def _server_message(body: object, exc: Exception) -> str:

@@ -2,6 +2,13 @@
 
 Both count tokens as whitespace-separated words and honour ``max_tokens`` by
 truncating, so budget logic can be tested without a model.
+
+Both accept every constraint kind and check what they return against it: an answer
+outside a ``choice`` or not matching a ``regex`` (Python's ``re``) raises
+:class:`ScriptConstraintError`, so a test catches a script that the real backend could
+never produce; grammars are not checked. Both support :meth:`~Backend.score` when given
+a ``scorer``: ``scorer(request, continuations)`` returns each continuation's total
+log-likelihood (floats), and each word counts as a token.
 """
 
 from __future__ import annotations
@@ -11,17 +18,78 @@ import inspect
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 
-from agentloop.backends._types import Backend, ChatRequest, ChatResponse, Completion, Usage
+from agentloop.backends._constraint import CONSTRAINT_KINDS, ConstraintKind
+from agentloop.backends._types import (
+    Backend,
+    ChatRequest,
+    ChatResponse,
+    Completion,
+    ContinuationScore,
+    ScorePrompt,
+    ScoreResponse,
+    Usage,
+    as_score_request,
+)
 
-__all__ = ["FunctionBackend", "ScriptExhaustedError", "ScriptedBackend", "count_words"]
+__all__ = [
+    "FunctionBackend",
+    "ScriptConstraintError",
+    "ScriptExhaustedError",
+    "ScriptedBackend",
+    "Scorer",
+    "count_words",
+]
 
 Turn = str | Sequence[str] | BaseException
 FunctionResult = str | Sequence[str] | ChatResponse
 GenerateFn = Callable[[ChatRequest], FunctionResult | Awaitable[FunctionResult]]
+Scorer = Callable[[ChatRequest, Sequence[str]], Sequence[float] | Awaitable[Sequence[float]]]
 
 
 class ScriptExhaustedError(AssertionError):
     """The scripted backend was called more often than its script allows."""
+
+
+class ScriptConstraintError(AssertionError):
+    """A test double returned text that the request's constraint forbids."""
+
+
+def _check_constraint(request: ChatRequest, texts: list[str], name: str) -> None:
+    c = request.constraint
+    if c is None:
+        return
+    for text in texts:
+        if c.matches(text) is False:
+            raise ScriptConstraintError(f"{name} answered {text!r}, which {c.describe()} does not allow")
+
+
+class _Doubles(Backend):
+    """What both doubles share: every constraint kind, and scoring through a ``scorer``."""
+
+    constraint_kinds: frozenset[ConstraintKind] = CONSTRAINT_KINDS
+    scorer: Scorer | None = None
+
+    async def score(self, prompt: ScorePrompt, continuations: Sequence[str]) -> ScoreResponse:
+        if self.scorer is None:
+            return await super().score(prompt, continuations)
+        request = as_score_request(prompt)
+        conts = list(continuations)
+        result = self.scorer(request, conts)
+        if inspect.isawaitable(result):
+            result = await result
+        values = list(result)
+        if len(values) != len(conts):
+            raise ValueError(f"the scorer returned {len(values)} scores for {len(conts)} continuations")
+        scores = [
+            ContinuationScore(text=c, logprob=float(v), num_tokens=count_words(c))
+            for c, v in zip(conts, values, strict=True)
+        ]
+        usage = Usage(
+            prompt_tokens=_prompt_words(request),
+            completion_tokens=sum(s.num_tokens for s in scores),
+            llm_calls=1,
+        )
+        return ScoreResponse(scores=scores, usage=usage, model=self.id)
 
 
 def count_words(text: str) -> int:
@@ -58,7 +126,7 @@ def _respond(request: ChatRequest, texts: Iterable[str], latency_s: float, model
     return ChatResponse(completions=completions, usage=usage, model=model)
 
 
-class ScriptedBackend(Backend):
+class ScriptedBackend(_Doubles):
     """Plays back a script, one turn per ``generate`` call, and records every request.
 
     A turn is a string (repeated ``n`` times), a list of strings (returned as-is, so a
@@ -66,8 +134,17 @@ class ScriptedBackend(Backend):
     ``cycle=True`` the script starts over when it runs out.
     """
 
-    def __init__(self, script: Sequence[Turn], *, cycle: bool = False, latency_s: float = 0.0):
+    def __init__(
+        self,
+        script: Sequence[Turn],
+        *,
+        cycle: bool = False,
+        latency_s: float = 0.0,
+        scorer: Scorer | None = None,
+    ):
         self.id = "scripted"
+        self.scorer = scorer
+        self.supports_score = scorer is not None
         self.script = list(script)
         self.cycle = cycle
         self.latency_s = latency_s
@@ -89,10 +166,11 @@ class ScriptedBackend(Backend):
         if isinstance(turn, BaseException):
             raise turn
         texts = [turn] * request.n if isinstance(turn, str) else list(turn)
+        _check_constraint(request, texts, self.id)
         return _respond(request, texts, self.latency_s, self.id)
 
 
-class FunctionBackend(Backend):
+class FunctionBackend(_Doubles):
     """Calls ``fn(request)`` (sync or async) for each request.
 
     ``fn`` returns one string (used for all ``n`` candidates), a list of strings, or a
@@ -100,8 +178,17 @@ class FunctionBackend(Backend):
     which is what the overhead benchmarks use.
     """
 
-    def __init__(self, fn: GenerateFn, *, latency_s: float = 0.0, name: str = "function"):
+    def __init__(
+        self,
+        fn: GenerateFn,
+        *,
+        latency_s: float = 0.0,
+        name: str = "function",
+        scorer: Scorer | None = None,
+    ):
         self.id = name
+        self.scorer = scorer
+        self.supports_score = scorer is not None
         self.fn = fn
         self.latency_s = latency_s
         self.calls = 0
@@ -115,6 +202,8 @@ class FunctionBackend(Backend):
         if self.latency_s:
             await asyncio.sleep(self.latency_s)
         if isinstance(result, ChatResponse):
+            _check_constraint(request, result.texts, self.id)
             return result
         texts = [result] * request.n if isinstance(result, str) else list(result)
+        _check_constraint(request, texts, self.id)
         return _respond(request, texts, time.perf_counter() - start, self.id)
