@@ -89,6 +89,9 @@ def test_gold_queries_with_an_unknown_column_are_rejected(acceptors: dict[str, S
         "DROP TABLE singer",
         "SELECT name FROM singer; SELECT 1",
         "SELECT name FROM singer;\n",  # nothing after ';', so a decoder stops there
+        "SELECT name FROM singer ORDER BY ageDESC",  # a keyword after a word needs a space
+        "SELECTname FROM singer",
+        "SELECT name FROMsinger",
         "SELECT song_name FROM stadium",  # one table in FROM: bare columns are its own
         "SELECT name FROM singer ORDER BY capacity",
         "SELECT 'unterminated FROM singer",

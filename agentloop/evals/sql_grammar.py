@@ -7,7 +7,8 @@ case-insensitively, bare or quoted (``"x"``, ```x```, ``[x]``). In a SELECT over
 bare columns must be that table's; with joins, subqueries in FROM or set operations they may
 be any column of the database. ``table.col`` accepts only ``table``'s columns, and
 ``T1.col`` (aliases ``T<digits>``, any case) any column. Keywords are case-insensitive,
-whitespace between lexemes is free, and nothing may follow the optional final ``;`` (so a
+whitespace between lexemes is free where SQLite needs none (``name DESC``, not ``nameDESC``;
+``count(*)`` and ``a,b`` either way), and nothing may follow the optional final ``;`` (so a
 decoder stops there).
 
 ``SqlAcceptor(grammar)`` checks SQL strings against a grammar with llguidance's own
@@ -29,8 +30,7 @@ double-quoted strings, numbers and ``NULL``.
 Not covered, on purpose: ``WITH``, window functions, other table aliases than
 ``T<digits>``, references to column aliases or to a subquery's computed columns
 (``ORDER BY cnt`` after ``count(*) AS cnt``), and any statement but ``SELECT``. The grammar
-is looser than SQLite in small ways: a keyword may touch the next name (``SELECTname``),
-``T1.col`` is not checked against the table that ``T1`` names, and a double-quoted unknown
+is looser than SQLite in small ways: ``T1.col`` is not checked against the table that ``T1`` names, and a double-quoted unknown
 name is a string literal (as SQLite itself reads it; Spider quotes values that way).
 """
 
@@ -66,6 +66,22 @@ _AGGREGATES = ("count", "sum", "avg", "min", "max")
 _TYPE_NAMES = (
     "integer int real text numeric float double varchar char blob boolean date datetime decimal".split()
 )
+# Keywords, each with whether whitespace must come before it and after it. Lexemes may
+# otherwise touch, and a decoder then writes "nameDESC" or "SELECTname", which SQLite rejects;
+# a keyword that follows a word needs whitespace before it, one that a word follows, after it.
+_KEYWORDS: dict[str, tuple[bool, bool]] = {
+    # No "after" where another keyword that needs space before it may follow (NOT IN, LEFT JOIN).
+    **dict.fromkeys(["select", "distinct", "all"], (False, True)),
+    **dict.fromkeys(["null", "exists", "cast", "count", "case", "not"], (False, False)),
+    **dict.fromkeys(
+        "asc desc end in using group order natural left outer inner cross".split(), (True, False)
+    ),
+    **dict.fromkeys(
+        "as from where by having limit offset union intersect except join on and or like between is when "
+        "then else".split(),
+        (True, True),
+    ),
+}
 _BARE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 # Characters that mean something in a regex, plus the '/' that ends a Lark regex literal.
 _REGEX_SPECIAL = set("\\.+*?()|[]{}^$#&-~/")
@@ -177,6 +193,7 @@ def _grammar_for_schema(schema: SqlSchema) -> str:
         f"FUNCTION: /(?i)({'|'.join(_SCALAR_FUNCTIONS)})/",
         f"TYPE_NAME: /(?i)({'|'.join(_TYPE_NAMES)})/ " + r"/(\([0-9]+(,[0-9]+)?\))?/",
         f"COLUMN: {_name_terminal(all_columns)}",
+        *(_keyword(word, before, after) for word, (before, after) in _KEYWORDS.items()),
         _SCOPED_RULES.format(s="", column="COLUMN"),
     ]
     qualified, tables, scoped = ['ALIAS "." COLUMN'], [], []
@@ -276,6 +293,11 @@ def _regex_escape(text: str) -> str:
     return "".join("\\" + ch if ch in _REGEX_SPECIAL else ch for ch in text)
 
 
+def _keyword(word: str, before: bool, after: bool) -> str:
+    space = r"[ \t\r\n]+"
+    return f"{word.upper()}: /{space if before else ''}(?i:{word}){space if after else ''}/"
+
+
 def _name_terminal(names: Sequence[str]) -> str:
     """A terminal matching any of ``names``, case-insensitively, bare where SQLite allows it or quoted."""
     # Longest first so a name is never cut short by one of its prefixes inside the alternation.
@@ -329,45 +351,47 @@ STRING: /'([^']|'')*'/ | /"([^"]|"")*"/
 IDENT: /[A-Za-z_][A-Za-z0-9_]*/
 ALIAS: /(?i)t[0-9]+/
 
-SELECT: "select"i
-DISTINCT: "distinct"i
-ALL: "all"i
-AS: "as"i
-FROM: "from"i
-WHERE: "where"i
-GROUP: "group"i
-BY: "by"i
-HAVING: "having"i
-ORDER: "order"i
-ASC: "asc"i
-DESC: "desc"i
-LIMIT: "limit"i
-OFFSET: "offset"i
-UNION: "union"i
-INTERSECT: "intersect"i
-EXCEPT: "except"i
-NATURAL: "natural"i
-LEFT: "left"i
-OUTER: "outer"i
-INNER: "inner"i
-CROSS: "cross"i
-JOIN: "join"i
-ON: "on"i
-USING: "using"i
-AND: "and"i
-OR: "or"i
-NOT: "not"i
-LIKE: "like"i
-BETWEEN: "between"i
-IN: "in"i
-IS: "is"i
-NULL: "null"i
-EXISTS: "exists"i
-CAST: "cast"i
-CASE: "case"i
-WHEN: "when"i
-THEN: "then"i
-ELSE: "else"i
-END: "end"i
-COUNT: "count"i
 """
+
+
+def _main(argv: Sequence[str] | None = None) -> int:
+    """Time the grammars of a Spider-layout dir and check its gold queries against them."""
+    import argparse
+    import time
+
+    from agentloop.evals.spider_data import load_text2sql
+
+    parser = argparse.ArgumentParser(prog="python -m agentloop.evals.sql_grammar", description=_main.__doc__)
+    parser.add_argument(
+        "data", nargs="?", help="Spider-layout dir or questions file (default: the shipped subset)"
+    )
+    parser.add_argument(
+        "--tokenizer", help="feed a Hugging Face tokenizer's tokens (a model dir) instead of bytes"
+    )
+    args = parser.parse_args(argv)
+    tokenizer = None
+    if args.tokenizer:
+        import llguidance.hf
+        from transformers import PreTrainedTokenizerFast
+
+        # llguidance reads the Rust tokenizer, so only fast tokenizers work.
+        tokenizer = llguidance.hf.from_tokenizer(PreTrainedTokenizerFast.from_pretrained(args.tokenizer))
+    examples = [e for e in load_text2sql(args.data) if e.gold_sql is not None]
+    acceptors: dict[Path, SqlAcceptor] = {}
+    for path in sorted({e.db_path for e in examples}):
+        start = time.perf_counter()
+        grammar = schema_grammar(path)
+        acceptors[path] = SqlAcceptor(grammar, tokenizer)
+        # Constructing the matcher compiles lexer and parser; the first mask is computed lazily.
+        print(f"{path.stem:32} {len(grammar):6} chars  {1000 * (time.perf_counter() - start):6.1f} ms")
+    start = time.perf_counter()
+    rejected = [(e, err) for e in examples if (err := acceptors[e.db_path].error(e.gold_sql or ""))]
+    elapsed = time.perf_counter() - start
+    print(f"accepted {len(examples) - len(rejected)}/{len(examples)} gold queries in {elapsed:.2f} s")
+    for example, err in rejected:
+        print(f"  {example.id} [{example.db_id}] {err}\n    {example.gold_sql}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(_main())
