@@ -42,6 +42,7 @@ from agentloop.backends._types import (
     ChatResponse,
     Completion,
     ContinuationScore,
+    FinishReason,
     ScorePrompt,
     ScoreResponse,
     Usage,
@@ -221,6 +222,8 @@ class TransformersBackend(Backend):
                 raise AgentloopError(
                     f"prompt is {len(prompt)} tokens but {self.id} takes at most {self._max_len}; shorten it."
                 )
+        if request.constraint is not None and request.constraint.kind == "choice":
+            return self._choose_blocking(request, start, max_new)
         # Compiled before any model work, so a bad grammar fails fast.
         matchers = None
         if request.constraint is not None:
@@ -266,6 +269,49 @@ class TransformersBackend(Backend):
         self._prefix.put(_PrefixEntry(body, cache))
         return cache, reused
 
+    def _generator(self, seed: int | None) -> Any:
+        import torch
+
+        gen = torch.Generator(device=self._device)
+        gen.manual_seed(seed if seed is not None else int.from_bytes(os.urandom(8), "little") >> 1)
+        return gen
+
+    def _choose_blocking(self, request: ChatRequest, start: float, max_new: int) -> ChatResponse:
+        """Answer a ``choice`` constraint by drawing whole options from their likelihoods.
+
+        Token-by-token masking would compare token prefixes ("b" against "red"), so
+        greedy decoding could miss the most likely option. Here each option's
+        probability is its full likelihood from :meth:`score` (one batched forward),
+        and temperature, top_p and seed apply to that distribution: greedy is
+        exactly the argmax of ``score``.
+        """
+        import torch
+
+        assert request.constraint is not None
+        options = list(request.constraint.options)
+        scored = self._score_blocking(request, options)
+        logits = torch.tensor([[s.logprob for s in scored.scores]] * request.n, dtype=torch.float32)
+        picks = _sample(logits, request.temperature, request.top_p, self._generator(request.seed)).tolist()
+        completions = []
+        for i in picks:
+            option, ntok = options[i], scored.scores[i].num_tokens
+            reason: FinishReason = "stop"
+            if ntok > max_new:
+                ids = self._tokenizer(option, add_special_tokens=False)["input_ids"][:max_new]
+                option, ntok, reason = self._tokenizer.decode(ids), max_new, "length"
+            cut = min((option.index(s) for s in request.stop if s and s in option), default=None)
+            text = option if cut is None else option[:cut]
+            completions.append(Completion(text=text, finish_reason=reason, completion_tokens=ntok))
+        usage = Usage(
+            prompt_tokens=scored.usage.prompt_tokens,
+            completion_tokens=sum(c.completion_tokens for c in completions),
+            latency_s=time.perf_counter() - start,
+            llm_calls=1,
+            cost_usd=0.0,
+            reused_prompt_tokens=scored.usage.reused_prompt_tokens,
+        )
+        return ChatResponse(completions=completions, usage=usage, model=self.id)
+
     def _constraints(self) -> Any:
         if self._compiler is None:
             from agentloop.backends._guidance import ConstraintCompiler
@@ -285,10 +331,7 @@ class TransformersBackend(Backend):
         cache = copy.deepcopy(prefix)
         if n > 1:
             cache.batch_repeat_interleave(n)
-        gen = torch.Generator(device=self._device)
-        gen.manual_seed(
-            request.seed if request.seed is not None else int.from_bytes(os.urandom(8), "little") >> 1
-        )
+        gen = self._generator(request.seed)
         rows = [_Row() for _ in range(n)]
         active = list(range(n))  # row index of each batch position
         inputs = torch.full((n, 1), last_token, dtype=torch.long, device=self._device)
