@@ -91,6 +91,8 @@ def test_gold_queries_with_an_unknown_column_are_rejected(acceptors: dict[str, S
         "SELECT name FROM singer;\n",  # nothing after ';', so a decoder stops there
         "SELECT name FROM singer ORDER BY ageDESC",  # a keyword after a word needs a space
         "SELECTname FROM singer",
+        "SELECT name FROM singer WHERE nameNOT IN (1)",
+        "SELECT name FROM singer LIMIT 1 AND 2",
         "SELECT name FROMsinger",
         "SELECT song_name FROM stadium",  # one table in FROM: bare columns are its own
         "SELECT name FROM singer ORDER BY capacity",
@@ -116,6 +118,7 @@ def test_rejects(singer: SqlAcceptor, sql: str) -> None:
         'SELECT name FROM singer WHERE age BETWEEN 1 AND 2 AND name NOT LIKE "%a%" OR age <> 4 AND age != 5',
         "SELECT name FROM singer WHERE age IN (1, 2) AND name NOT IN (SELECT name FROM singer)",
         "SELECT name FROM singer WHERE name IS NOT NULL AND country IS NULL",
+        "SELECT name FROM singer WHERE NOT age > 3 AND NOT (age < 1) AND age NOT BETWEEN 1 AND 2",
         "SELECT name FROM singer WHERE NOT EXISTS (SELECT * FROM concert WHERE concert.stadium_id = 1)",
         "SELECT CASE WHEN age > 3 THEN 'old' ELSE 'young' END, CAST(age AS REAL) / 2 FROM singer",
         "SELECT abs(-age), length(name), lower(name), upper(country), strftime('%Y', song_release_year) FROM singer",

@@ -72,9 +72,10 @@ _TYPE_NAMES = (
 _KEYWORDS: dict[str, tuple[bool, bool]] = {
     # No "after" where another keyword that needs space before it may follow (NOT IN, LEFT JOIN).
     **dict.fromkeys(["select", "distinct", "all"], (False, True)),
-    **dict.fromkeys(["null", "exists", "cast", "count", "case", "not"], (False, False)),
+    # NOT is two lexemes: infix (x NOT IN ...) follows a word; prefix (WHERE NOT, IS NOT) a keyword.
+    **dict.fromkeys(["null", "exists", "cast", "count", "case", "not_prefix"], (False, False)),
     **dict.fromkeys(
-        "asc desc end in using group order natural left outer inner cross".split(), (True, False)
+        "asc desc end in using group order natural left outer inner cross not".split(), (True, False)
     ),
     **dict.fromkeys(
         "as from where by having limit offset union intersect except join on and or like between is when "
@@ -151,13 +152,13 @@ order_by{s}: ORDER BY ordering{s} ("," ordering{s})*
 ordering{s}: expr{s} (ASC | DESC)?
 expr{s}: and_expr{s} (OR and_expr{s})*
 and_expr{s}: not_expr{s} (AND not_expr{s})*
-not_expr{s}: NOT not_expr{s} | predicate{s}
+not_expr{s}: NOT_PREFIX not_expr{s} | predicate{s}
 predicate{s}: sum_expr{s}
     | sum_expr{s} CMP_OP sum_expr{s}
     | sum_expr{s} NOT? LIKE sum_expr{s}
     | sum_expr{s} NOT? BETWEEN sum_expr{s} AND sum_expr{s}
     | sum_expr{s} NOT? IN "(" (query | expr{s} ("," expr{s})*)? ")"
-    | sum_expr{s} IS NOT? sum_expr{s}
+    | sum_expr{s} IS NOT_PREFIX? sum_expr{s}
     | EXISTS "(" query ")"
 sum_expr{s}: product{s} (ADD_OP product{s})*
 product{s}: unary{s} (MUL_OP unary{s})*
@@ -295,7 +296,8 @@ def _regex_escape(text: str) -> str:
 
 def _keyword(word: str, before: bool, after: bool) -> str:
     space = r"[ \t\r\n]+"
-    return f"{word.upper()}: /{space if before else ''}(?i:{word}){space if after else ''}/"
+    text = word.split("_")[0]
+    return f"{word.upper()}: /{space if before else ''}(?i:{text}){space if after else ''}/"
 
 
 def _name_terminal(names: Sequence[str]) -> str:
@@ -338,7 +340,7 @@ from_multi: FROM table_ref (join_op table_ref join_constraint?)+
 join_op: "," | NATURAL? (LEFT OUTER? | INNER | CROSS)? JOIN
 join_constraint: ON expr | USING "(" COLUMN ("," COLUMN)* ")"
 table_ref: TABLE (AS? ALIAS)? | "(" query ")" (AS? ALIAS)?
-limit: LIMIT expr ((OFFSET | ",") expr)?
+limit: LIMIT sum_expr ((OFFSET | ",") sum_expr)?
 star_ref: (ALIAS | TABLE) "." "*"
 column_alias: IDENT | STRING
 literal: NUMBER | STRING | NULL
