@@ -210,6 +210,13 @@ def run(
     max_steps: Annotated[
         int | None, typer.Option(min=1, help="webshop: actions per episode (default 15).")
     ] = None,
+    policy: Annotated[
+        str,
+        typer.Option(
+            help="webshop: react (the model writes actions), choice (likelihood choice among the page's "
+            "clickables), first (search, first result, buy: the floor), or auto (choice for in-process models)."
+        ),
+    ] = "auto",
     temperature: Annotated[float, typer.Option(min=0.0, max=2.0, help="Sampling temperature.")] = 0.7,
     top_p: Annotated[
         float,
@@ -284,6 +291,7 @@ def run(
         ("--memory-update", memory_update, UPDATE_MODES),
         ("--memory-select", memory_select, SELECT_MODES),
         ("--memory-abstract", memory_abstract, ("auto", *ABSTRACTION_STYLES)),
+        ("--policy", policy, ("auto", "react", "choice", "first")),
     ):
         if value not in allowed:
             raise typer.BadParameter(f"{value!r}: use one of {', '.join(allowed)}", param_hint=flag)
@@ -310,6 +318,7 @@ def run(
         rounds=rounds,
         max_tokens=max_tokens,
         max_steps=max_steps,
+        policy=policy,
         temperature=temperature,
         top_p=top_p,
         threshold=threshold,

@@ -74,6 +74,9 @@ class RunSpec:
     rounds: int = 3
     max_tokens: int = 256
     max_steps: int | None = None  # actions per episode in agent suites (webshop); None: the suite's default
+    # How a webshop episode acts: react (the model writes actions), choice (likelihood choice
+    # among the page's clickables), first (the search-first-click-buy floor), or auto.
+    policy: str = "auto"
     temperature: float = 0.7
     top_p: float = 1.0
     # Stopping: None stops once the verifier passes a candidate; a number once the best
@@ -106,6 +109,8 @@ class RunSpec:
             raise ValueError(f"limit must be >= 1, got {self.limit}")
         if self.max_steps is not None and self.max_steps < 1:
             raise ValueError(f"max_steps must be >= 1, got {self.max_steps}")
+        if self.policy not in ("auto", "react", "choice", "first"):
+            raise ValueError(f"policy must be auto, react, choice or first, got {self.policy!r}")
         for name in ("max_candidates", "max_tokens_total"):
             value = getattr(self, name)
             if value is not None and value < 1:

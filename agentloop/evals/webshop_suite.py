@@ -43,11 +43,19 @@ class WebShopSuite(Suite):
     stop = ("\nObservation", "\nThought:")
 
     def items(self, spec: RunSpec, backend: Backend | None = None) -> list[SuiteItem]:
-        from agentloop.webshop import DEFAULT_MAX_STEPS, VERIFIERS, load_catalog, load_webshop_tasks
+        from agentloop.webshop import (
+            DEFAULT_MAX_STEPS,
+            VERIFIERS,
+            load_catalog,
+            load_webshop_tasks,
+            resolve_policy,
+        )
 
         verifier = spec.verifier or self.default_verifier
         if verifier not in VERIFIERS:
             raise UnknownWebShopVerifierError(verifier, list(VERIFIERS))
+        # auto: choice for backends that score and constrain (in-process models), else react.
+        policy = resolve_policy(spec.policy, backend)
         catalog = load_catalog(spec.data)
         tasks = load_webshop_tasks(
             limit=spec.limit,
@@ -56,6 +64,7 @@ class WebShopSuite(Suite):
             max_steps=spec.max_steps if spec.max_steps is not None else DEFAULT_MAX_STEPS,
             catalog=catalog,
             prompt_format=self.prompt_format(spec),  # type: ignore[arg-type]
+            policy=policy,
         )
         if not tasks:
             raise AgentloopError(

@@ -50,6 +50,7 @@ from agentloop.webshop._env import (
     parse_action,
 )
 from agentloop.webshop._expert import Episode, Turn, expert_search_query, run_expert
+from agentloop.webshop._policies import POLICIES, QUERY_PATTERN, PolicyName, resolve_policy
 from agentloop.webshop._reward import (
     COLORS,
     FUZZ_THRESHOLD,
@@ -70,6 +71,7 @@ __all__ = [
     "FUZZ_THRESHOLD",
     "NEXT_PAGE",
     "PREV_PAGE",
+    "POLICIES",
     "PRODUCT_WINDOW",
     "SEARCH_RETURN_N",
     "SHUFFLE_SEED",
@@ -80,8 +82,10 @@ __all__ = [
     "Goal",
     "Outcome",
     "Page",
+    "PolicyName",
     "Product",
     "Purchase",
+    "QUERY_PATTERN",
     "Review",
     "RewardInfo",
     "SearchEngine",
@@ -104,6 +108,7 @@ __all__ = [
     "parse_action",
     "parse_product",
     "parse_react",
+    "resolve_policy",
     "run_expert",
     "task_outcome",
     "title_nouns",

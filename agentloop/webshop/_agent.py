@@ -34,6 +34,7 @@ from agentloop.graphs.task import (
 )
 from agentloop.webshop._catalog import Catalog, Goal, load_catalog
 from agentloop.webshop._env import DEFAULT_MAX_STEPS, Purchase, StepResult, WebShopEnv, parse_action
+from agentloop.webshop._policies import POLICIES, ChoicePolicy, FirstPolicy, PolicyName
 from agentloop.webshop._reward import RewardInfo
 
 __all__ = [
@@ -121,13 +122,19 @@ class WebShopTask(RolloutTask):
         show_attrs: bool = False,
         max_invalid: int | None = 3,
         prompt_format: PromptFormat = "chat",
+        policy: PolicyName = "react",
     ):
+        if policy not in POLICIES:
+            raise ValueError(f"unknown WebShop policy {policy!r}; use one of: {', '.join(POLICIES)}")
+        # react: the model writes each action in ``prompt_format``; choice and first have
+        # their own compact completion prompt (webshop_choice.txt), see _policies.
+        self.policy = policy
         if prompt_format not in PROMPT_FORMATS:
             raise ValueError(
                 f"unknown WebShop prompt format {prompt_format!r}; use one of: {', '.join(PROMPT_FORMATS)}"
             )
         self.prompt_format = prompt_format
-        self.stop = ("]", "\n") if prompt_format == "fewshot" else ()
+        self.stop = ("]", "\n") if prompt_format == "fewshot" and policy == "react" else ()
         if max_invalid is not None and max_invalid < 1:
             raise ValueError(f"max_invalid must be >= 1 or None, got {max_invalid}")
         self.catalog = catalog
@@ -160,6 +167,8 @@ class WebShopTask(RolloutTask):
         return self.instruction
 
     def build_messages(self, lessons: Sequence[str] = ()) -> list[Message]:
+        if self.policy != "react":
+            return [Message("user", self._fewshot_head(lessons, template="webshop_choice"))]
         if self.prompt_format == "fewshot":
             return [Message("user", self._fewshot_head(lessons))]
         section = render_lessons(lessons)
@@ -171,6 +180,8 @@ class WebShopTask(RolloutTask):
 
     def build_refine_messages(self, feedback: Feedback, lessons: Sequence[str] = ()) -> list[Message]:
         """The task prompt plus the best and weakest earlier episodes, their scores and the critique."""
+        if self.policy != "react":
+            return [Message("user", self._fewshot_head(lessons, feedback, template="webshop_choice"))]
         if self.prompt_format == "fewshot":
             return [Message("user", self._fewshot_head(lessons, feedback))]
         return append_to_prompt(self.build_messages(lessons), feedback.render("webshop"))
@@ -184,17 +195,26 @@ class WebShopTask(RolloutTask):
         pages: list[tuple[str, str]] = [("[Search]", "search page")]
         last: StepResult | None = None
         invalid_run = 0
+        chooser: ChoicePolicy | FirstPolicy | None = None
+        if self.policy == "choice":
+            chooser = ChoicePolicy(step, messages[-1].content)
+        elif self.policy == "first":
+            chooser = FirstPolicy(step, self.instruction)
         while not env.done:
             if self.max_invalid is not None and invalid_run >= self.max_invalid:
                 out.ended = "stuck"  # a policy that cannot form an action only burns compute
                 break
             opener = ""
-            if self.prompt_format == "fewshot":
+            reply: str | None
+            if chooser is not None:
+                reply = await chooser.act(env, observation)
+            elif self.prompt_format == "fewshot":
                 # The page decides the verb (the search page takes only search[...], every other
                 # page only click[...]), so the prompt starts the action and the model fills it in.
                 opener = "search[" if env.page == "search" else "click["
                 transcript = _transcript(pages, out.actions) + f" {opener}"
                 prompt_messages = [Message("user", messages[-1].content + transcript)]
+                reply = await step(prompt_messages)
             else:
                 prompt = render_prompt(
                     "webshop_step",
@@ -202,11 +222,12 @@ class WebShopTask(RolloutTask):
                     observation=observation,
                     left=str(self.max_steps - env.steps),
                 )
-                prompt_messages = append_to_prompt(messages, prompt)
-            reply = await step(prompt_messages)
+                reply = await step(append_to_prompt(messages, prompt))
             if reply is None:
                 break  # the budget ran out mid-episode: no purchase
-            if opener:
+            if chooser is not None:
+                action = reply  # the policy's action, valid on this page
+            elif opener:
                 action = f"{opener}{reply.split(']', 1)[0].strip()}]"
             else:
                 action = parse_react(reply)
@@ -237,15 +258,21 @@ class WebShopTask(RolloutTask):
         return Rollout(text=text, answer=out, finish_reason="stop" if out.ended == "purchase" else "length")
 
     def completion_prompt(self, messages: Sequence[Message]) -> str | None:
-        return messages[-1].content if self.prompt_format == "fewshot" else None
+        raw = self.prompt_format == "fewshot" or self.policy != "react"
+        return messages[-1].content if raw else None
 
-    def _fewshot_head(self, lessons: Sequence[str], feedback: Feedback | None = None) -> str:
+    def _fewshot_head(
+        self, lessons: Sequence[str], feedback: Feedback | None = None, *, template: str = "webshop_fewshot"
+    ) -> str:
         notes = "".join(
             f"Tip from earlier episodes: {_one_line(s, 200)}\n" for s in lessons if s and s.strip()
         )
         if feedback is not None:
             notes += _fewshot_feedback(feedback) + "\n"
-        return render_prompt("webshop_fewshot", instruction=self.instruction, notes=notes, steps="")
+        values = {"instruction": self.instruction, "notes": notes}
+        if template == "webshop_fewshot":
+            values["steps"] = ""
+        return render_prompt(template, **values)
 
     async def verify(self, candidate: Candidate) -> Verdict:
         outcome = candidate.answer
@@ -398,6 +425,7 @@ def load_webshop_tasks(
     human_goals: bool = True,
     catalog: Catalog | None = None,
     prompt_format: PromptFormat = "chat",
+    policy: PolicyName = "react",
 ) -> list[WebShopTask]:
     """Tasks for goals ``offset .. offset+limit`` (shuffled order) of a catalog; all share one catalog and index."""
     if offset < 0 or (limit is not None and limit < 0):
@@ -413,6 +441,7 @@ def load_webshop_tasks(
             show_attrs=show_attrs,
             max_invalid=max_invalid,
             prompt_format=prompt_format,
+            policy=policy,
         )
         for g in cat.goals[offset:end]
     ]
