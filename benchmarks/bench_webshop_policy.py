@@ -143,7 +143,9 @@ def main() -> None:
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(out, indent=2) + "\n")
-    print("| run | goals | avg_reward | success_rate | episodes / goal | tokens / goal | calls / goal | s / goal |")
+    print(
+        "| run | goals | avg_reward | success_rate | episodes / goal | tokens / goal | calls / goal | s / goal |"
+    )
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         print(
