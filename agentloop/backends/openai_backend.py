@@ -152,6 +152,7 @@ class OpenAIBackend(SDKClientBackend):
         self.constraint_kinds = frozenset() if self.constraint_format == "none" else CONSTRAINT_KINDS
         self.supports_score = not self.official
         self._refusal: dict[str, str] = {}  # capability -> why this server refused it
+        self._score_one_by_one = False  # the server takes one prompt per completions request
 
     @classmethod
     def from_id(cls, arg: str, options: BackendOptions) -> OpenAIBackend:
@@ -294,22 +295,19 @@ class OpenAIBackend(SDKClientBackend):
         if not conts:
             return ScoreResponse(scores=[], usage=Usage(latency_s=0.0), model=self.model)
         prompt_text = request.raw_prompt
-        client, sem = self._state()
-        async with sem:
+        prompts = [prompt_text + c for c in conts]
+        if self._score_one_by_one or len(prompts) == 1:
+            resps = await asyncio.gather(*(self._echo(p) for p in prompts))
+        else:
             try:
-                resp = await client.completions.create(
-                    model=self.model,
-                    prompt=[prompt_text + c for c in conts],
-                    echo=True,
-                    logprobs=1,
-                    max_tokens=1,
-                    temperature=0.0,
-                )
-            except self._openai.APIError as exc:
-                if _rejects_field(exc, ("echo", "logprobs")):
-                    raise self._learn_refusal("score", exc) from exc
-                raise self._translate(exc) from exc
-        choices = sorted(resp.choices or [], key=lambda c: c.index)
+                resps = [await self._echo(prompts)]
+            except BackendError as exc:
+                # transformers serve answers HTTP 400 "prompt must be a string" to a list.
+                if "prompt" not in str(exc) or "HTTP 4" not in str(exc):
+                    raise
+                self._score_one_by_one = True
+                resps = list(await asyncio.gather(*(self._echo(p) for p in prompts)))
+        choices = [c for r in resps for c in sorted(r.choices or [], key=lambda c: c.index)]
         scores = []
         for cont, choice in zip(conts, choices, strict=False):
             found = _echo_logprob(prompt_text, cont, choice)
@@ -325,12 +323,25 @@ class OpenAIBackend(SDKClientBackend):
         if len(scores) != len(conts):
             raise BackendError(f"{self.base_url} answered {len(scores)} choices for {len(conts)} prompts")
         usage = Usage(
-            prompt_tokens=getattr(resp.usage, "prompt_tokens", 0) or 0,
-            completion_tokens=getattr(resp.usage, "completion_tokens", 0) or 0,
+            prompt_tokens=sum(getattr(r.usage, "prompt_tokens", 0) or 0 for r in resps),
+            completion_tokens=sum(getattr(r.usage, "completion_tokens", 0) or 0 for r in resps),
             latency_s=time.perf_counter() - start,
-            llm_calls=1,
+            llm_calls=len(resps),
         )
         return ScoreResponse(scores=scores, usage=usage, model=self.model)
+
+    async def _echo(self, prompt: str | list[str]) -> Any:
+        """One completions request that echoes the prompt with its log-probabilities."""
+        client, sem = self._state()
+        async with sem:
+            try:
+                return await client.completions.create(
+                    model=self.model, prompt=prompt, echo=True, logprobs=1, max_tokens=1, temperature=0.0
+                )
+            except self._openai.APIError as exc:
+                if _rejects_field(exc, ("echo", "logprobs")):
+                    raise self._learn_refusal("score", exc) from exc
+                raise self._translate(exc) from exc
 
     def _translate(self, exc: Exception) -> BackendError:
         oa = self._openai
