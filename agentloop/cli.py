@@ -217,6 +217,13 @@ def run(
             "clickables), first (search, first result, buy: the floor), or auto (choice for in-process models)."
         ),
     ] = "auto",
+    constrain: Annotated[
+        str,
+        typer.Option(
+            help="text2sql: schema (decode SQL under the database's grammar), none, or auto (schema "
+            "for in-process models that support constraints)."
+        ),
+    ] = "auto",
     temperature: Annotated[float, typer.Option(min=0.0, max=2.0, help="Sampling temperature.")] = 0.7,
     top_p: Annotated[
         float,
@@ -292,6 +299,7 @@ def run(
         ("--memory-select", memory_select, SELECT_MODES),
         ("--memory-abstract", memory_abstract, ("auto", *ABSTRACTION_STYLES)),
         ("--policy", policy, ("auto", "react", "choice", "first")),
+        ("--constrain", constrain, ("auto", "schema", "none")),
     ):
         if value not in allowed:
             raise typer.BadParameter(f"{value!r}: use one of {', '.join(allowed)}", param_hint=flag)
@@ -319,6 +327,7 @@ def run(
         max_tokens=max_tokens,
         max_steps=max_steps,
         policy=policy,
+        constrain=constrain,
         temperature=temperature,
         top_p=top_p,
         threshold=threshold,

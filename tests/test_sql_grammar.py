@@ -75,6 +75,34 @@ def test_gold_queries_with_an_unknown_column_are_rejected(acceptors: dict[str, S
     assert not accepted
 
 
+def test_after_select_variant_accepts_every_gold_querys_continuation() -> None:
+    # A few-shot prompt ends in "SQL: SELECT"; the model writes the rest (on one line there).
+    rejected = []
+    for db_id in sorted({g["db_id"] for g in GOLD}):
+        tail = SqlAcceptor(schema_grammar(db_path(db_id), after_select=True))
+        one_line = SqlAcceptor(schema_grammar(db_path(db_id), after_select=True, newlines=False))
+        for g in (g for g in GOLD if g["db_id"] == db_id):
+            m = re.match(r"(?i)\s*SELECT(?=\s)", g["query"])
+            assert m is not None
+            rest = g["query"][m.end() :]
+            if tail.error(rest) or one_line.error(re.sub(r"[\r\n]+", " ", rest)):
+                rejected.append(g["query"])
+    assert not rejected, rejected
+
+
+def test_after_select_variant_rejects_what_the_full_grammar_rejects() -> None:
+    tail = SqlAcceptor(schema_grammar(db_path("concert_singer"), after_select=True, newlines=False))
+    assert tail.accepts(" DISTINCT name FROM singer;") and tail.accepts(" count(*) FROM singer")
+    assert tail.accepts(" name FROM singer UNION SELECT name FROM singer")
+    assert not tail.accepts("name FROM singer")  # "SELECTname"
+    assert not tail.accepts(" SELECT name FROM singer")
+    assert not tail.accepts(" nme FROM singer") and not tail.accepts(" name FROM singers")
+    assert not tail.accepts(" name FROM singer\nWHERE age > 1")  # one line
+    assert not tail.accepts(" name FROM singer; SELECT 1")
+    one_line = SqlAcceptor(schema_grammar(db_path("concert_singer"), newlines=False))
+    assert one_line.accepts("SELECT name FROM singer\tWHERE age > 1")
+
+
 @pytest.mark.parametrize(
     "sql",
     [

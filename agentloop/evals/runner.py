@@ -80,6 +80,9 @@ class RunSpec:
     # Text2SQL: schema (every SQL candidate decoded under the database's grammar), none, or auto
     # (schema for in-process backends that support constraints; see Text2SQLSuite.constrain_mode).
     constrain: str = "auto"
+    # Text2SQL: schema (every SQL candidate decoded under the database's grammar), none, or auto
+    # (schema for in-process backends that support constraints; see Text2SQLSuite.constrain_mode).
+    constrain: str = "auto"
     temperature: float = 0.7
     top_p: float = 1.0
     # Stopping: None stops once the verifier passes a candidate; a number once the best
@@ -114,6 +117,8 @@ class RunSpec:
             raise ValueError(f"max_steps must be >= 1, got {self.max_steps}")
         if self.policy not in ("auto", "react", "choice", "first"):
             raise ValueError(f"policy must be auto, react, choice or first, got {self.policy!r}")
+        if self.constrain not in ("auto", "schema", "none"):
+            raise ValueError(f"constrain must be auto, schema or none, got {self.constrain!r}")
         if self.constrain not in ("auto", "schema", "none"):
             raise ValueError(f"constrain must be auto, schema or none, got {self.constrain!r}")
         for name in ("max_candidates", "max_tokens_total"):
@@ -237,6 +242,8 @@ RESULT_KEYS: tuple[str, ...] = tuple(
 _DEFAULTS: dict[str, Any] = {
     k: f.default for k, f in RunSpec.__dataclass_fields__.items() if f.default is not MISSING
 }
+# Runs stored before --constrain existed decoded without a grammar, whatever auto means now.
+_DEFAULTS["constrain"] = "none"
 # Runs stored before --constrain existed decoded without a grammar, whatever auto means now.
 _DEFAULTS["constrain"] = "none"
 # Webshop runs stored before --policy existed had the model write every action.

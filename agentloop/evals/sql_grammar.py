@@ -132,11 +132,23 @@ class SqlSchema:
         return cls(tuple(tables))
 
 
-def schema_grammar(db: str | Path | SqlSchema) -> str:
-    """The Lark grammar (llguidance dialect) of SELECT statements over one database's schema."""
+def schema_grammar(
+    db: str | Path | SqlSchema, *, after_select: bool = False, newlines: bool = True
+) -> str:
+    """The Lark grammar (llguidance dialect) of SELECT statements over one database's schema.
+
+    ``after_select=True`` gives the continuation of a prompt that ends in the query's leading
+    ``SELECT``: whitespace, then the rest of the statement (``" name FROM singer;"``), so that
+    ``"SELECT" + text`` is a sentence of the full grammar. ``newlines=False`` allows only
+    spaces and tabs between lexemes: a one-line query, for a completion prompt whose model
+    ends its answer with a blank line (the mask then leaves it ``;`` or more SQL instead of a
+    newline that the grammar would have to continue as SQL).
+    """
     # The schema is read on every call (a fraction of a millisecond) so that a changed
     # database never gets a stale grammar; the grammar itself is cached per schema.
-    return _grammar_for_schema(db if isinstance(db, SqlSchema) else SqlSchema.from_sqlite(db))
+    schema = db if isinstance(db, SqlSchema) else SqlSchema.from_sqlite(db)
+    grammar = _grammar_for_schema(schema, after_select)
+    return grammar if newlines else grammar.replace(_WHITESPACE, r"[ \t]")
 
 
 # The expression rules, instantiated once unscoped (suffix "") and once per table ("_0", ...).
@@ -176,6 +188,23 @@ function_call{s}: COUNT "(" "*" ")"
     | FUNCTION "(" (expr{s} ("," expr{s})*)? ")"
 """
 
+# Whitespace between lexemes, wherever the grammar allows it (newlines=False narrows it).
+_WHITESPACE = r"[ \t\r\n]"
+# The continuation after a leading SELECT (schema_grammar(after_select=True)): the SELECT
+# lexeme carries the whitespace after it, so the continuation must start with whitespace.
+_START_RULE = 'start: SPACE? query ";"?\n'
+_TAIL_START_RULE = 'start: SPACE query_tail ";"?\n'
+_TAIL_RULES = """
+query_tail: select_multi_tail order_by? limit?
+    | select_any_tail (compound_op select_any)+ order_by? limit?
+    | scoped_tail
+select_multi_tail: (DISTINCT | ALL)? items from_multi? where? group_by? having?
+"""
+_SCOPED_TAIL = """
+query{s}_tail: select{s}_tail order_by{s}? limit?
+select{s}_tail: (DISTINCT | ALL)? items{s} FROM {table} (AS? ALIAS)? where{s}? group_by{s}? having{s}?
+"""
+
 # One table in FROM: bare columns are that table's.
 _SCOPED_QUERY = """
 query{s}: select{s} order_by{s}? limit?
@@ -184,12 +213,12 @@ select{s}: SELECT (DISTINCT | ALL)? items{s} FROM {table} (AS? ALIAS)? where{s}?
 
 
 @lru_cache(maxsize=64)
-def _grammar_for_schema(schema: SqlSchema) -> str:
+def _grammar_for_schema(schema: SqlSchema, after_select: bool = False) -> str:
     all_columns = _dedupe(col for _, columns in schema.tables for col in columns)
     if not all_columns:
         raise AgentloopError("a SQL grammar needs at least one table with columns")
     lines = [
-        _GRAMMAR_CORE,
+        _GRAMMAR_CORE.replace(_START_RULE, _TAIL_START_RULE) if after_select else _GRAMMAR_CORE,
         f"AGGREGATE: /(?i)({'|'.join(_AGGREGATES)})/",
         f"FUNCTION: /(?i)({'|'.join(_SCALAR_FUNCTIONS)})/",
         f"TYPE_NAME: /(?i)({'|'.join(_TYPE_NAMES)})/ " + r"/(\([0-9]+(,[0-9]+)?\))?/",
@@ -211,6 +240,16 @@ def _grammar_for_schema(schema: SqlSchema) -> str:
     lines.append("qualified_column: " + "\n    | ".join(qualified))
     lines.append(f"scoped_query: {' | '.join(scoped)}")
     lines.append(f"select_any: select_multi | {' | '.join('select' + q[5:] for q in scoped)}")
+    if after_select:
+        # The same statements as `query` with their first SELECT keyword already written.
+        lines.append(_TAIL_RULES)
+        for i, (_table, columns) in enumerate(schema.tables):
+            if columns:
+                lines.append(_SCOPED_TAIL.format(s=f"_{i}", table=f"TABLE_{i}"))
+        lines.append(f"scoped_tail: {' | '.join(q + '_tail' for q in scoped)}")
+        lines.append(
+            f"select_any_tail: select_multi_tail | {' | '.join('select' + q[5:] + '_tail' for q in scoped)}"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -295,7 +334,7 @@ def _regex_escape(text: str) -> str:
 
 
 def _keyword(word: str, before: bool, after: bool) -> str:
-    space = r"[ \t\r\n]+"
+    space = _WHITESPACE + "+"
     text = word.split("_")[0]
     return f"{word.upper()}: /{space if before else ''}(?i:{text}){space if after else ''}/"
 

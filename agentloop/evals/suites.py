@@ -14,7 +14,7 @@ import hashlib
 import json
 from collections import Counter
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from agentloop.backends._types import Backend
 from agentloop.errors import AgentloopError
@@ -148,10 +148,11 @@ class Text2SQLSuite(Suite):
         _check_unique_ids(chosen)
         verifier = make_verifier(spec.verifier or self.default_verifier, backend=backend)
         prompt_format = self.prompt_format(spec)
+        constrain = self.constrain_mode(spec, backend) == "schema"
         source = spec.data or "packaged:spider-dev"
         return [
             SuiteItem(
-                task=Text2SQLTask(ex, verifier, prompt_format=prompt_format),  # type: ignore[arg-type]
+                task=Text2SQLTask(ex, verifier, prompt_format=prompt_format, constrain=constrain),  # type: ignore[arg-type]
                 index=ex.index,
                 question=ex.question,
                 db_id=ex.db_id,
@@ -162,6 +163,29 @@ class Text2SQLSuite(Suite):
             )
             for ex in chosen
         ]
+
+    @staticmethod
+    def constrain_mode(spec: RunSpec, backend: Backend | None = None) -> Literal["schema", "none"]:
+        """``--constrain`` resolved. ``auto`` is ``schema`` for in-process backends that honour
+        grammars (transformers, vllm:MODEL, the test doubles) and ``none`` for servers and
+        hosted APIs: whether a server takes a Lark grammar is known only from its answer
+        (``transformers serve`` refuses it, vLLM's default engine takes simple grammars only).
+
+        ``schema`` on a backend without grammar support raises before any task runs.
+        """
+        backend_id = backend.id if backend is not None else spec.backend
+        able = backend is None or "grammar" in backend.constraint_kinds
+        if spec.constrain == "auto":
+            served = backend_id.split(":", 1)[0] in ("openai", "anthropic")
+            return "schema" if able and not served else "none"
+        if spec.constrain == "schema" and not able:
+            from agentloop.backends import UnsupportedCapabilityError
+
+            raise UnsupportedCapabilityError(
+                f"--constrain schema needs a backend that honours grammar constraints, and {backend_id} "
+                "does not; use --constrain none (or auto)"
+            )
+        return "schema" if spec.constrain == "schema" else "none"
 
     async def score(self, item: SuiteItem, result: LoopResult) -> Score:
         example: Text2SQLExample = item.task.example  # type: ignore[attr-defined]

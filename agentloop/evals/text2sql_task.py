@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, Literal
 import sqlglot
 from sqlglot import exp
 
-from agentloop.backends._types import Message
+from agentloop.backends._constraint import Constraint
+from agentloop.backends._types import Backend, ChatRequest, ChatResponse, Message, ScorePrompt, ScoreResponse
 from agentloop.evals.spider_data import Text2SQLExample
 from agentloop.graphs._prompts import render_prompt
 from agentloop.graphs.task import Candidate, Feedback, Task, Verdict, render_lessons
@@ -71,6 +72,7 @@ class Text2SQLTask(Task):
         prompt_format: PromptFormat = "chat",
         schema_chars: int = DEFAULT_SCHEMA_CHARS,
         sample_rows: int = 3,
+        constrain: bool = False,
     ):
         from agentloop.evals.text2sql_verifiers import make_verifier
 
@@ -86,7 +88,28 @@ class Text2SQLTask(Task):
         self.stop = FEWSHOT_STOP if prompt_format == "fewshot" else ()
         self.schema_chars = schema_chars
         self.sample_rows = sample_rows
+        self.constrain = constrain
         self._results: dict[str, SQLResult] = {}
+        self._constraint: Constraint | None = None
+        self._built: set[tuple[Message, ...]] = set()  # candidate prompts, for _Constrained
+
+    @property
+    def constraint(self) -> Constraint | None:
+        """The grammar every candidate request carries (``constrain=True``), else ``None``.
+
+        The database's schema grammar (:func:`agentloop.evals.sql_grammar.schema_grammar`):
+        the whole raw query for the chat format; for the few-shot format the rest of it after
+        the prompt's ``SELECT``, on one line (as the examples are written: a small model ends
+        its answer with a blank line, which the grammar would otherwise make it continue as
+        SQL). Either way the parsed answer is a sentence of the full grammar.
+        """
+        if self.constrain and self._constraint is None:
+            from agentloop.evals.sql_grammar import schema_grammar
+
+            fewshot = self.prompt_format == "fewshot"
+            grammar = schema_grammar(self.example.db_path, after_select=fewshot, newlines=not fewshot)
+            self._constraint = Constraint.grammar(grammar)
+        return self._constraint
 
     @property
     def question(self) -> str:
@@ -98,7 +121,7 @@ class Text2SQLTask(Task):
 
     def build_messages(self, lessons: Sequence[str] = ()) -> list[Message]:
         if self.prompt_format == "fewshot":
-            return [Message("user", self._fewshot(lessons))]
+            return self._candidate_prompt([Message("user", self._fewshot(lessons))])
         section = render_lessons(lessons)
         user = render_prompt(
             "text2sql_user",
@@ -106,12 +129,21 @@ class Text2SQLTask(Task):
             schema=self.schema,
             question=self.question,
         )
-        return [Message("system", render_prompt("text2sql_system")), Message("user", user)]
+        return self._candidate_prompt(
+            [Message("system", render_prompt("text2sql_system")), Message("user", user)]
+        )
 
     def build_refine_messages(self, feedback: Feedback, lessons: Sequence[str] = ()) -> list[Message]:
         if self.prompt_format == "fewshot":
-            return [Message("user", self._fewshot(lessons, feedback))]
-        return super().build_refine_messages(feedback, lessons)
+            return self._candidate_prompt([Message("user", self._fewshot(lessons, feedback))])
+        return self._candidate_prompt(super().build_refine_messages(feedback, lessons))
+
+    def _candidate_prompt(self, messages: list[Message]) -> list[Message]:
+        """Note a candidate prompt; inside a graph run, route its requests through the constraint."""
+        if self.constraint is not None:
+            self._built.add(tuple(messages))
+            _constrain_graph_requests(self)
+        return messages
 
     def completion_prompt(self, messages: Sequence[Message]) -> str | None:
         return messages[-1].content if self.prompt_format == "fewshot" else None
@@ -151,6 +183,49 @@ class Text2SQLTask(Task):
             cached = await run_sql(self.example.db_path, sql, timeout_s=QUERY_TIMEOUT_S, max_rows=RESULT_ROWS)
             self._results[sql] = cached
         return cached
+
+
+class _Constrained(Backend):
+    """The run's backend as one constrained task's graph run sees it.
+
+    Why a wrapper: the graphs build each candidate request from the task's messages,
+    stop strings and completion prompt, and have no slot for a constraint. This adds the
+    task's grammar to the requests whose messages the task built (its candidates in every
+    round), and passes the rest (a judge's yes/no question) through untouched. Stop
+    strings go: the grammar ends the query itself (at ``;``, or where the model picks EOS
+    after a complete query), and the few-shot stops (``;``, a blank line) could cut a
+    string literal or a query that goes on after a newline.
+    """
+
+    def __init__(self, inner: Backend, task: Text2SQLTask):
+        self.inner = inner
+        self.task = task
+        self.id = inner.id
+        self.constraint_kinds = inner.constraint_kinds
+        self.supports_score = inner.supports_score
+
+    async def generate(self, request: ChatRequest) -> ChatResponse:
+        constraint = self.task.constraint
+        if constraint is not None and tuple(request.messages) in self.task._built:
+            request = request.replace(constraint=constraint, stop=())
+        return await self.inner.generate(request)
+
+    async def score(self, prompt: ScorePrompt, continuations: Sequence[str]) -> ScoreResponse:
+        return await self.inner.score(prompt, continuations)
+
+
+def _constrain_graph_requests(task: Text2SQLTask) -> None:
+    """Inside a graph run of ``task``, wrap the run's backend in :class:`_Constrained` (once)."""
+    from langgraph.runtime import get_runtime
+
+    from agentloop.graphs.context import LoopContext
+
+    try:
+        ctx = get_runtime(LoopContext).context
+    except Exception:
+        return  # outside a graph: a caller sends requests itself and reads task.constraint
+    if isinstance(ctx, LoopContext) and ctx.task is task and not isinstance(ctx.backend, _Constrained):
+        ctx.backend = _Constrained(ctx.backend, task)
 
 
 @functools.lru_cache(maxsize=64)
