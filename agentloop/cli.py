@@ -25,6 +25,10 @@ from agentloop.memory.cli import memory_app  # noqa: E402  (a Typer group; impor
 
 app.add_typer(memory_app, name="memory")
 
+from agentloop.graphs_cli import graphs_app  # noqa: E402  (a Typer group; compiles graphs only when asked)
+
+app.add_typer(graphs_app, name="graphs")
+
 BackendOpt = Annotated[
     str,
     typer.Option(
@@ -167,9 +171,20 @@ def eval_text2sql(
 @app.command("run")
 @friendly_errors
 def run(
-    suite: Annotated[str, typer.Argument(help="The suite to run: text2sql or webshop.")],
+    suite: Annotated[
+        str,
+        typer.Argument(
+            help="The suite to run: text2sql, webshop, a plugin's name, or module:attr / file.py:attr."
+        ),
+    ],
     graph: Annotated[
-        str, typer.Option("--graph", "-g", help="greedy, best_of_n, self_consistency, self_refine or iad.")
+        str,
+        typer.Option(
+            "--graph",
+            "-g",
+            help="greedy, best_of_n, self_consistency, self_refine, iad, a plugin's name (agentloop graphs "
+            "list), or module:attr / file.py:attr.",
+        ),
     ] = "iad",
     backend: BackendOpt = "transformers",
     base_url: BaseUrlOpt = None,

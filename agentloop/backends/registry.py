@@ -1,12 +1,18 @@
-"""Resolve backend ids like ``openai:gpt-4o-mini`` or ``transformers:/path`` lazily."""
+"""Resolve backend ids like ``openai:gpt-4o-mini`` or ``transformers:/path`` lazily.
+
+Installed packages add prefixes through the ``agentloop.backends`` entry-point group: the
+entry point names a class with ``from_id(arg, options)`` (or a function of the same two
+arguments) that returns a :class:`Backend`. It is loaded only when its prefix is used.
+"""
 
 from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
+from agentloop._plugins import BACKEND_GROUP, PluginError, load_plugin, plugin_names
 from agentloop.backends._types import Backend
 from agentloop.errors import UnknownBackendError
 
@@ -43,7 +49,8 @@ class _FromId(Protocol):
 
 
 def known_backends() -> list[str]:
-    return sorted(_REGISTRY)
+    """Built-in backend prefixes and those installed plugins register (no plugin is imported)."""
+    return sorted({*_REGISTRY, *plugin_names(BACKEND_GROUP)})
 
 
 def resolve_backend(
@@ -58,13 +65,30 @@ def resolve_backend(
     it and report zero tokens spent.
     """
     prefix, _, arg = backend_id.strip().partition(":")
-    if prefix not in _REGISTRY:
-        raise UnknownBackendError(backend_id, _REGISTRY)
-    module_name, class_name = _REGISTRY[prefix]
-    cls: _FromId = getattr(importlib.import_module(module_name), class_name)
-    backend = cls.from_id(arg, options or BackendOptions())
+    if prefix in _REGISTRY:
+        module_name, class_name = _REGISTRY[prefix]
+        cls: _FromId = getattr(importlib.import_module(module_name), class_name)
+        backend = cls.from_id(arg, options or BackendOptions())
+    else:
+        backend = _plugin_backend(prefix, arg, options or BackendOptions(), backend_id)
     if cache is not None:
         from agentloop.backends.cache import CachedBackend
 
         backend = CachedBackend(backend, cache)
+    return backend
+
+
+def _plugin_backend(prefix: str, arg: str, options: BackendOptions, backend_id: str) -> Backend:
+    factory: Any = load_plugin(BACKEND_GROUP, prefix, "backend")
+    if factory is None:
+        raise UnknownBackendError(backend_id, known_backends())
+    make = getattr(factory, "from_id", factory)
+    if not callable(make):
+        raise PluginError(
+            f"the backend plugin '{prefix}' is a {type(factory).__name__}: give a class with "
+            "from_id(arg, options) or a function (arg, options) -> Backend"
+        )
+    backend = make(arg, options)
+    if not isinstance(backend, Backend):
+        raise PluginError(f"the backend plugin '{prefix}' returned a {type(backend).__name__}, not a Backend")
     return backend

@@ -64,12 +64,16 @@ class RunReport:
 
     @property
     def upper_bound(self) -> bool:
+        if "upper_bound" in self.run.config:  # stored by the run: a user suite needs no reloading
+            return bool(self.run.config["upper_bound"])
         suite = SUITES.get(self.run.suite)
         return suite is not None and suite().upper_bound(self.verifier)
 
     @property
     def scores_reward(self) -> bool:
         """Whether the run's headline is the reward (avg_reward, success_rate) rather than accuracy."""
+        if "scores_reward" in self.run.config:
+            return bool(self.run.config["scores_reward"])
         suite = SUITES.get(self.run.suite)
         return suite is not None and suite.scores_reward
 
@@ -529,7 +533,7 @@ def _n_rounds(run: StoredRun) -> str:
     cfg = run.config
     try:
         effective = graph_spec(run.graph).adjust(LoopConfig(n=int(cfg["n"]), rounds=int(cfg["rounds"])))
-    except (KeyError, TypeError, ValueError):  # a custom graph, or an old config
+    except (KeyError, TypeError, ValueError, AgentloopError):  # a custom graph gone, or an old config
         return f"{cfg.get('n', '?')} / {cfg.get('rounds', '?')}"
     return f"{effective.n} / {effective.rounds}"
 

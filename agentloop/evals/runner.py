@@ -26,6 +26,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+from agentloop._plugins import is_reference, normalize_reference, reference_label
 from agentloop.backends._types import Backend
 from agentloop.backends.registry import DEFAULT_BACKEND, BackendOptions, resolve_backend
 from agentloop.errors import AgentloopError
@@ -34,7 +35,7 @@ from agentloop.evals.suites import Suite, SuiteItem, get_suite
 from agentloop.graphs._util import jsonable
 from agentloop.graphs.budget import Budget, LoopUsage
 from agentloop.graphs.context import LoopConfig
-from agentloop.graphs.library import graph_spec
+from agentloop.graphs.library import GRAPHS, graph_hash, graph_spec
 from agentloop.graphs.run import run_task
 
 if TYPE_CHECKING:
@@ -80,9 +81,6 @@ class RunSpec:
     # Text2SQL: schema (every SQL candidate decoded under the database's grammar), none, or auto
     # (schema for in-process backends that support constraints; see Text2SQLSuite.constrain_mode).
     constrain: str = "auto"
-    # Text2SQL: schema (every SQL candidate decoded under the database's grammar), none, or auto
-    # (schema for in-process backends that support constraints; see Text2SQLSuite.constrain_mode).
-    constrain: str = "auto"
     temperature: float = 0.7
     top_p: float = 1.0
     # Stopping: None stops once the verifier passes a candidate; a number once the best
@@ -119,14 +117,15 @@ class RunSpec:
             raise ValueError(f"policy must be auto, react, choice or first, got {self.policy!r}")
         if self.constrain not in ("auto", "schema", "none"):
             raise ValueError(f"constrain must be auto, schema or none, got {self.constrain!r}")
-        if self.constrain not in ("auto", "schema", "none"):
-            raise ValueError(f"constrain must be auto, schema or none, got {self.constrain!r}")
         for name in ("max_candidates", "max_tokens_total"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ValueError(f"{name} must be >= 1 (or unset for no cap), got {value}")
         if self.max_seconds is not None and not self.max_seconds > 0:
             raise ValueError(f"max_seconds must be > 0 (or unset for no cap), got {self.max_seconds}")
+        # A file reference is made absolute, like ``data``: a resume from elsewhere compares equal.
+        object.__setattr__(self, "suite", normalize_reference(self.suite))
+        object.__setattr__(self, "graph", normalize_reference(self.graph))
         if self.verifier is None:
             object.__setattr__(self, "verifier", get_suite(self.suite).default_verifier)
         if self.data is not None:
@@ -160,7 +159,8 @@ class RunSpec:
             head, _, path = url.partition(":///")
             url = f"{head}:///{Path(path).expanduser().resolve()}"
         object.__setattr__(self, "memory", url)
-        object.__setattr__(self, "memory_namespace", check_namespace(self.memory_namespace or self.suite))
+        suite_name = get_suite(self.suite).name if is_reference(self.suite) else self.suite
+        object.__setattr__(self, "memory_namespace", check_namespace(self.memory_namespace or suite_name))
 
     def loop_config(self) -> LoopConfig:
         return LoopConfig(
@@ -244,10 +244,10 @@ _DEFAULTS: dict[str, Any] = {
 }
 # Runs stored before --constrain existed decoded without a grammar, whatever auto means now.
 _DEFAULTS["constrain"] = "none"
-# Runs stored before --constrain existed decoded without a grammar, whatever auto means now.
-_DEFAULTS["constrain"] = "none"
 # Webshop runs stored before --policy existed had the model write every action.
 _DEFAULTS["policy"] = "react"
+# The structure hash of a user or plugin graph (None for the built-ins, and before it existed).
+_DEFAULTS["graph_hash"] = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -292,7 +292,8 @@ class RunSummary:
 
 def default_run_dir(spec: RunSpec, root: str | Path = "runs") -> Path:
     """``runs/<suite>-<graph>-<timestamp>``, with a suffix if that exists already."""
-    base = Path(root) / f"{spec.suite}-{spec.graph}-{time.strftime('%Y%m%d-%H%M%S')}"
+    suite, graph = reference_label(spec.suite), reference_label(spec.graph)
+    base = Path(root) / f"{suite}-{graph}-{time.strftime('%Y%m%d-%H%M%S')}"
     path, k = base, 2
     while path.exists():
         path, k = base.with_name(f"{base.name}-{k}"), k + 1
@@ -322,7 +323,9 @@ async def run_suite(
     if resume and run_dir is None:
         raise AgentloopError("--resume needs --run-dir: the run directory of the run to finish")
     suite = get_suite(spec.suite)
-    graph_spec(spec.graph)  # an unknown graph fails here, before any model loads
+    graph = graph_spec(spec.graph)  # an unknown or unfit graph fails here, before any model loads
+    # A resume refuses a user graph whose nodes or edges changed since the run began.
+    hashed = None if spec.graph in GRAPHS else graph_hash(graph)
     directory = Path(run_dir) if run_dir is not None else default_run_dir(spec)
     own_backend = backend is None
     if backend is None:
@@ -342,10 +345,16 @@ async def run_suite(
             suite=spec.suite,
             graph=spec.graph,
             backend=spec.backend,
-            config=spec.to_dict(),
+            # The suite's flags go with the config, so a report reads a user suite's run without it.
+            config={
+                **spec.to_dict(),
+                "graph_hash": hashed,
+                "scores_reward": suite.scores_reward,
+                "upper_bound": suite.upper_bound(spec.verifier or suite.default_verifier),
+            },
             planned=len(items),
             resume=resume,
-            compare=spec.result_keys(),
+            compare=(*spec.result_keys(), "graph_hash"),
             defaults=_DEFAULTS,
             where=str(directory),
         )
@@ -607,7 +616,7 @@ class _progress_bar:
         enabled = bool(progress) and console.is_terminal
         self.progress = (
             Progress(
-                TextColumn(f"[bold]{spec.suite}[/] {spec.graph}"),
+                TextColumn(f"[bold]{reference_label(spec.suite)}[/] {reference_label(spec.graph)}"),
                 BarColumn(),
                 MofNCompleteColumn(),
                 TextColumn(

@@ -2,20 +2,34 @@
 
 A suite turns a :class:`RunSpec` into :class:`SuiteItem` s (a graph task plus what the
 report groups by) and scores each run's final answer against the reference, apart from
-whatever verifier steered the run. Register a new suite in :data:`SUITES`.
+whatever verifier steered the run. The built-ins are in :data:`SUITES`; a user's suite is
+given as ``module:attr`` or ``file.py:attr``, or registered by a package under the
+``agentloop.suites`` entry-point group (docs/custom.md).
 """
 
 from __future__ import annotations
 
 import abc
 import asyncio
-import difflib
+import functools
 import hashlib
 import json
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar
 
+from agentloop._plugins import (
+    SUITE_GROUP,
+    PluginError,
+    did_you_mean,
+    is_reference,
+    load_plugin,
+    load_reference,
+    normalize_reference,
+    plugin_names,
+)
 from agentloop.backends._types import Backend
 from agentloop.errors import AgentloopError
 from agentloop.evals.spider_data import DatasetError, Text2SQLExample, load_text2sql
@@ -31,11 +45,14 @@ __all__ = [
     "Score",
     "Suite",
     "SuiteItem",
+    "SuiteLoadError",
     "Text2SQLSuite",
     "UnknownSuiteError",
     "content_hash",
     "get_suite",
+    "plugin_suites",
 ]
+T = TypeVar("T")
 
 
 #: Prompt formats every suite offers: chat messages, or a few-shot completion prompt.
@@ -44,10 +61,8 @@ PROMPT_FORMATS: tuple[str, ...] = ("chat", "fewshot")
 
 class UnknownSuiteError(AgentloopError, ValueError):
     def __init__(self, name: str):
-        known = list(SUITES)
-        close = difflib.get_close_matches(name, known, n=1, cutoff=0.5)
-        hint = f" Did you mean '{close[0]}'?" if close else ""
-        super().__init__(f"unknown suite '{name}'.{hint} Known suites: {', '.join(known)}.")
+        note = " (or give your own as module:attr or path/to/file.py:attr)"
+        super().__init__(did_you_mean("suite", name, [*SUITES, *plugin_suites()], note=note))
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +98,14 @@ class Score:
 
 
 class Suite(abc.ABC):
+    """A set of tasks and how to score a run's final answer: subclass it for ``agentloop run``.
+
+    Implement :meth:`items` (one :class:`SuiteItem` per task, each holding a graph
+    :class:`~agentloop.graphs.Task` with its prompt, parse and verifier) and :meth:`score`.
+    The class attributes below tune the run; docs/custom.md walks through an example.
+    """
+
+    #: The suite's name: the default memory namespace and what error messages call it.
     name: ClassVar[str]
     #: Tasks ``agentloop run`` takes when neither ``--limit`` nor ``--all`` is given: a slice
     #: that finishes in minutes on the embedded model (``None``: every task).
@@ -106,6 +129,17 @@ class Suite(abc.ABC):
     def upper_bound(self, verifier: str) -> bool:
         """Whether runs with ``verifier`` read the reference while they run (an oracle)."""
         return False
+
+    @staticmethod
+    def select(spec: RunSpec, rows: Sequence[T]) -> list[T]:
+        """The rows ``--offset`` and ``--limit`` select, in order; an empty selection is an error."""
+        end = None if spec.limit is None else spec.offset + spec.limit
+        chosen = list(rows[spec.offset : end])
+        if not chosen:
+            raise DatasetError(
+                f"--offset {spec.offset} --limit {spec.limit} selects no tasks from a suite of {len(rows)}"
+            )
+        return chosen
 
     @classmethod
     def prompt_format(cls, spec: RunSpec) -> str:
@@ -218,8 +252,59 @@ SUITES: dict[str, type[Suite]] = {s.name: s for s in (Text2SQLSuite,)}
 from agentloop.evals import webshop_suite  # noqa: E402,F401  (registers "webshop")
 
 
+class SuiteLoadError(PluginError):
+    """A suite given by reference or plugin does not import, or is not a :class:`Suite`."""
+
+
+def plugin_suites() -> list[str]:
+    """Suite names installed packages register under the ``agentloop.suites`` entry-point group."""
+    return [name for name in plugin_names(SUITE_GROUP) if name not in SUITES]
+
+
 def get_suite(name: str) -> Suite:
-    try:
+    """The suite ``name``: a built-in, ``module:attr`` or ``file.py:attr``, or a plugin's entry point.
+
+    The attribute is a :class:`Suite` subclass (instantiated with no arguments) or an instance.
+    """
+    if name in SUITES:
         return SUITES[name]()
-    except KeyError:
-        raise UnknownSuiteError(name) from None
+    if is_reference(name):
+        ref = normalize_reference(name)
+        target = ref.rpartition(":")[0]
+        mtime = Path(target).stat().st_mtime_ns if target.endswith(".py") and Path(target).is_file() else 0
+        found: type[Suite] | Suite | None = _reference_suite(ref, mtime)
+    else:
+        found = _plugin_suite(name)
+    if found is None:
+        raise UnknownSuiteError(name)
+    return found() if isinstance(found, type) else found
+
+
+@functools.cache
+def _reference_suite(ref: str, mtime: int) -> type[Suite] | Suite:
+    # Cached per file version: the runner, the progress bar and the report all ask for it.
+    return _check_suite(load_reference(ref, "suite"), ref)
+
+
+@functools.cache
+def _plugin_suite(name: str) -> type[Suite] | Suite | None:
+    obj = load_plugin(SUITE_GROUP, name, "suite")
+    return None if obj is None else _check_suite(obj, name)
+
+
+def _check_suite(obj: Any, ref: str) -> type[Suite] | Suite:
+    if isinstance(obj, type) and issubclass(obj, Suite):
+        if getattr(obj, "__abstractmethods__", None):
+            missing = ", ".join(sorted(obj.__abstractmethods__))
+            raise SuiteLoadError(f"suite '{ref}' ({obj.__name__}) does not implement {missing}")
+        suite: type[Suite] | Suite = obj
+    elif isinstance(obj, Suite):
+        suite = obj
+    else:
+        raise SuiteLoadError(
+            f"suite '{ref}' is a {type(obj).__name__}, not a Suite subclass or instance "
+            "(from agentloop.evals.suites import Suite)"
+        )
+    if not isinstance(getattr(suite, "name", None), str):
+        raise SuiteLoadError(f"suite '{ref}' sets no name (a class attribute: name = 'my-suite')")
+    return suite
