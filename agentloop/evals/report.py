@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from rich.console import Console
 from rich.table import Table
 
+from agentloop._plugins import reference_label
 from agentloop.errors import AgentloopError, MissingExtraError
 from agentloop.evals.run_store import RunStore, StoredRun, StoredTask
 from agentloop.evals.spider_hardness import DIFFICULTIES
@@ -371,7 +372,7 @@ def render_reports(reports: Sequence[RunReport], console: Console) -> None:
     def verifier_label(r: RunReport) -> str:
         return f"{r.verifier} (upper bound)" if r.upper_bound else r.verifier
 
-    row("graph", [r.run.graph for r in reports])
+    row("graph", [reference_label(r.run.graph) for r in reports])  # a file reference: its attribute
     row("backend", [r.run.backend for r in reports])
     row("verifier", [verifier_label(r) for r in reports])
     row("n / rounds", [_n_rounds(r.run) for r in reports])
