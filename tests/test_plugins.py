@@ -8,14 +8,21 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shlex
+import shutil
 import subprocess
 import sys
 import textwrap
+import tomllib
 from pathlib import Path
 
 import pytest
 
 from agentloop._plugins import GRAPH_GROUP, did_you_mean, is_reference, plugin_names, reference_label
+
+ROOT = Path(__file__).resolve().parents[1]
+DOC = ROOT / "docs" / "custom.md"
 
 PLUGIN = '''
 """A tiny agentloop plugin: the suite asks for sums, the backend adds, the graphs are built-ins rewired."""
@@ -213,3 +220,52 @@ def test_references_and_did_you_mean() -> None:
     assert not is_reference("mod:") and reference_label("/a/b/c.py:critic_graph") == "critic_graph"
     message = did_you_mean("graph", "iadd", ["greedy", "iad"])
     assert message == "unknown graph 'iadd'. Did you mean 'iad'? Known graphs: greedy, iad."
+
+
+def doc_commands() -> list[str]:
+    """Every line of the ```bash blocks in docs/custom.md."""
+    blocks = re.findall(r"```bash\n(.*?)```", DOC.read_text(), flags=re.S)
+    return [line.strip() for block in blocks for line in block.splitlines() if line.strip()]
+
+
+def run_doc_commands(tmp_path: Path, *, with_model: bool) -> list[str]:
+    """Run the doc's commands from a copy of examples/; ``pip install -e DIR`` becomes a dist-info on PYTHONPATH.
+
+    Without the model, a ``run`` on the default backend is left out, and so is every command
+    that reads its run dir. Returns the commands that ran.
+    """
+    shutil.copytree(ROOT / "examples", tmp_path / "examples")
+    site, paths, ran, skipped_dirs = tmp_path / "site", [], [], set()
+    for line in doc_commands():
+        argv = shlex.split(line)
+        if argv[:3] == ["pip", "install", "-e"]:
+            project = tomllib.loads((tmp_path / argv[3] / "pyproject.toml").read_text())["project"]
+            write_distribution(site, project["name"], project["entry-points"])
+            paths += [str(site), str(tmp_path / argv[3])]
+            continue
+        assert argv[0] == "agentloop", line
+        dirs = {a for a in argv if a.startswith("runs/")}
+        if not with_model and ((argv[1] == "run" and "--backend" not in argv) or dirs & skipped_dirs):
+            skipped_dirs |= dirs
+            continue
+        env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": os.pathsep.join(paths)}
+        proc = subprocess.run(
+            [sys.executable, "-m", "agentloop", *argv[1:]], capture_output=True, text=True, cwd=tmp_path, env=env,
+            timeout=900,
+        )  # fmt: skip
+        assert proc.returncode == 0, f"{line}\n{proc.stderr}"
+        ran.append(line)
+    return ran
+
+
+def test_the_doc_commands_that_need_no_model(tmp_path: Path) -> None:
+    ran = run_doc_commands(tmp_path, with_model=False)
+    assert any("--backend lastnum" in line for line in ran)
+    assert any(line.startswith("agentloop graphs show examples/llm_critic_graph.py") for line in ran)
+    assert (tmp_path / "runs" / "arith-lastnum").is_dir()
+
+
+@pytest.mark.model
+def test_the_commands_in_docs_custom_md(tmp_path: Path) -> None:
+    ran = run_doc_commands(tmp_path, with_model=True)
+    assert ran == [line for line in doc_commands() if not line.startswith("pip ")]
