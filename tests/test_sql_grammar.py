@@ -108,6 +108,11 @@ def test_after_select_variant_rejects_what_the_full_grammar_rejects() -> None:
     [
         "SELECT nme FROM singer",
         "SELECT name FROM singers",
+        # An alias without AS needs whitespace (SQLite reads "singerT1" as one name), and has
+        # at most two digits (a decoder loops on "T1111...").
+        "SELECT name FROM singerT1",
+        "SELECT T1.name FROM singer JOIN concertT2 ON T1.singer_id = T2.concert_id",
+        "SELECT T111.name FROM singer AS T111",
         "SELECT T1.nme FROM singer AS T1",
         "SELECT singer.capacity FROM singer",  # capacity is a column of stadium, not singer
         "SELECT x.name FROM singer AS x",  # aliases are T<digits>

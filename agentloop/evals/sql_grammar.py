@@ -6,7 +6,8 @@
 case-insensitively, bare or quoted (``"x"``, ```x```, ``[x]``). In a SELECT over one table,
 bare columns must be that table's; with joins, subqueries in FROM or set operations they may
 be any column of the database. ``table.col`` accepts only ``table``'s columns, and
-``T1.col`` (aliases ``T<digits>``, any case) any column. Keywords are case-insensitive,
+``T1.col`` (aliases ``T`` and one or two digits, any case; after a table name
+without ``AS``, whitespace first) any column. Keywords are case-insensitive,
 whitespace between lexemes is free where SQLite needs none (``name DESC``, not ``nameDESC``;
 ``count(*)`` and ``a,b`` either way), and nothing may follow the optional final ``;`` (so a
 decoder stops there).
@@ -202,13 +203,13 @@ select_multi_tail: (DISTINCT | ALL)? items from_multi? where? group_by? having?
 """
 _SCOPED_TAIL = """
 query{s}_tail: select{s}_tail order_by{s}? limit?
-select{s}_tail: (DISTINCT | ALL)? items{s} FROM {table} (AS? ALIAS)? where{s}? group_by{s}? having{s}?
+select{s}_tail: (DISTINCT | ALL)? items{s} FROM {table} (AS ALIAS | SPACED_ALIAS)? where{s}? group_by{s}? having{s}?
 """
 
 # One table in FROM: bare columns are that table's.
 _SCOPED_QUERY = """
 query{s}: select{s} order_by{s}? limit?
-select{s}: SELECT (DISTINCT | ALL)? items{s} FROM {table} (AS? ALIAS)? where{s}? group_by{s}? having{s}?
+select{s}: SELECT (DISTINCT | ALL)? items{s} FROM {table} (AS ALIAS | SPACED_ALIAS)? where{s}? group_by{s}? having{s}?
 """
 
 
@@ -378,7 +379,7 @@ from_multi: FROM table_ref (join_op table_ref join_constraint?)+
     | FROM "(" query ")" (AS? ALIAS)?
 join_op: "," | NATURAL? (LEFT OUTER? | INNER | CROSS)? JOIN
 join_constraint: ON expr | USING "(" COLUMN ("," COLUMN)* ")"
-table_ref: TABLE (AS? ALIAS)? | "(" query ")" (AS? ALIAS)?
+table_ref: TABLE (AS ALIAS | SPACED_ALIAS)? | "(" query ")" (AS? ALIAS)?
 limit: LIMIT sum_expr ((OFFSET | ",") sum_expr)?
 star_ref: (ALIAS | TABLE) "." "*"
 column_alias: IDENT | STRING
@@ -390,7 +391,11 @@ MUL_OP: "*" | "/" | "%"
 NUMBER: /[0-9]+(\.[0-9]*)?([eE][+-]?[0-9]+)?/ | /\.[0-9]+([eE][+-]?[0-9]+)?/
 STRING: /'([^']|'')*'/ | /"([^"]|"")*"/
 IDENT: /[A-Za-z_][A-Za-z0-9_]*/
-ALIAS: /(?i)t[0-9]+/
+// At most two digits (Spider's are T1 to T9): a decoder otherwise writes "T1111..." to the
+// token limit. Without AS, an alias after a table name needs whitespace: "Pets T1", not
+// "PetsT1", which SQLite reads as one unknown name.
+ALIAS: /(?i:t)[0-9]{1,2}/
+SPACED_ALIAS: /[ \t\r\n]+(?i:t)[0-9]{1,2}/
 
 """
 
