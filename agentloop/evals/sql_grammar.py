@@ -133,9 +133,7 @@ class SqlSchema:
         return cls(tuple(tables))
 
 
-def schema_grammar(
-    db: str | Path | SqlSchema, *, after_select: bool = False, newlines: bool = True
-) -> str:
+def schema_grammar(db: str | Path | SqlSchema, *, after_select: bool = False, newlines: bool = True) -> str:
     """The Lark grammar (llguidance dialect) of SELECT statements over one database's schema.
 
     ``after_select=True`` gives the continuation of a prompt that ends in the query's leading
