@@ -17,7 +17,7 @@ import sqlglot
 from sqlglot import exp
 
 from agentloop.backends._constraint import Constraint
-from agentloop.backends._types import Backend, ChatRequest, ChatResponse, Message, ScorePrompt, ScoreResponse
+from agentloop.backends._types import Message
 from agentloop.evals.spider_data import Text2SQLExample
 from agentloop.graphs._prompts import render_prompt
 from agentloop.graphs.task import Candidate, Feedback, Task, Verdict, render_lessons
@@ -48,6 +48,9 @@ PromptFormat = Literal["chat", "fewshot"]
 PROMPT_FORMATS: tuple[str, ...] = ("chat", "fewshot")  # as in agentloop.evals.suites
 # The few-shot answer ends at its semicolon, or where the model starts a new example.
 FEWSHOT_STOP = (";", "\n\n", "\nQuestion:", "\nTables:", "\n--")
+# Expressions in one SELECT list under --constrain schema (Spider's gold has at most 6): a
+# small model whose wanted column the mask refuses tends to list valid ones to the token limit.
+MAX_SELECT_ITEMS = 8
 # Rows a candidate's query may return while it is verified or voted on.
 RESULT_ROWS = 200
 QUERY_TIMEOUT_S = 10.0
@@ -91,7 +94,6 @@ class Text2SQLTask(Task):
         self.constrain = constrain
         self._results: dict[str, SQLResult] = {}
         self._constraint: Constraint | None = None
-        self._built: set[tuple[Message, ...]] = set()  # candidate prompts, for _Constrained
 
     @property
     def constraint(self) -> Constraint | None:
@@ -101,13 +103,16 @@ class Text2SQLTask(Task):
         the whole raw query for the chat format; for the few-shot format the rest of it after
         the prompt's ``SELECT``, on one line (as the examples are written: a small model ends
         its answer with a blank line, which the grammar would otherwise make it continue as
-        SQL). Either way the parsed answer is a sentence of the full grammar.
+        SQL), and at most :data:`MAX_SELECT_ITEMS` expressions per SELECT list. Either way the
+        parsed answer is a sentence of the full grammar.
         """
         if self.constrain and self._constraint is None:
             from agentloop.evals.sql_grammar import schema_grammar
 
             fewshot = self.prompt_format == "fewshot"
-            grammar = schema_grammar(self.example.db_path, after_select=fewshot, newlines=not fewshot)
+            grammar = schema_grammar(
+                self.example.db_path, after_select=fewshot, newlines=not fewshot, max_items=MAX_SELECT_ITEMS
+            )
             self._constraint = Constraint.grammar(grammar)
         return self._constraint
 
@@ -121,7 +126,7 @@ class Text2SQLTask(Task):
 
     def build_messages(self, lessons: Sequence[str] = ()) -> list[Message]:
         if self.prompt_format == "fewshot":
-            return self._candidate_prompt([Message("user", self._fewshot(lessons))])
+            return [Message("user", self._fewshot(lessons))]
         section = render_lessons(lessons)
         user = render_prompt(
             "text2sql_user",
@@ -129,21 +134,21 @@ class Text2SQLTask(Task):
             schema=self.schema,
             question=self.question,
         )
-        return self._candidate_prompt(
-            [Message("system", render_prompt("text2sql_system")), Message("user", user)]
-        )
+        return [Message("system", render_prompt("text2sql_system")), Message("user", user)]
 
     def build_refine_messages(self, feedback: Feedback, lessons: Sequence[str] = ()) -> list[Message]:
         if self.prompt_format == "fewshot":
-            return self._candidate_prompt([Message("user", self._fewshot(lessons, feedback))])
-        return self._candidate_prompt(super().build_refine_messages(feedback, lessons))
+            return [Message("user", self._fewshot(lessons, feedback))]
+        return super().build_refine_messages(feedback, lessons)
 
-    def _candidate_prompt(self, messages: list[Message]) -> list[Message]:
-        """Note a candidate prompt; inside a graph run, route its requests through the constraint."""
-        if self.constraint is not None:
-            self._built.add(tuple(messages))
-            _constrain_graph_requests(self)
-        return messages
+    def request_constraint(self, messages: Sequence[Message]) -> Constraint | None:
+        """Every candidate request carries the schema grammar (``constrain=True``).
+
+        Constrained requests send no stop strings: the grammar ends the query itself (at
+        ``;``, or where the model picks EOS after a complete query), and the few-shot stops
+        (``;``, a blank line) could cut a string literal or a query going on after a newline.
+        """
+        return self.constraint
 
     def completion_prompt(self, messages: Sequence[Message]) -> str | None:
         return messages[-1].content if self.prompt_format == "fewshot" else None
@@ -183,49 +188,6 @@ class Text2SQLTask(Task):
             cached = await run_sql(self.example.db_path, sql, timeout_s=QUERY_TIMEOUT_S, max_rows=RESULT_ROWS)
             self._results[sql] = cached
         return cached
-
-
-class _Constrained(Backend):
-    """The run's backend as one constrained task's graph run sees it.
-
-    Why a wrapper: the graphs build each candidate request from the task's messages,
-    stop strings and completion prompt, and have no slot for a constraint. This adds the
-    task's grammar to the requests whose messages the task built (its candidates in every
-    round), and passes the rest (a judge's yes/no question) through untouched. Stop
-    strings go: the grammar ends the query itself (at ``;``, or where the model picks EOS
-    after a complete query), and the few-shot stops (``;``, a blank line) could cut a
-    string literal or a query that goes on after a newline.
-    """
-
-    def __init__(self, inner: Backend, task: Text2SQLTask):
-        self.inner = inner
-        self.task = task
-        self.id = inner.id
-        self.constraint_kinds = inner.constraint_kinds
-        self.supports_score = inner.supports_score
-
-    async def generate(self, request: ChatRequest) -> ChatResponse:
-        constraint = self.task.constraint
-        if constraint is not None and tuple(request.messages) in self.task._built:
-            request = request.replace(constraint=constraint, stop=())
-        return await self.inner.generate(request)
-
-    async def score(self, prompt: ScorePrompt, continuations: Sequence[str]) -> ScoreResponse:
-        return await self.inner.score(prompt, continuations)
-
-
-def _constrain_graph_requests(task: Text2SQLTask) -> None:
-    """Inside a graph run of ``task``, wrap the run's backend in :class:`_Constrained` (once)."""
-    from langgraph.runtime import get_runtime
-
-    from agentloop.graphs.context import LoopContext
-
-    try:
-        ctx = get_runtime(LoopContext).context
-    except Exception:
-        return  # outside a graph: a caller sends requests itself and reads task.constraint
-    if isinstance(ctx, LoopContext) and ctx.task is task and not isinstance(ctx.backend, _Constrained):
-        ctx.backend = _Constrained(ctx.backend, task)
 
 
 @functools.lru_cache(maxsize=64)

@@ -198,6 +198,13 @@ class BudgetTracker:
             usage.cost_usd = (usage.cost_usd or 0.0) + u.cost_usd
         return kept
 
+    def claim_candidate(self) -> bool:
+        """Count one candidate that made no model call (a scripted episode); False without room."""
+        if self.exhausted(1) is not None:
+            return False
+        self.usage.candidates += 1
+        return True
+
     def fail(self, reservation: Reservation) -> None:
         """Record a request that raised. Its tokens are unknown and count as 0."""
         self._release(reservation)

@@ -20,7 +20,16 @@ from typing import Any, Literal, TypeVar
 
 from langgraph.runtime import Runtime
 
-from agentloop.backends._types import ChatRequest, Completion, Message, Usage
+from agentloop.backends._constraint import Constraint
+from agentloop.backends._types import (
+    ChatRequest,
+    ChatResponse,
+    Completion,
+    Message,
+    ScorePrompt,
+    ScoreResponse,
+    Usage,
+)
 from agentloop.graphs._util import maybe_await, prompt_hash
 from agentloop.graphs.context import LoopConfig, LoopContext
 from agentloop.graphs.result import build_result
@@ -258,25 +267,18 @@ async def rollouts(ctx: LoopContext, messages: Sequence[Message], *, n: int, rou
     phash = prompt_hash(msgs)
     errors: list[str] = []
 
-    async def one(_: int) -> tuple[Rollout, list[_Call]] | None:
+    async def one(i: int) -> tuple[Rollout, list[_Call]] | None:
         if errors:
             return None
-        calls: list[_Call] = []
-
-        async def step(prompt: Sequence[Message]) -> str | None:
-            # The first call holds the rollout's candidate slot; the rest are its steps.
-            call = await _request(ctx, tuple(prompt), 1, cfg.temperature, counts_candidates=not calls)
-            if call is None or not call.completions:
-                return None
-            calls.append(call)
-            return call.completions[0].text
-
+        step = _RolloutStep(ctx, round, i)
         try:
             result = await task.rollout(step, msgs)
         except Exception as exc:
             errors.append(_describe(exc))
             return None
-        return (result, calls) if calls else None
+        if not step.calls and (step.refused or not ctx.budget.claim_candidate()):
+            return None  # no room in the budget for this rollout
+        return result, step.calls
 
     done = await _map_bounded(one, range(n), cfg.concurrency)
     candidates: list[Candidate] = []
@@ -284,7 +286,7 @@ async def rollouts(ctx: LoopContext, messages: Sequence[Message], *, n: int, rou
         if item is None:
             continue
         result, calls = item
-        last = calls[-1].completions[0]
+        last = calls[-1].completions[0] if calls else None
         candidates.append(
             Candidate(
                 round=round,
@@ -292,11 +294,11 @@ async def rollouts(ctx: LoopContext, messages: Sequence[Message], *, n: int, rou
                 text=result.text,
                 prompt_hash=phash,
                 answer=result.answer,
-                completion_tokens=sum(c.completions[0].completion_tokens for c in calls),
+                completion_tokens=sum(c.completions[0].completion_tokens for c in calls if c.completions),
                 prompt_tokens=sum(c.usage.prompt_tokens for c in calls),
                 latency_s=sum(c.usage.latency_s for c in calls),
-                call=calls[0].call,
-                finish_reason=result.finish_reason or last.finish_reason,
+                call=calls[0].call if calls else -1,
+                finish_reason=result.finish_reason or (last.finish_reason if last else None),
                 parse_error=result.parse_error,
             )
         )
@@ -345,6 +347,68 @@ def _decide(state: LoopState, ctx: LoopContext, best: Candidate | None, stale: i
     return {"stop_reason": reason, "stop_detail": detail}
 
 
+class _RolloutStep:
+    """The :class:`~agentloop.graphs.task.StepFn` one rollout gets: budgeted requests and scores."""
+
+    def __init__(self, ctx: LoopContext, round: int, index: int):
+        self.ctx = ctx
+        self.temperature = ctx.config.temperature
+        seed = ctx.config.seed
+        # Distinct per round and rollout, and the same on a rerun.
+        self.seed = None if seed is None else (seed * 1_000_003 + round * 1_009 + index) % 2**31
+        self.calls: list[_Call] = []
+        self.refused = False
+
+    async def __call__(
+        self,
+        prompt: Sequence[Message],
+        *,
+        constraint: Constraint | None = None,
+        max_tokens: int | None = None,
+    ) -> str | None:
+        # The first call holds the rollout's candidate slot; the rest are its steps.
+        call = await _request(
+            self.ctx,
+            tuple(prompt),
+            1,
+            self.temperature,
+            counts_candidates=not self.calls,
+            constraint=constraint,
+            max_tokens=max_tokens,
+        )
+        if call is None or not call.completions:
+            self.refused = self.refused or not self.calls
+            return None
+        self.calls.append(call)
+        return call.completions[0].text
+
+    async def score(self, prompt: ScorePrompt, continuations: Sequence[str]) -> ScoreResponse | None:
+        """One budgeted ``score`` call; ``None`` without room. It spends prompt tokens only: the
+        prompt and every continuation are prefilled, so all of them count as prompt tokens."""
+        budget = self.ctx.budget
+        r = budget.reserve(1, 1, counts_candidates=not self.calls)
+        if r is None:
+            self.refused = self.refused or not self.calls
+            return None
+        try:
+            response = await self.ctx.backend.score(prompt, continuations)
+        except Exception:
+            budget.fail(r)
+            raise
+        u = response.usage
+        spent = Usage(
+            prompt_tokens=u.prompt_tokens + u.completion_tokens,
+            latency_s=u.latency_s,
+            llm_calls=1,
+            cost_usd=u.cost_usd,
+        )
+        # Settled as one answer-less completion, so the call counts (and holds the candidate
+        # slot when it is the rollout's first) like a generation would.
+        budget.settle(r, ChatResponse([Completion("", "stop", 0)], spent, model=response.model))
+        self.calls.append(_Call(completions=[Completion("", "stop", 0)], usage=spent, call=r.call, asked=1))
+        return response
+
+
 async def _request(
     ctx: LoopContext,
     messages: tuple[Message, ...],
@@ -352,10 +416,19 @@ async def _request(
     temperature: float,
     *,
     counts_candidates: bool = True,
+    constraint: Constraint | None = None,
+    max_tokens: int | None = None,
 ) -> _Call | None:
-    """One budgeted request; ``None`` when the budget has no room. Backend errors propagate."""
+    """One budgeted request; ``None`` when the budget has no room. Backend errors propagate.
+
+    ``constraint`` defaults to the task's :meth:`~Task.request_constraint`; a constrained
+    request sends no stop strings (the constraint ends the answer).
+    """
     cfg = ctx.config
-    r = ctx.budget.reserve(n, cfg.max_tokens, counts_candidates=counts_candidates)
+    if constraint is None:
+        constraint = ctx.task.request_constraint(messages)
+    limit = cfg.max_tokens if max_tokens is None else min(max_tokens, cfg.max_tokens)
+    r = ctx.budget.reserve(n, limit, counts_candidates=counts_candidates)
     if r is None:
         return None
     request = ChatRequest(
@@ -364,9 +437,10 @@ async def _request(
         temperature=temperature,
         top_p=cfg.top_p,
         max_tokens=r.max_tokens,
-        stop=tuple(dict.fromkeys(cfg.stop + ctx.task.stop)),
+        stop=() if constraint is not None else tuple(dict.fromkeys(cfg.stop + ctx.task.stop)),
         seed=_seed(cfg, r.call),
         raw_prompt=ctx.task.completion_prompt(messages),
+        constraint=constraint,
     )
     try:
         response = await ctx.backend.generate(request)

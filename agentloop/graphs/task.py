@@ -7,9 +7,10 @@ import inspect
 import math
 from collections.abc import Awaitable, Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
-from agentloop.backends._types import Message
+from agentloop.backends._constraint import Constraint
+from agentloop.backends._types import Message, ScorePrompt, ScoreResponse
 from agentloop.graphs._prompts import render_prompt
 from agentloop.graphs._util import jsonable
 
@@ -211,6 +212,17 @@ class Task(abc.ABC):
         """A later round's prompt: the task's prompt followed by the rendered feedback."""
         return append_to_prompt(self.build_messages(lessons), feedback.render())
 
+    def request_constraint(self, messages: Sequence[Message]) -> Constraint | None:
+        """The constraint a candidate request built from ``messages`` carries (``None``: none).
+
+        A task that needs well-formed answers (SQL in its database's grammar, an action
+        from a list) returns a :class:`~agentloop.backends.Constraint` here; the graphs put
+        it on every candidate request of every round, and the backend refuses before
+        sending if it cannot honour it. A constrained request sends no stop strings: the
+        constraint decides where the answer ends.
+        """
+        return None
+
     def completion_prompt(self, messages: Sequence[Message]) -> str | None:
         """A raw completion prompt to send instead of ``messages`` through the chat template.
 
@@ -244,8 +256,32 @@ class Task(abc.ABC):
 
 VerifyFn = Callable[[Candidate], "Verdict | Awaitable[Verdict]"]
 
+
 # One budgeted completion for a prompt; ``None`` when the budget has no room left.
-StepFn = Callable[[Sequence[Message]], Awaitable["str | None"]]
+class StepFn(Protocol):
+    """How a rollout asks the model: one budgeted n=1 request per call, and budgeted ``score``.
+
+    ``await step(messages)`` returns the completion text, or ``None`` when the budget has
+    no room (end the episode then). ``constraint`` and ``max_tokens`` shape that one
+    request (a constrained request sends no stop strings). ``await step.score(prompt,
+    continuations)`` returns each continuation's log-likelihood
+    (:class:`~agentloop.backends.ScoreResponse`), or ``None`` without room; it spends
+    prompt tokens only. ``temperature`` and ``seed`` are the run's sampling settings, the
+    seed already distinct per rollout, for policies that sample choices themselves.
+    """
+
+    temperature: float
+    seed: int | None
+
+    async def __call__(
+        self,
+        prompt: Sequence[Message],
+        *,
+        constraint: Constraint | None = None,
+        max_tokens: int | None = None,
+    ) -> str | None: ...
+
+    async def score(self, prompt: ScorePrompt, continuations: Sequence[str]) -> ScoreResponse | None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -263,9 +299,10 @@ class RolloutTask(Task):
 
     ``propose`` runs ``config.n`` rollouts concurrently (at most ``config.concurrency`` at
     once) instead of sampling n completions. Each rollout calls ``step`` once per model
-    turn; every call is an n=1 request charged to the run's budget, and a rollout counts
-    as one candidate (its first call holds the candidate slot). ``messages`` is the
-    round's prompt from :meth:`build_messages` or :meth:`build_refine_messages`.
+    turn (or ``step.score``); every call is charged to the run's budget, and a rollout
+    counts as one candidate (its first call holds the candidate slot; a rollout that
+    calls no model claims one when it ends). ``messages`` is the round's prompt from
+    :meth:`build_messages` or :meth:`build_refine_messages`.
     """
 
     @abc.abstractmethod

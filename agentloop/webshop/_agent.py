@@ -199,7 +199,7 @@ class WebShopTask(RolloutTask):
         if self.policy == "choice":
             chooser = ChoicePolicy(step, messages[-1].content)
         elif self.policy == "first":
-            chooser = FirstPolicy(step, self.instruction)
+            chooser = FirstPolicy(self.instruction)
         while not env.done:
             if self.max_invalid is not None and invalid_run >= self.max_invalid:
                 out.ended = "stuck"  # a policy that cannot form an action only burns compute
