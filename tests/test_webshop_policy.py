@@ -96,9 +96,13 @@ def test_greedy_takes_the_argmax_of_the_normalised_score() -> None:
     assert isinstance(out, Outcome) and rec.calls and out.ended == "purchase"
     for _, conts, values in rec.calls:
         means = [v / len(c.split()) for v, c in zip(values, conts, strict=True)]
-        label = conts[means.index(max(means))][:-1]  # without the closing bracket
+        label = conts[means.index(max(means))].rstrip("\n")
         clicked = [a[len("click[") : -1] for a in out.actions if a.startswith("click[")]
-        names = [CATALOG.products[c].name if c in CATALOG.products else c for c in clicked]
+        # Products are scored as "title (price)", as the results page lists them.
+        names = [
+            f"{CATALOG.products[c].name} ({CATALOG.products[c].price_tag})" if c in CATALOG.products else c
+            for c in clicked
+        ]
         assert label in names, (label, names)
 
 

@@ -170,7 +170,9 @@ class ChoicePolicy:
                 if c == NEXT_PAGE:
                     continue  # products are chosen from the first page of results
                 product = env.catalog.products.get(c)
-                out.append((product.name if product is not None else c, c))
+                # Title and price, as the results page lists them: the instruction names a price cap.
+                label = f"{product.name} ({product.price_tag})" if product is not None else c
+                out.append((label, c))
         elif env.page == "item" and env.product is not None:
             # Groups this policy settled, not env.selected_options: a value shared by two
             # groups selects the first, and the second would be offered again and again.
