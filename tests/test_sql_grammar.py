@@ -113,6 +113,7 @@ def test_after_select_variant_rejects_what_the_full_grammar_rejects() -> None:
         "SELECT name FROM singerT1",
         "SELECT T1.name FROM singer JOIN concertT2 ON T1.singer_id = T2.concert_id",
         "SELECT T111.name FROM singer AS T111",
+        "SELECT name",  # a column without FROM: only constants may go without one
         "SELECT T1.nme FROM singer AS T1",
         "SELECT singer.capacity FROM singer",  # capacity is a column of stadium, not singer
         "SELECT x.name FROM singer AS x",  # aliases are T<digits>

@@ -38,7 +38,8 @@ OTHER = next(e for e in EXAMPLES if e.db_id != FIRST.db_id)
 
 def expected(example, prompt_format: str) -> Constraint:
     fewshot = prompt_format == "fewshot"
-    return Constraint.grammar(schema_grammar(example.db_path, after_select=fewshot, newlines=not fewshot))
+    grammar = schema_grammar(example.db_path, after_select=fewshot, newlines=not fewshot, max_items=8)
+    return Constraint.grammar(grammar)
 
 
 def answers(prompt_format: str, sql: str) -> str:

@@ -133,7 +133,13 @@ class SqlSchema:
         return cls(tuple(tables))
 
 
-def schema_grammar(db: str | Path | SqlSchema, *, after_select: bool = False, newlines: bool = True) -> str:
+def schema_grammar(
+    db: str | Path | SqlSchema,
+    *,
+    after_select: bool = False,
+    newlines: bool = True,
+    max_items: int | None = None,
+) -> str:
     """The Lark grammar (llguidance dialect) of SELECT statements over one database's schema.
 
     ``after_select=True`` gives the continuation of a prompt that ends in the query's leading
@@ -141,12 +147,19 @@ def schema_grammar(db: str | Path | SqlSchema, *, after_select: bool = False, ne
     ``"SELECT" + text`` is a sentence of the full grammar. ``newlines=False`` allows only
     spaces and tabs between lexemes: a one-line query, for a completion prompt whose model
     ends its answer with a blank line (the mask then leaves it ``;`` or more SQL instead of a
-    newline that the grammar would have to continue as SQL).
+    newline that the grammar would have to continue as SQL). ``max_items`` caps the
+    expressions in a SELECT list (Spider's gold queries have at most 6): under the mask, a
+    small model whose wanted column is refused tends to list valid columns until the token
+    limit, and the cap makes it go on to FROM.
     """
     # The schema is read on every call (a fraction of a millisecond) so that a changed
     # database never gets a stale grammar; the grammar itself is cached per schema.
     schema = db if isinstance(db, SqlSchema) else SqlSchema.from_sqlite(db)
     grammar = _grammar_for_schema(schema, after_select)
+    if max_items is not None:
+        if max_items < 1:
+            raise ValueError(f"max_items must be >= 1, got {max_items}")
+        grammar = _MORE_ITEMS.sub(rf"\1{{0,{max_items - 1}}}", grammar)
     return grammar if newlines else grammar.replace(_WHITESPACE, r"[ \t]")
 
 
@@ -187,6 +200,8 @@ function_call{s}: COUNT "(" "*" ")"
     | FUNCTION "(" (expr{s} ("," expr{s})*)? ")"
 """
 
+# The repetition in every `items` rule (one per table scope), which max_items bounds.
+_MORE_ITEMS = re.compile(r'^(items\w*: item\w* \("," item\w*\))\*$', re.MULTILINE)
 # Whitespace between lexemes, wherever the grammar allows it (newlines=False narrows it).
 _WHITESPACE = r"[ \t\r\n]"
 # The continuation after a leading SELECT (schema_grammar(after_select=True)): the SELECT
@@ -197,7 +212,8 @@ _TAIL_RULES = """
 query_tail: select_multi_tail order_by? limit?
     | select_any_tail (compound_op select_any)+ order_by? limit?
     | scoped_tail
-select_multi_tail: (DISTINCT | ALL)? items from_multi? where? group_by? having?
+select_multi_tail: (DISTINCT | ALL)? items from_multi where? group_by? having?
+    | literal ("," literal)*
 """
 _SCOPED_TAIL = """
 query{s}_tail: select{s}_tail order_by{s}? limit?
@@ -372,7 +388,9 @@ query: select_multi order_by? limit?
     | select_any (compound_op select_any)+ order_by? limit?
     | scoped_query
 compound_op: UNION ALL? | INTERSECT | EXCEPT
-select_multi: SELECT (DISTINCT | ALL)? items from_multi? where? group_by? having?
+// Without FROM only constants: a column there is an error that a decoder would otherwise reach.
+select_multi: SELECT (DISTINCT | ALL)? items from_multi where? group_by? having?
+    | SELECT literal ("," literal)*
 from_multi: FROM table_ref (join_op table_ref join_constraint?)+
     | FROM "(" query ")" (AS? ALIAS)?
 join_op: "," | NATURAL? (LEFT OUTER? | INNER | CROSS)? JOIN
