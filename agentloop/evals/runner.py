@@ -17,19 +17,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
 
 from agentloop._plugins import is_reference, normalize_reference, reference_label
 from agentloop.backends._types import Backend
 from agentloop.backends.registry import DEFAULT_BACKEND, BackendOptions, resolve_backend
 from agentloop.errors import AgentloopError
+from agentloop.evals._progress import Bar, progress_bar
 from agentloop.evals.run_store import RunStore, TaskOutcome
 from agentloop.evals.suites import Suite, SuiteItem, get_suite
 from agentloop.graphs._util import jsonable
@@ -369,7 +362,10 @@ async def run_suite(
             on_start(directory, len(items), len(items) - len(todo))
         session = _Session(spec, suite, backend, store, run_id, abort_after, on_task, memory)
         session.run_dir = directory
-        with _progress_bar(progress, spec, total=len(items), done=len(items) - len(todo)) as bar:
+        title = f"[bold]{reference_label(spec.suite)}[/] {reference_label(spec.graph)}"
+        with progress_bar(
+            progress, title, scores_reward=suite.scores_reward, total=len(items), done=len(items) - len(todo)
+        ) as bar:
             session.bar = bar
             await session.run(todo)
     except BaseException as exc:
@@ -466,7 +462,7 @@ class _Session:
         self.on_task = on_task
         self.memory = memory
         self.config = spec.loop_config().replace(stop=suite.stop)
-        self.bar: _Bar | None = None
+        self.bar: Bar | None = None
         self.run_dir: Path | None = None
         self.succeeded = 0
         self.failed: list[str] = []
@@ -577,77 +573,3 @@ class _Session:
                 f"{self.failed[0].rstrip('. ')}. Fix the cause and rerun the same command with "
                 f"--resume --run-dir {self.run_dir}"
             )
-
-
-# --- progress ------------------------------------------------------------------------------
-
-
-class _Bar:
-    def __init__(self, progress: Progress | None, total: int, done: int):
-        self.progress = progress
-        self.done = done
-        self.correct = 0.0  # tasks right, or rewards summed (suites scored by reward)
-        self.seen = 0
-        self.tokens = 0
-        self.errors = 0
-        self.task = (
-            progress.add_task("tasks", total=total, completed=done, **self._fields()) if progress else None
-        )
-
-    def _fields(self) -> dict[str, Any]:
-        acc = f"{self.correct / self.seen:.3f}" if self.seen else "-"
-        errors = f" errors {self.errors}" if self.errors else ""
-        return {"acc": acc, "tokens": _human(self.tokens), "errors": errors}
-
-    def advance(self, outcome: TaskOutcome) -> None:
-        self.seen += 1
-        self.correct += outcome.reward if outcome.reward is not None else int(outcome.correct)
-        self.errors += int(outcome.error is not None)
-        self.tokens += outcome.usage.prompt_tokens + outcome.usage.completion_tokens
-        if self.progress is not None and self.task is not None:
-            self.progress.update(self.task, advance=1, **self._fields())
-
-
-class _progress_bar:
-    """A rich bar on stderr showing tasks done, accuracy so far, tokens and ETA (terminal only)."""
-
-    def __init__(self, progress: bool | Console, spec: RunSpec, *, total: int, done: int):
-        console = progress if isinstance(progress, Console) else Console(stderr=True)
-        enabled = bool(progress) and console.is_terminal
-        self.progress = (
-            Progress(
-                TextColumn(f"[bold]{reference_label(spec.suite)}[/] {reference_label(spec.graph)}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TextColumn(
-                    ("reward" if get_suite(spec.suite).scores_reward else "acc") + " {task.fields[acc]}"
-                ),
-                TextColumn("{task.fields[tokens]} tokens{task.fields[errors]}"),
-                TimeElapsedColumn(),
-                TextColumn("ETA"),
-                TimeRemainingColumn(),
-                console=console,
-            )
-            if enabled
-            else None
-        )
-        self.bar = _Bar(self.progress, total, done)
-
-    def __enter__(self) -> _Bar:
-        if self.progress is not None:
-            self.progress.start()
-        return self.bar
-
-    def __exit__(self, *exc: object) -> None:
-        if self.progress is not None:
-            self.progress.stop()
-
-
-def _human(n: int) -> str:
-    if n >= 1_000_000:
-        return f"{n / 1_000_000:.1f}M"
-    if n >= 10_000:
-        return f"{n / 1000:.0f}k"
-    if n >= 1_000:
-        return f"{n / 1000:.1f}k"
-    return str(n)
