@@ -235,3 +235,20 @@ async def test_an_aborted_run_says_how_to_resume_it(tmp_path: Path) -> None:
         await run_suite(spec(graph="greedy"), run_dir=tmp_path / "r", backend=FunctionBackend(broken))
     message = str(info.value)
     assert f"--resume --run-dir {tmp_path / 'r'}" in message and ".." not in message
+
+
+async def test_the_progress_bar_shows_tasks_accuracy_and_tokens(tmp_path: Path) -> None:
+    import io
+
+    from rich.console import Console
+
+    out = io.StringIO()
+    console = Console(file=out, force_terminal=True, width=200)
+    await run_suite(
+        spec(graph="greedy", limit=2),
+        run_dir=tmp_path / "r",
+        backend=FunctionBackend(chat(GOOD_SQL)),
+        progress=console,
+    )
+    text = out.getvalue()
+    assert "text2sql" in text and "2/2" in text and "acc 0.000" in text and " tokens" in text  # both wrong
