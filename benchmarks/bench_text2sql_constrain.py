@@ -158,13 +158,17 @@ def do_speed(args: argparse.Namespace) -> None:
     assert prompt is not None and task.constraint is not None
     # No stop strings and no EOS: both variants decode until their own end or 64 tokens, so
     # the rate is per generated token either way. Interleaved, so other load hits both alike.
-    base = ChatRequest(raw_prompt=prompt, n=8, temperature=1.0, max_tokens=64, extra={"ignore_eos": True})
+    base = ChatRequest(
+        raw_prompt=prompt, n=8, temperature=1.0, max_tokens=args.max_tokens, extra={"ignore_eos": True}
+    )
     variants = {"unconstrained": None, "schema_grammar": task.constraint}
     rates: dict[str, list[float]] = {k: [] for k in variants}
     tokens: dict[str, list[int]] = {k: [] for k in variants}
     for r in range(args.repeats + 1):
         for name, constraint in variants.items():
             resp = backend.generate_sync(base.replace(seed=r, constraint=constraint))
+            u = resp.usage
+            print(f"  {name:15} round {r}: {u.completion_tokens} tokens in {u.latency_s:.1f} s", flush=True)
             if r == 0:
                 continue  # warm-up: prefix cache, compiled grammar, llguidance tokenizer
             rates[name].append(resp.usage.completion_tokens / resp.usage.latency_s)
@@ -178,7 +182,8 @@ def do_speed(args: argparse.Namespace) -> None:
     results["decode_n8"] = {
         **speed,
         "ratio": round(ratio, 3),
-        "prompt": f"{example.id} few-shot ({example.db_id}), n=8, T=1.0, 64 new tokens at most, median of "
+        "prompt": f"{example.id} few-shot ({example.db_id}), n=8, T=1.0, {args.max_tokens} new tokens at most, "
+        "median of "
         f"{args.repeats}",
         "machine": f"{platform.processor() or platform.machine()}, torch threads {torch.get_num_threads()}, "
         "shared with other jobs",
@@ -197,6 +202,7 @@ def main() -> None:
     runs.add_argument("--graphs", default="greedy,best_of_8,iad")
     speed = sub.add_parser("speed")
     speed.add_argument("--repeats", type=int, default=3)
+    speed.add_argument("--max-tokens", type=int, default=64)
     summary = sub.add_parser("summary")
     for p in (runs, speed, summary):
         p.add_argument("--root", type=Path, default=ROOT)
