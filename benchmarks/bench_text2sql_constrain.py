@@ -83,6 +83,11 @@ def candidate_checks(run_dir: Path) -> dict[str, Any]:
             "SELECT t.task_id, c.answer, c.parse_error, c.finish_reason FROM candidates c "
             "JOIN task_results t ON c.task_result_id = t.id"
         ).fetchall()
+        # One row per request: its candidates' tokens over its latency (prefill included).
+        calls = conn.execute(
+            "SELECT sum(c.completion_tokens), max(c.latency_s), count(*) FROM candidates c "
+            "GROUP BY c.task_result_id, c.call"
+        ).fetchall()
     counts = {"candidates": len(rows), "parse_error": 0, "fails_to_run": 0, "unknown_name": 0}
     counts |= {"cut_at_max_tokens": 0, "grammar_accepted": 0}
     for task_id, answer, parse_error, finish in rows:
@@ -101,6 +106,10 @@ def candidate_checks(run_dir: Path) -> dict[str, Any]:
     invalid = counts["parse_error"] + counts["fails_to_run"] + counts["unknown_name"]
     counts["invalid"] = invalid
     counts["invalid_share"] = round(invalid / max(1, len(rows)), 4)
+    rates = [tokens / latency for tokens, latency, n in calls if latency and n == 8]
+    if rates:
+        counts["n8_requests"] = len(rates)
+        counts["n8_tokens_per_s_median"] = round(statistics.median(rates), 1)
     return counts
 
 
@@ -122,7 +131,11 @@ def do_summary(args: argparse.Namespace) -> None:
         dirs = [args.root / f"{graph}-{mode}" for mode in MODES]
         if not all((d / "run.sqlite").exists() for d in dirs):
             continue
-        rep = report_json(*dirs)
+        try:
+            rep = report_json(*dirs)
+        except subprocess.CalledProcessError as exc:  # e.g. a run with no finished task yet
+            print(f"{graph}: skipped ({exc.stderr.strip()})", flush=True)
+            continue
         entry: dict[str, Any] = {"comparison": rep["comparison"][0]}
         for mode, run_dir, run in zip(MODES, dirs, rep["runs"], strict=True):
             entry[mode] = {
