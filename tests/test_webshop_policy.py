@@ -45,15 +45,22 @@ def query_fn(request: ChatRequest) -> str:
 class Recorder:
     """A scorer that records every score call and returns totals from ``values(continuations)``."""
 
-    def __init__(self, values: Any = None):
+    def __init__(self, values: Any = None, prior: Any = None):
         self.calls: list[tuple[str, list[str], list[float]]] = []
+        self.priors: list[tuple[str, list[str], list[float]]] = []
         self.values = values or (
             lambda conts: [random.Random(c).uniform(-3, 0) * len(c.split()) for c in conts]
         )
+        self.prior = prior or (lambda conts: [0.0] * len(conts))
 
     def __call__(self, request: ChatRequest, conts: Sequence[str]) -> list[float]:
+        prompt = request.raw_prompt or ""
+        if "Instruction:" not in prompt:  # the frame without the instruction: the choices' prior
+            values = list(self.prior(list(conts)))
+            self.priors.append((prompt, list(conts), values))
+            return values
         values = list(self.values(list(conts)))
-        self.calls.append((request.raw_prompt or "", list(conts), values))
+        self.calls.append((prompt, list(conts), values))
         return values
 
 
@@ -106,6 +113,34 @@ def test_greedy_takes_the_argmax_of_the_normalised_score() -> None:
         assert label in names, (label, names)
 
 
+def test_choices_are_calibrated_against_their_prior() -> None:
+    # Given the instruction, the first product is likelier; but without it, it is likelier still:
+    # the instruction raises the last one most, so the calibrated choice takes the last.
+    def given(conts: list[str]) -> list[float]:
+        return [-1.0 * len(c.split()) if i == 0 else -2.0 * len(c.split()) for i, c in enumerate(conts)]
+
+    def prior(conts: list[str]) -> list[float]:
+        k = len(conts) - 1
+        return [
+            -0.5 * len(c.split()) if i == 0 else (-4.0 if i == k else -2.0) * len(c.split())
+            for i, c in enumerate(conts)
+        ]
+
+    rec = Recorder(given, prior)
+    out = run(WebShopTask(CATALOG, 2, policy="choice"), choice_backend(rec), "greedy").answer
+    assert isinstance(out, Outcome) and rec.priors
+    prompt, conts, _ = next(c for c in rec.calls if c[0].endswith("Product: "))
+    last = conts[-1].rstrip("\n")
+    clicked = [a[len("click[") : -1] for a in out.actions if a.startswith("click[")]
+    labels = [
+        f"{CATALOG.products[c].name} ({CATALOG.products[c].price_tag})"
+        for c in clicked
+        if c in CATALOG.products
+    ]
+    assert labels == [last]
+    assert all(p.startswith("Product: ") for p, _, _ in rec.priors)  # no instruction in the prior
+
+
 def test_sampling_differs_across_seeds_and_repeats_for_the_same_seed() -> None:
     flat = Recorder(lambda conts: [0.0] * len(conts))  # a uniform choice: all diversity is the sampler's
 
@@ -124,8 +159,10 @@ def test_choice_counts_score_calls_in_the_budget() -> None:
     backend = choice_backend(rec)
     result = run(WebShopTask(CATALOG, 0, policy="choice"), backend, "greedy")
     assert result.usage.candidates == 1
-    assert result.usage.llm_calls == backend.calls + len(rec.calls)
-    scored = sum(len(p.split()) + sum(len(c.split()) for c in conts) for p, conts, _ in rec.calls)
+    assert result.usage.llm_calls == backend.calls + len(rec.calls) + len(rec.priors)
+    scored = sum(
+        len(p.split()) + sum(len(c.split()) for c in conts) for p, conts, _ in rec.calls + rec.priors
+    )
     assert result.usage.prompt_tokens >= scored
     # A step limit still ends the episode: with one action allowed there is no purchase.
     short = run(WebShopTask(CATALOG, 0, policy="choice", max_steps=1), choice_backend(), "greedy")
