@@ -205,11 +205,12 @@ def test_compare_pairs_by_content_and_says_how_many(tmp_path: Path) -> None:
         "only_other": 2,
         "unverified": 0,
     }
-    assert d.budget_differs == ("max_candidates: None -> 2",)
+    # Effective settings: greedy samples 1 candidate, best_of_n its n=2, both in one round.
+    assert d.budget_differs == ("max_candidates: None -> 2", "n: 1 -> 2")
     result = CliRunner().invoke(app, ["report", str(tmp_path / "a"), "--compare", str(tmp_path / "b")])
     assert result.exit_code == 0, result.output
     assert "2 tasks paired; 2 only in a; 2 only in b" in result.output
-    assert "did not run under the same budget (max_candidates: None -> 2)" in result.output
+    assert "did not run under the same budget (max_candidates: None -> 2, n: 1 -> 2)" in result.output
     data = json.loads(
         CliRunner()
         .invoke(app, ["report", str(tmp_path / "a"), "--compare", str(tmp_path / "b"), "--json"])

@@ -325,13 +325,20 @@ def budget_difference(a: RunReport, b: RunReport) -> tuple[str, ...]:
     from agentloop.evals.runner import BUDGET_KEYS, RunSpec
 
     defaults = RunSpec.__dataclass_fields__
-    out = []
-    for k in BUDGET_KEYS:
-        va = a.run.config.get(k, defaults[k].default)
-        vb = b.run.config.get(k, defaults[k].default)
-        if va != vb:
-            out.append(f"{k}: {va} -> {vb}")
-    return tuple(out)
+
+    def settings(r: RunReport) -> dict[str, Any]:
+        values = {k: r.run.config.get(k, defaults[k].default) for k in BUDGET_KEYS}
+        try:  # n and rounds as the graph ran them: best_of_n runs one round whatever --rounds says
+            effective = graph_spec(r.run.graph).adjust(
+                LoopConfig(n=int(values["n"]), rounds=int(values["rounds"]))
+            )
+            values["n"], values["rounds"] = effective.n, effective.rounds
+        except (KeyError, TypeError, ValueError, AgentloopError):  # a user's graph: as configured
+            pass
+        return values
+
+    sa, sb = settings(a), settings(b)
+    return tuple(f"{k}: {sa[k]} -> {sb[k]}" for k in BUDGET_KEYS if sa[k] != sb[k])
 
 
 def check_comparable(reports: Sequence[RunReport]) -> None:
@@ -406,12 +413,13 @@ def render_reports(reports: Sequence[RunReport], console: Console) -> None:
     if any(r.upper_bound for r in reports):
         console.print(f"[yellow]note:[/] {UPPER_BOUND_NOTE}", highlight=False)
     for d in diffs:
-        console.print(d.explanation, highlight=False, markup=False)
+        console.print(d.explanation, highlight=False, markup=False, soft_wrap=True)
         if d.budget_differs:
             console.print(
                 f"[yellow]note:[/] {d.other} and {d.base} did not run under the same budget "
                 f"({', '.join(d.budget_differs)}): the difference is not compute-matched",
                 highlight=False,
+                soft_wrap=True,
             )
     for r in reports:
         if len(r.tasks) < r.run.planned:
