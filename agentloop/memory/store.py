@@ -13,21 +13,18 @@ and a merge always sees every concept committed before it.
 
 from __future__ import annotations
 
-import abc
 import builtins
-import functools
 import itertools
-import json
 import math
 import os
 import random
 import time
 import uuid
 from collections import Counter, defaultdict
-from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
-from datetime import UTC, datetime, timedelta
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from datetime import datetime, timedelta
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, Literal, Self, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from sqlalchemy import Engine, Table, Text, bindparam, create_engine, delete, func, select, update
 from sqlalchemy.engine import make_url
@@ -43,10 +40,8 @@ from agentloop.memory._types import (
     ConceptDraft,
     ConceptParameter,
     ConceptRecord,
-    ImportReport,
     MemoryStats,
     MemoryStoreError,
-    MergeEvent,
     Provenance,
     PruneReport,
     SearchHit,
@@ -76,211 +71,26 @@ __all__ = [
     "resolve_memory_url",
 ]
 
-T = TypeVar("T")
-ListOrder = Literal["updated", "created", "usage", "success", "id"]
+from agentloop.memory._store_base import (
+    EXPORT_FORMAT,
+    ListOrder,
+    MemoryStore,
+    _index_text,
+    _now,
+    _record,
+    default_memory_url,
+    resolve_memory_url,
+)
+from agentloop.memory._store_import import _IMPORT_BATCH, ImportMixin, _chunks
 
-EXPORT_FORMAT = "agentloop-memory"
-EXPORT_VERSION = 1
+T = TypeVar("T")
 _MERGE_NEIGHBOURS = 5
-_IMPORT_BATCH = 500
 _CONCEPTS = cast(Table, Concept.__table__)
 _TERMS = cast(Table, TermStat.__table__)
 _NAMESPACES = cast(Table, NamespaceStat.__table__)
 
 
-def default_memory_url() -> str:
-    """``$AGENTLOOP_HOME/memory.sqlite`` if set, else ``memory.sqlite`` in the user data dir."""
-    home = os.environ.get("AGENTLOOP_HOME")
-    if home:
-        base = Path(home).expanduser()
-    else:
-        from platformdirs import user_data_dir
-
-        base = Path(user_data_dir("agentloop", appauthor=False))
-    return f"sqlite:///{base / 'memory.sqlite'}"
-
-
-def resolve_memory_url(url: str | os.PathLike[str] | None = None) -> str:
-    """A SQLAlchemy URL for ``url``: a URL, a plain file path (SQLite), or ``None`` for the default.
-
-    ``postgresql://`` and ``postgres://`` get the psycopg 3 driver.
-    """
-    if url is None or str(url) == "":
-        return default_memory_url()
-    s = os.fspath(url)
-    if "://" not in s:
-        return f"sqlite:///{Path(s).expanduser().resolve()}"
-    scheme, rest = s.split("://", 1)
-    if scheme in ("postgresql", "postgres"):
-        return f"postgresql+psycopg://{rest}"
-    if scheme == "sqlite" or scheme.startswith(("sqlite+", "postgresql+")):
-        return s
-    raise MemoryStoreError(
-        f"unsupported memory URL {s!r}: use sqlite:///PATH, a file path, or postgresql://USER@HOST/DB"
-    )
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
-def _index_text(title: str, situation: str, cues: Iterable[str], suggestion: str) -> str:
-    return "\n".join([title, situation, *cues, suggestion])
-
-
-def _record(c: Concept) -> ConceptRecord:
-    return ConceptRecord(
-        id=c.id,
-        uid=c.uid,
-        namespace=c.namespace,
-        kind=c.kind,
-        title=c.title,
-        situation=c.situation,
-        cues=tuple(c.cues or ()),
-        suggestion=c.suggestion,
-        parameters=tuple(ConceptParameter.from_dict(p) for p in c.parameters or ()),
-        provenance=Provenance.from_dict(c.provenance),
-        created_at=c.created_at,
-        updated_at=c.updated_at,
-        last_used_at=c.last_used_at,
-        version=c.version,
-        usage_count=c.usage_count,
-        success_count=c.success_count,
-        support_count=c.support_count,
-    )
-
-
-class MemoryStore(abc.ABC):
-    """Where concepts live. :class:`SQLMemoryStore` is the implementation; the conformance
-    tests (``tests/test_memory_store.py``) say what any other must do.
-    """
-
-    url: str
-
-    @abc.abstractmethod
-    def add_many(
-        self, drafts: Sequence[ConceptDraft], *, namespace: str, provenance: Provenance | None = None
-    ) -> list[AddResult]:
-        """Insert each draft, or merge it into a near-duplicate; one transaction; results in order."""
-
-    def add(self, draft: ConceptDraft, *, namespace: str, provenance: Provenance | None = None) -> AddResult:
-        """Insert ``draft`` or merge it into a near-duplicate in ``namespace``."""
-        return self.add_many([draft], namespace=namespace, provenance=provenance)[0]
-
-    @abc.abstractmethod
-    def get(self, ref: int | str) -> ConceptRecord | None:
-        """The concept with this id (int) or uid (str), or ``None``."""
-
-    @abc.abstractmethod
-    def list(
-        self, *, namespace: str | None = None, limit: int = 50, offset: int = 0, order: ListOrder = "updated"
-    ) -> builtins.list[ConceptRecord]:
-        """Concepts, newest first by default."""
-
-    @abc.abstractmethod
-    def search(
-        self, query: str, *, namespace: str | None = None, k: int = 5, params: LexicalParams | None = None
-    ) -> builtins.list[SearchHit]:
-        """The ``k`` concepts that best match ``query`` lexically (BM25), best first."""
-
-    @abc.abstractmethod
-    def record_uses(self, shown: Sequence[tuple[int, float | None]], *, task_id: str, run_id: str) -> int:
-        """Record that these ``(concept id, score)`` were shown to a task, in this order."""
-
-    @abc.abstractmethod
-    def record_outcome(self, *, task_id: str, run_id: str, passed: bool) -> int:
-        """Set the outcome of a task's open uses; returns how many uses it closed."""
-
-    @abc.abstractmethod
-    def writes_by_run(self, run_id: str, *, namespace: str | None = None) -> dict[str, int]:
-        """Drafts that run ``run_id`` stored, per task id: an insert counts for the first task
-        and run of its provenance, a merge for its own. A resumed run skips these tasks.
-        """
-
-    @abc.abstractmethod
-    def stats(self, namespace: str | None = None) -> MemoryStats:
-        """Counts over the store or one namespace."""
-
-    @abc.abstractmethod
-    def iter_export(self, *, namespace: str | None = None) -> Iterator[dict[str, Any]]:
-        """Each concept (with its uses) as a JSON-ready dict, in id order."""
-
-    @abc.abstractmethod
-    def import_items(self, items: Iterable[Mapping[str, Any]]) -> ImportReport:
-        """Load exported concepts: new uids are inserted, known ones updated if newer."""
-
-    @abc.abstractmethod
-    def prune(
-        self,
-        *,
-        older_than: timedelta | None = None,
-        never_helped: int | None = None,
-        namespace: str | None = None,
-        dry_run: bool = False,
-        now: datetime | None = None,
-    ) -> PruneReport:
-        """Drop concepts unused and unchanged for ``older_than``, and/or shown at least
-        ``never_helped`` times without a task passing. Both given: a concept must match both.
-        """
-
-    @abc.abstractmethod
-    def get_embeddings(self, ids: Sequence[int], model_id: str) -> dict[int, np.ndarray]:
-        """Stored vectors of ``model_id`` for these concepts (missing ones left out)."""
-
-    @abc.abstractmethod
-    def set_embeddings(self, vectors: Mapping[int, np.ndarray], model_id: str) -> None:
-        """Store vectors of ``model_id``."""
-
-    @abc.abstractmethod
-    def close(self) -> None:
-        """Release connections."""
-
-    def export_json(self, target: str | os.PathLike[str] | IO[str], *, namespace: str | None = None) -> int:
-        """Write the store (or one namespace) as JSON; returns the number of concepts."""
-        if isinstance(target, str | os.PathLike):
-            with open(target, "w", encoding="utf-8") as fp:
-                return self.export_json(fp, namespace=namespace)
-        header = {
-            "format": EXPORT_FORMAT,
-            "version": EXPORT_VERSION,
-            "exported_at": _now().isoformat(),
-            "namespace": namespace,
-        }
-        target.write(json.dumps(header, ensure_ascii=False)[:-1] + ', "concepts": [')
-        n = 0
-        for n, item in enumerate(self.iter_export(namespace=namespace), 1):
-            target.write(("\n" if n == 1 else ",\n") + json.dumps(item, ensure_ascii=False))
-        target.write("\n]}\n")
-        return n
-
-    def import_json(self, source: str | os.PathLike[str] | IO[str]) -> ImportReport:
-        """Load a file written by :meth:`export_json`."""
-        if isinstance(source, str | os.PathLike):
-            with open(source, encoding="utf-8") as fp:
-                return self.import_json(fp)
-        try:
-            data = json.load(source)
-        except json.JSONDecodeError as exc:
-            raise MemoryStoreError(f"not a memory export (invalid JSON: {exc})") from None
-        if not isinstance(data, dict) or data.get("format") != EXPORT_FORMAT:
-            raise MemoryStoreError(
-                f"not a memory export: expected a JSON object with format={EXPORT_FORMAT!r}"
-            )
-        if data.get("version") != EXPORT_VERSION:
-            raise MemoryStoreError(
-                f"memory export version {data.get('version')!r} is not supported (this agentloop "
-                f"reads version {EXPORT_VERSION})"
-            )
-        return self.import_items(data.get("concepts") or [])
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
-class SQLMemoryStore(MemoryStore):
+class SQLMemoryStore(ImportMixin, MemoryStore):
     """The memory store on SQLite (default) or PostgreSQL, upgraded to the current schema on open.
 
     ``embedder`` adds embedding similarity to near-duplicate detection (and stores each
@@ -657,130 +467,6 @@ class SQLMemoryStore(MemoryStore):
 
         self._write(run, namespaces=None)
 
-    # --- import ----------------------------------------------------------------------------
-
-    def import_items(self, items: Iterable[Mapping[str, Any]]) -> ImportReport:
-        totals = Counter[str]()
-        for batch in _chunks(items, _IMPORT_BATCH):
-            parsed = [_parse_item(item) for item in batch]
-            namespaces = sorted({p[0].namespace for p in parsed})
-            totals.update(
-                self._write(functools.partial(self._import_batch, parsed=parsed), namespaces=namespaces)
-            )
-        return ImportReport(**{k: totals[k] for k in ("inserted", "merged", "updated", "skipped", "uses")})
-
-    def _import_batch(self, s: Session, parsed: list[tuple[Concept, list[ConceptUse]]]) -> Counter[str]:
-        out: Counter[str] = Counter()
-        uids = [c.uid for c, _ in parsed]
-        by_uid = {c.uid: c for c in s.scalars(select(Concept).where(Concept.uid.in_(uids)))}
-        inserts: list[tuple[Concept, list[ConceptUse]]] = []
-        # Concepts inserted by this batch: their terms are counted once, at the end.
-        fresh: set[int] = set()
-        keys = {(c.namespace, c.title_key) for c, _ in parsed}
-        by_key = {
-            (c.namespace, c.title_key): c
-            for c in s.scalars(
-                select(Concept).where(
-                    Concept.namespace.in_({k[0] for k in keys}), Concept.title_key.in_({k[1] for k in keys})
-                )
-            )
-        }
-        for incoming, uses in parsed:
-            known = by_uid.get(incoming.uid)
-            if known is not None:
-                if incoming.version > known.version:
-                    self._overwrite(s, known, incoming, counted=id(known) not in fresh)
-                    out["updated"] += 1
-                else:
-                    out["skipped"] += 1
-                continue
-            key = (incoming.namespace, incoming.title_key)
-            target = by_key.get(key)
-            if target is not None:
-                self._absorb(s, target, incoming, counted=id(target) not in fresh)
-                for use in uses:
-                    use.concept = target
-                s.add_all(uses)
-                out["merged"] += 1
-                out["uses"] += len(uses)
-                continue
-            by_key[key] = by_uid[incoming.uid] = incoming
-            fresh.add(id(incoming))
-            s.add(incoming)
-            inserts.append((incoming, uses))
-        per_ns: dict[str, Counter[str]] = defaultdict(Counter)
-        sizes: Counter[str] = Counter()
-        counts: Counter[str] = Counter()
-        for concept, uses in inserts:
-            per_ns[concept.namespace].update(set(concept.search_text.split()))
-            sizes[concept.namespace] += concept.search_len
-            counts[concept.namespace] += 1
-            for use in uses:
-                use.concept = concept
-            s.add_all(uses)
-            out["uses"] += len(uses)
-        s.flush()
-        for ns in sorted(per_ns):
-            self._count_terms(s, ns, per_ns[ns], concepts=counts[ns], terms=sizes[ns])
-        out["inserted"] += len(inserts)
-        return out
-
-    def _overwrite(self, s: Session, known: Concept, incoming: Concept, *, counted: bool) -> None:
-        """A newer version of a concept this store has: take its content and counters."""
-        for attr in (
-            "kind",
-            "title",
-            "situation",
-            "cues",
-            "suggestion",
-            "parameters",
-            "provenance",
-            "version",
-        ):
-            setattr(known, attr, getattr(incoming, attr))
-        for attr in ("usage_count", "success_count", "support_count"):
-            setattr(known, attr, max(getattr(known, attr), getattr(incoming, attr)))
-        known.updated_at = max(known.updated_at, incoming.updated_at)
-        if known.title_key != incoming.title_key:
-            clash = s.scalar(
-                select(Concept.id).where(
-                    Concept.namespace == known.namespace,
-                    Concept.title_key == incoming.title_key,
-                    Concept.id != known.id,
-                )
-            )
-            if clash is None:
-                known.title_key = incoming.title_key
-        self._reindex(s, known, counted=counted)
-
-    def _absorb(self, s: Session, target: Concept, incoming: Concept, *, counted: bool) -> None:
-        """Merge an imported concept into one with the same title: provenance kept, counts added."""
-        now = _now()
-        draft = _record(incoming).draft()
-        prov = Provenance.from_dict(target.provenance).union(Provenance.from_dict(incoming.provenance))
-        merged = merge_fields(
-            situation=target.situation,
-            cues=target.cues,
-            parameters=[ConceptParameter.from_dict(p) for p in target.parameters],
-            provenance=prov,
-            draft=draft,
-            draft_provenance=Provenance(),
-            match=MergeMatch(target.id or 0, "title", 1.0),
-            now=now,
-        )
-        target.situation = merged.situation
-        target.cues = list(merged.cues)
-        target.parameters = [p.to_dict() for p in merged.parameters]
-        # The merge event says "import": the draft came from another store, not a task.
-        events = (*merged.provenance.merges[:-1], MergeEvent(now, "import", 1.0, draft))
-        target.provenance = Provenance(prov.task_ids, prov.run_ids, events).to_dict()
-        target.usage_count += incoming.usage_count
-        target.success_count += incoming.success_count
-        target.support_count += incoming.support_count
-        target.version += 1
-        target.updated_at = now
-        self._reindex(s, target, counted=counted)
-
     # --- reads -----------------------------------------------------------------------------
 
     def get(self, ref: int | str) -> ConceptRecord | None:
@@ -1002,68 +688,3 @@ def _to_bytes(vector: np.ndarray) -> bytes:
     import numpy as np
 
     return np.asarray(vector, dtype=np.float32).tobytes()
-
-
-def _chunks(items: Iterable[T], size: int) -> Iterator[builtins.list[T]]:
-    it = iter(items)
-    while batch := list(itertools.islice(it, size)):
-        yield batch
-
-
-def _parse_time(value: Any, default: datetime) -> datetime:
-    if not value:
-        return default
-    t = datetime.fromisoformat(value) if isinstance(value, str) else value
-    return t if t.tzinfo is not None else t.replace(tzinfo=UTC)
-
-
-def _parse_item(item: Mapping[str, Any]) -> tuple[Concept, builtins.list[ConceptUse]]:
-    """An exported concept as a new (unsaved) row, validated."""
-    try:
-        namespace = check_namespace(item["namespace"])
-        draft = ConceptDraft(
-            title=item["title"],
-            suggestion=item["suggestion"],
-            situation=item.get("situation") or "",
-            cues=tuple(item.get("cues") or ()),
-            parameters=tuple(ConceptParameter.from_dict(p) for p in item.get("parameters") or ()),
-            kind="strategy",
-        )
-        provenance = Provenance.from_dict(item.get("provenance"))
-    except (KeyError, TypeError, ValueError) as exc:
-        raise MemoryStoreError(f"bad concept in memory export ({exc!r}): {str(dict(item))[:200]}") from None
-    now = _now()
-    terms = analyze(draft.index_text())
-    concept = Concept(
-        uid=str(item.get("uid") or uuid.uuid4().hex)[:32],
-        namespace=namespace,
-        kind=str(item.get("kind") or "strategy")[:32],
-        title=draft.title,
-        title_key=title_key(draft.title),
-        situation=draft.situation,
-        cues=list(draft.cues),
-        suggestion=draft.suggestion,
-        parameters=[p.to_dict() for p in draft.parameters],
-        provenance=provenance.to_dict(),
-        search_text=" ".join(terms),
-        search_len=len(terms),
-        created_at=_parse_time(item.get("created_at"), now),
-        updated_at=_parse_time(item.get("updated_at"), now),
-        last_used_at=_parse_time(item.get("last_used_at"), now) if item.get("last_used_at") else None,
-        version=int(item.get("version") or 1),
-        usage_count=int(item.get("usage_count") or 0),
-        success_count=int(item.get("success_count") or 0),
-        support_count=int(item.get("support_count") or 1),
-    )
-    uses = [
-        ConceptUse(
-            task_id=str(u["task_id"]),
-            run_id=str(u.get("run_id") or ""),
-            shown_at=_parse_time(u.get("shown_at"), now),
-            rank=int(u.get("rank") or 0),
-            score=u.get("score"),
-            outcome=u.get("outcome"),
-        )
-        for u in item.get("uses") or ()
-    ]
-    return concept, uses
