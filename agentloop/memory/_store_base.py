@@ -6,6 +6,7 @@ import abc
 import builtins
 import json
 import os
+from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -82,6 +83,21 @@ def _now() -> datetime:
 
 def _index_text(title: str, situation: str, cues: Iterable[str], suggestion: str) -> str:
     return "\n".join([title, situation, *cues, suggestion])
+
+
+def namespace_terms(
+    rows: Iterable[tuple[str, str, int]],
+) -> tuple[dict[str, Counter[str]], Counter[str], Counter[str]]:
+    """Per namespace, from ``(namespace, search_text, search_len)`` rows: how many concepts hold
+    each term, the terms in all, and the concepts; what the term statistics count."""
+    per_ns: dict[str, Counter[str]] = defaultdict(Counter)
+    sizes: Counter[str] = Counter()
+    counts: Counter[str] = Counter()
+    for ns, text, n in rows:
+        per_ns[ns].update(set(text.split()))
+        sizes[ns] += n
+        counts[ns] += 1
+    return per_ns, sizes, counts
 
 
 def _record(c: Concept) -> ConceptRecord:

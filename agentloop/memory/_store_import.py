@@ -6,7 +6,7 @@ import builtins
 import functools
 import itertools
 import uuid
-from collections import Counter, defaultdict
+from collections import Counter
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from agentloop.memory._store_base import _now, _record
+from agentloop.memory._store_base import _now, _record, namespace_terms
 from agentloop.memory._types import (
     ConceptDraft,
     ConceptParameter,
@@ -104,13 +104,10 @@ class ImportMixin:
             fresh.add(id(incoming))
             s.add(incoming)
             inserts.append((incoming, uses))
-        per_ns: dict[str, Counter[str]] = defaultdict(Counter)
-        sizes: Counter[str] = Counter()
-        counts: Counter[str] = Counter()
+        per_ns, sizes, counts = namespace_terms(
+            (c.namespace, c.search_text, c.search_len) for c, _ in inserts
+        )
         for concept, uses in inserts:
-            per_ns[concept.namespace].update(set(concept.search_text.split()))
-            sizes[concept.namespace] += concept.search_len
-            counts[concept.namespace] += 1
             for use in uses:
                 use.concept = concept
             s.add_all(uses)

@@ -22,7 +22,7 @@ import time
 import uuid
 from collections import Counter, defaultdict
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
@@ -43,7 +43,6 @@ from agentloop.memory._types import (
     MemoryStats,
     MemoryStoreError,
     Provenance,
-    PruneReport,
     SearchHit,
     check_namespace,
 )
@@ -81,7 +80,8 @@ from agentloop.memory._store_base import (
     default_memory_url,
     resolve_memory_url,
 )
-from agentloop.memory._store_import import _IMPORT_BATCH, ImportMixin, _chunks
+from agentloop.memory._store_import import _IMPORT_BATCH, ImportMixin
+from agentloop.memory._store_maintenance import MaintenanceMixin
 
 T = TypeVar("T")
 _MERGE_NEIGHBOURS = 5
@@ -90,7 +90,7 @@ _TERMS = cast(Table, TermStat.__table__)
 _NAMESPACES = cast(Table, NamespaceStat.__table__)
 
 
-class SQLMemoryStore(ImportMixin, MemoryStore):
+class SQLMemoryStore(ImportMixin, MaintenanceMixin, MemoryStore):
     """The memory store on SQLite (default) or PostgreSQL, upgraded to the current schema on open.
 
     ``embedder`` adds embedding similarity to near-duplicate detection (and stores each
@@ -389,83 +389,6 @@ class SQLMemoryStore(ImportMixin, MemoryStore):
             )
 
         self._write(run, namespaces=())
-
-    def prune(
-        self,
-        *,
-        older_than: timedelta | None = None,
-        never_helped: int | None = None,
-        namespace: str | None = None,
-        dry_run: bool = False,
-        now: datetime | None = None,
-    ) -> PruneReport:
-        if older_than is None and never_helped is None:
-            raise ValueError("prune needs older_than and/or never_helped")
-        if never_helped is not None and never_helped < 1:
-            raise ValueError(f"never_helped must be >= 1, got {never_helped}")
-        if namespace is not None:
-            check_namespace(namespace)
-        now = now or _now()
-        query = select(Concept).order_by(Concept.id)
-        if namespace is not None:
-            query = query.where(Concept.namespace == namespace)
-        if older_than is not None:
-            query = query.where(func.coalesce(Concept.last_used_at, Concept.updated_at) < now - older_than)
-        if never_helped is not None:
-            query = query.where(Concept.usage_count >= never_helped, Concept.success_count == 0)
-
-        def run(s: Session) -> PruneReport:
-            victims = list(s.scalars(query))
-            records = tuple(_record(c) for c in victims)
-            if dry_run or not victims:
-                return PruneReport(records, dry_run)
-            deltas: dict[str, Counter[str]] = defaultdict(Counter)
-            sizes: Counter[str] = Counter()
-            counts: Counter[str] = Counter()
-            for c in victims:
-                deltas[c.namespace].subtract(set(c.search_text.split()))
-                sizes[c.namespace] += c.search_len
-                counts[c.namespace] += 1
-            ids = [c.id for c in victims]
-            for chunk in _chunks(ids, 500):
-                s.execute(delete(ConceptUse).where(ConceptUse.concept_id.in_(chunk)))
-                s.execute(
-                    delete(Concept).where(Concept.id.in_(chunk)).execution_options(synchronize_session=False)
-                )
-            for ns in sorted(deltas):
-                self._count_terms(s, ns, deltas[ns], concepts=-counts[ns], terms=-sizes[ns])
-            return PruneReport(records, False)
-
-        return self._write(run, namespaces=[namespace] if namespace is not None else None)
-
-    def rebuild_index(self) -> None:
-        """Re-analyse every concept and rebuild the full-text index and term statistics from scratch.
-
-        Needed only after the analyser changes; normal writes keep all of it current.
-        """
-
-        def run(s: Session) -> None:
-            s.execute(delete(TermStat))
-            s.execute(delete(NamespaceStat))
-            for concept in s.scalars(select(Concept).order_by(Concept.id)):
-                terms = analyze(
-                    _index_text(concept.title, concept.situation, concept.cues, concept.suggestion)
-                )
-                concept.search_text = " ".join(terms)
-                concept.search_len = len(terms)
-            s.flush()
-            per_ns: dict[str, Counter[str]] = defaultdict(Counter)
-            sizes: Counter[str] = Counter()
-            counts: Counter[str] = Counter()
-            for ns, text_, n in s.execute(select(Concept.namespace, Concept.search_text, Concept.search_len)):
-                per_ns[ns].update(set(text_.split()))
-                sizes[ns] += n
-                counts[ns] += 1
-            for ns in sorted(per_ns):
-                self._count_terms(s, ns, per_ns[ns], concepts=counts[ns], terms=sizes[ns])
-            self._dialect.rebuild_index(s)
-
-        self._write(run, namespaces=None)
 
     # --- reads -----------------------------------------------------------------------------
 
