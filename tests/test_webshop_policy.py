@@ -237,9 +237,9 @@ def test_policy_is_part_of_the_run_config() -> None:
     from agentloop.evals.runner import RESULT_KEYS
 
     assert "policy" in RESULT_KEYS  # so --resume refuses a run with another policy
-    from agentloop.evals.runner import _DEFAULTS
+    from agentloop.evals.runner import STORED_DEFAULTS
 
-    assert _DEFAULTS["policy"] == "react"  # runs stored before --policy: the model wrote every action
+    assert STORED_DEFAULTS["policy"] == "react"  # runs stored before --policy: the model wrote every action
     assert RunSpec(suite="webshop", policy="choice").to_dict()["policy"] == "choice"
     with pytest.raises(ValueError, match="policy"):
         RunSpec(suite="webshop", policy="greedy")

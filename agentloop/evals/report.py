@@ -322,19 +322,13 @@ def paired_difference(
 
 def budget_difference(a: RunReport, b: RunReport) -> tuple[str, ...]:
     """The budget settings (:data:`BUDGET_KEYS`) on which two runs differ, as ``key: a -> b``."""
-    from agentloop.evals.runner import BUDGET_KEYS, RunSpec
-
-    defaults = RunSpec.__dataclass_fields__
+    from agentloop.evals.runner import BUDGET_KEYS, STORED_DEFAULTS
 
     def settings(r: RunReport) -> dict[str, Any]:
-        values = {k: r.run.config.get(k, defaults[k].default) for k in BUDGET_KEYS}
-        try:  # n and rounds as the graph ran them: best_of_n runs one round whatever --rounds says
-            effective = graph_spec(r.run.graph).adjust(
-                LoopConfig(n=int(values["n"]), rounds=int(values["rounds"]))
-            )
-            values["n"], values["rounds"] = effective.n, effective.rounds
-        except (KeyError, TypeError, ValueError, AgentloopError):  # a user's graph: as configured
-            pass
+        values = {k: r.run.config.get(k, STORED_DEFAULTS[k]) for k in BUDGET_KEYS}
+        effective = _effective_n_rounds(r.run.graph, values["n"], values["rounds"])
+        if effective is not None:  # as the graph ran them: best_of_n runs one round whatever --rounds says
+            values["n"], values["rounds"] = effective
         return values
 
     sa, sb = settings(a), settings(b)
@@ -537,14 +531,22 @@ def _latency(m: dict[str, Any]) -> str:
     return f"{m['latency_s_mean']:.2f} (p50 {m['latency_s_p50']:.2f})"
 
 
-def _n_rounds(run: StoredRun) -> str:
-    """Candidates per round and rounds as the graph ran them (best_of_n fixes one round)."""
-    cfg = run.config
+def _effective_n_rounds(graph: str, n: Any, rounds: Any) -> tuple[int, int] | None:
+    """Candidates per round and rounds as ``graph`` ran them (best_of_n fixes one round);
+    ``None`` for a graph that cannot be looked up (a user's graph gone) or an old config."""
     try:
-        effective = graph_spec(run.graph).adjust(LoopConfig(n=int(cfg["n"]), rounds=int(cfg["rounds"])))
-    except (KeyError, TypeError, ValueError, AgentloopError):  # a custom graph gone, or an old config
+        effective = graph_spec(graph).adjust(LoopConfig(n=int(n), rounds=int(rounds)))
+    except (KeyError, TypeError, ValueError, AgentloopError):
+        return None
+    return effective.n, effective.rounds
+
+
+def _n_rounds(run: StoredRun) -> str:
+    cfg = run.config
+    effective = _effective_n_rounds(run.graph, cfg.get("n"), cfg.get("rounds"))
+    if effective is None:
         return f"{cfg.get('n', '?')} / {cfg.get('rounds', '?')}"
-    return f"{effective.n} / {effective.rounds}"
+    return f"{effective[0]} / {effective[1]}"
 
 
 def _tasks_cell(r: RunReport) -> str:

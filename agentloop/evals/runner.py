@@ -232,15 +232,15 @@ RESULT_KEYS: tuple[str, ...] = tuple(
 
 
 # What a run stored before a setting existed is taken to have had its default.
-_DEFAULTS: dict[str, Any] = {
+STORED_DEFAULTS: dict[str, Any] = {
     k: f.default for k, f in RunSpec.__dataclass_fields__.items() if f.default is not MISSING
 }
 # Runs stored before --constrain existed decoded without a grammar, whatever auto means now.
-_DEFAULTS["constrain"] = "none"
+STORED_DEFAULTS["constrain"] = "none"
 # Webshop runs stored before --policy existed had the model write every action.
-_DEFAULTS["policy"] = "react"
+STORED_DEFAULTS["policy"] = "react"
 # The structure hash of a user or plugin graph (None for the built-ins, and before it existed).
-_DEFAULTS["graph_hash"] = None
+STORED_DEFAULTS["graph_hash"] = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -348,7 +348,7 @@ async def run_suite(
             planned=len(items),
             resume=resume,
             compare=(*spec.result_keys(), "graph_hash"),
-            defaults=_DEFAULTS,
+            defaults=STORED_DEFAULTS,
             where=str(directory),
         )
         done = store.finished_task_ids(run_id)
