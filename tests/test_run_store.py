@@ -270,6 +270,23 @@ async def test_resume_refuses_a_different_config_and_needs_a_run_dir(tmp_path: P
     assert "concurrency" not in RESULT_KEYS and "base_url" not in RESULT_KEYS
 
 
+async def test_resume_with_a_larger_limit_extends_the_run(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    first = RunSpec(**{**SPEC.to_dict(), "limit": 2})
+    await run_suite(first, run_dir=run_dir, backend=FunctionBackend(helper.answer))
+    calls: list[str] = []
+
+    def counting(request: ChatRequest) -> str:
+        calls.append(request.messages[-1].content)
+        return helper.answer(request)
+
+    summary = await run_suite(SPEC, run_dir=run_dir, backend=FunctionBackend(counting), resume=True)
+    assert summary.skipped == 2 and summary.tasks == 5
+    assert len(calls) == 3  # one batched call for each of the three new tasks
+    report = RunReport.load(run_dir)
+    assert len(report.tasks) == 5 and report.run.config["limit"] == SPEC.limit and report.run.planned == 5
+
+
 def test_kill_9_loses_no_finished_task_and_resume_finishes_the_rest(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     proc = subprocess.Popen([sys.executable, str(HELPER), str(run_dir), "1.0"])

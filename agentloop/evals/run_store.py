@@ -257,6 +257,7 @@ class RunStore:
                 )
             row.sessions += 1
             row.updated = now
+            row.planned = max(planned, done)
             row.config = {**stored, **_plain({k: v for k, v in config.items() if k not in keys})}
             return row.id
 

@@ -224,10 +224,12 @@ BUDGET_KEYS: tuple[str, ...] = (
     "max_steps",
 )
 
-# Settings a resumed run must share with the original: all but the speed knobs. The memory
-# settings count as results: which store and how it is read and written decide the answers.
+# Settings a resumed run must share with the original: all but the speed knobs and ``limit``
+# (a resume with a larger --limit extends the run: stored tasks are kept, the rest are run).
+# The memory settings count as results: which store and how it is read and written decide
+# the answers.
 RESULT_KEYS: tuple[str, ...] = tuple(
-    k for k in RunSpec.__dataclass_fields__ if k not in ("concurrency", "base_url")
+    k for k in RunSpec.__dataclass_fields__ if k not in ("concurrency", "base_url", "limit")
 )
 
 
