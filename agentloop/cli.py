@@ -302,7 +302,11 @@ def run(
         typer.Option("--run-dir", help="Where the run store goes (default: runs/SUITE-GRAPH-TIME)."),
     ] = None,
     resume: Annotated[
-        bool, typer.Option("--resume", help="Finish the run in --run-dir; stored tasks are not redone (a larger --limit extends it).")
+        bool,
+        typer.Option(
+            "--resume",
+            help="Finish the run in --run-dir; stored tasks are not redone (a larger --limit extends it).",
+        ),
     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print a machine-readable summary.")] = False,
 ) -> None:
