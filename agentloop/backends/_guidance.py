@@ -16,7 +16,7 @@ from typing import Any, Literal
 from agentloop.backends._constraint import Constraint, UnsupportedCapabilityError
 from agentloop.errors import MissingExtraError
 
-__all__ = ["ConstraintCompiler", "RowMatchers", "constraint_to_lark"]
+__all__ = ["ConstraintCompiler", "RowMatchers", "constraint_to_lark", "parser_limits"]
 
 StepResult = Literal["continue", "done", "error"]
 
@@ -27,6 +27,20 @@ def _llg() -> Any:
     except ImportError as exc:  # pragma: no cover - a core dependency
         raise MissingExtraError("llguidance", "dev") from exc
     return llguidance
+
+
+# llguidance caps the Earley items of one mask computation at 50,000 and those of one parser
+# row at 2,000. A schema grammar with a scope per joinable pair of tables (the Spider SQL
+# grammar over an 11-table database has 39 scopes) passes both right after an opening
+# parenthesis, and the matcher would then stop the row. Ten times the defaults fit every
+# shipped database; a step there costs at most tens of milliseconds (docs/text2sql.md).
+MAX_ITEMS_IN_ROW = 20_000
+STEP_MAX_ITEMS = 500_000
+
+
+def parser_limits() -> Any:
+    """The llguidance limits every matcher here is built with."""
+    return _llg().LLParserLimits(max_items_in_row=MAX_ITEMS_IN_ROW, step_max_items=STEP_MAX_ITEMS)
 
 
 def constraint_to_lark(constraint: Constraint) -> str:
@@ -63,7 +77,9 @@ class ConstraintCompiler:
         """A fresh matcher for ``constraint``; raises a one-line error for a bad grammar or regex."""
         matcher = self._compiled.get(constraint)
         if matcher is None:
-            matcher = self._llg.LLMatcher(self.tokenizer, constraint_to_lark(constraint), log_level=0)
+            matcher = self._llg.LLMatcher(
+                self.tokenizer, constraint_to_lark(constraint), log_level=0, limits=parser_limits()
+            )
             if matcher.is_error():
                 first = matcher.get_error().strip().splitlines()[0]
                 raise UnsupportedCapabilityError(f"invalid {constraint.kind} constraint: {first}")
