@@ -240,3 +240,63 @@ def test_gold_queries_through_the_model_tokenizer(embedded_model_dir: Path) -> N
     rejected = [g["query"] for g in GOLD if not acceptors[g["db_id"]].accepts(g["query"])]
     assert not rejected
     assert not acceptors["concert_singer"].accepts("SELECT nme FROM singer")
+    # As a decoder does: the token mask before every token, within the matcher's limits. The
+    # largest database (11 tables, 39 scopes) in full, every fifth query of the others.
+    sample = [g for i, g in enumerate(GOLD) if g["db_id"] == "student_transcripts_tracking" or i % 5 == 0]
+    failed = [(g["query"], e) for g in sample if (e := acceptors[g["db_id"]].error(g["query"], masks=True))]
+    assert not failed
+    nested = (
+        "SELECT max(((student_id))) FROM Students WHERE (student_id IN (SELECT student_id FROM Students))"
+    )
+    assert acceptors["student_transcripts_tracking"].error(nested, masks=True) is None
+
+
+# Two-table joins have their own scopes: each pair below is (SQL that SQLite refuses, the
+# grammar must too; SQL that SQLite runs, the grammar must accept).
+_JOIN_SCOPE_CASES = [
+    (  # a bare column of a third table
+        "SELECT song_name FROM concert JOIN stadium ON concert.stadium_id = stadium.stadium_id",
+        "SELECT song_name FROM singer JOIN singer_in_concert ON singer.singer_id = singer_in_concert.singer_id",
+    ),
+    (  # a bare column both tables have is ambiguous
+        "SELECT singer_id FROM singer JOIN singer_in_concert ON singer.singer_id = singer_in_concert.singer_id",
+        "SELECT singer.singer_id FROM singer JOIN singer_in_concert ON singer.singer_id = singer_in_concert.singer_id",
+    ),
+    (  # a table joined to itself without aliases
+        "SELECT singer.name FROM singer JOIN singer ON singer.singer_id = singer.singer_id",
+        "SELECT T1.name FROM singer AS T1 JOIN singer_in_concert AS T2 ON T1.singer_id = T2.singer_id",
+    ),
+    (  # table.col of a table not in FROM
+        "SELECT name FROM singer WHERE concert.year = 2014",
+        "SELECT name FROM singer WHERE singer.age = 20",
+    ),
+    (  # T1.col whose column neither joined table has
+        "SELECT T1.location FROM singer AS T1 JOIN singer_in_concert AS T2 ON T1.singer_id = T2.singer_id",
+        "SELECT T3.name FROM concert AS T1 JOIN singer_in_concert AS T2 ON T1.concert_id = T2.concert_id "
+        "JOIN singer AS T3 ON T2.singer_id = T3.singer_id",
+    ),
+]
+
+
+@pytest.mark.parametrize(("refused", "runs"), _JOIN_SCOPE_CASES)
+def test_join_scopes_follow_sqlite(singer: SqlAcceptor, refused: str, runs: str) -> None:
+    conn = sqlite3.connect(f"{db_path('concert_singer').resolve().as_uri()}?mode=ro", uri=True)
+    try:
+        with pytest.raises(sqlite3.OperationalError):
+            conn.execute(refused)
+        conn.execute(runs).fetchall()
+    finally:
+        conn.close()
+    assert singer.error(refused) is not None
+    assert singer.error(runs) is None
+
+
+def test_joinable_pairs_come_from_foreign_keys_and_shared_columns() -> None:
+    schema = SqlSchema.from_mapping(
+        {"a": ["id", "x"], "b": ["a_id", "y"], "c": ["id", "z"], "d": ["w"]}, links=[("b", "a"), ("d", "d")]
+    )
+    assert schema.joinable() == [(0, 1), (0, 2), (3, 3)]  # b->a by key, a~c by "id", d->d
+    grammar = SqlAcceptor(schema_grammar(schema))
+    assert grammar.accepts("SELECT x, y FROM a JOIN b ON a.id = b.a_id")
+    assert not grammar.accepts("SELECT y FROM b JOIN c ON b.a_id = c.id")  # b and c: no link
+    assert grammar.accepts("SELECT T1.w FROM d AS T1 JOIN d AS T2 ON T1.w = T2.w")

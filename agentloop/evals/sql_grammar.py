@@ -96,13 +96,34 @@ class MissingLlguidanceError(AgentloopError, ImportError):
 
 @dataclass(frozen=True, slots=True)
 class SqlSchema:
-    """Table names, each with its column names, in the database's own spelling."""
+    """Table names, each with its column names, in the database's own spelling, and the
+    foreign-key links between tables (child, parent), which decide which joins the grammar has."""
 
     tables: tuple[tuple[str, tuple[str, ...]], ...]
+    links: tuple[tuple[str, str], ...] = ()
 
     @classmethod
-    def from_mapping(cls, tables: Mapping[str, Sequence[str]]) -> SqlSchema:
-        return cls(tuple((name, tuple(columns)) for name, columns in tables.items()))
+    def from_mapping(
+        cls, tables: Mapping[str, Sequence[str]], links: Iterable[tuple[str, str]] = ()
+    ) -> SqlSchema:
+        return cls(tuple((name, tuple(columns)) for name, columns in tables.items()), tuple(links))
+
+    def joinable(self) -> list[tuple[int, int]]:
+        """Pairs of tables (indices, ``i <= j``) a two-table join may name: linked by a foreign
+        key, or sharing a column name (Spider's gold joins are all one or the other). A table
+        joins itself only through a foreign key to itself."""
+        index = {name.lower(): i for i, (name, _) in enumerate(self.tables)}
+        pairs = {
+            tuple(sorted((index[a.lower()], index[b.lower()])))
+            for a, b in self.links
+            if a.lower() in index and b.lower() in index
+        }
+        lowered = [{c.lower() for c in columns} for _, columns in self.tables]
+        for i in range(len(lowered)):
+            for j in range(i + 1, len(lowered)):
+                if lowered[i] & lowered[j]:
+                    pairs.add((i, j))
+        return sorted((i, j) for i, j in pairs if self.tables[i][1] and self.tables[j][1])
 
     @classmethod
     def from_sqlite(cls, db_path: str | Path) -> SqlSchema:
@@ -119,18 +140,19 @@ class SqlSchema:
                     "AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' ORDER BY rowid"
                 )
             ]
-            tables = []
+            tables, links = [], []
             for name in names:
                 quoted = '"' + name.replace('"', '""') + '"'
                 columns = tuple(row[1] for row in conn.execute(f"PRAGMA table_info({quoted})"))
                 tables.append((name, columns))
+                links.extend((name, row[2]) for row in conn.execute(f"PRAGMA foreign_key_list({quoted})"))
         except sqlite3.DatabaseError as exc:
             raise AgentloopError(f"cannot read the schema of {path}: {exc}") from exc
         finally:
             conn.close()
         if not tables:
             raise AgentloopError(f"{path} has no tables")
-        return cls(tuple(tables))
+        return cls(tuple(tables), tuple(links))
 
 
 def schema_grammar(
@@ -163,9 +185,11 @@ def schema_grammar(
     return grammar if newlines else grammar.replace(_WHITESPACE, r"[ \t]")
 
 
-# The expression rules, instantiated once unscoped (suffix "") and once per table ("_0", ...).
-# Layered by precedence (or > and > not > comparison > additive > multiplicative > unary) so
-# each expression has one parse.
+# The expression rules, instantiated once unscoped (suffix "") and once per table scope
+# ("_0" for one table, "_0_2" for a join of two). Layered by precedence (or > and > not >
+# comparison > additive > multiplicative > unary) so each expression has one parse. `{bare}`
+# is the primary alternative for a bare column (empty when a scope has none) and
+# `qualified{s}` the scope's own ``table.col`` / ``T1.col`` rule.
 _SCOPED_RULES = """
 items{s}: item{s} ("," item{s})*
 item{s}: "*" | star_ref | expr{s} (AS column_alias)?
@@ -187,9 +211,8 @@ predicate{s}: sum_expr{s}
 sum_expr{s}: product{s} (ADD_OP product{s})*
 product{s}: unary{s} (MUL_OP unary{s})*
 unary{s}: ("-" | "+") unary{s} | primary{s}
-primary{s}: literal
-    | {column}
-    | qualified_column
+primary{s}: literal{bare}
+    | qualified{s}
     | function_call{s}
     | "(" expr{s} ")"
     | "(" query ")"
@@ -215,16 +238,66 @@ query_tail: select_multi_tail order_by? limit?
 select_multi_tail: (DISTINCT | ALL)? items from_multi where? group_by? having?
     | literal ("," literal)*
 """
+# A SELECT in one scope: its own items, FROM clause, WHERE, GROUP BY and HAVING.
+_SCOPED_SELECT = """
+query{s}: select{s} order_by{s}? limit?
+select{s}: SELECT {body}
+"""
 _SCOPED_TAIL = """
 query{s}_tail: select{s}_tail order_by{s}? limit?
-select{s}_tail: (DISTINCT | ALL)? items{s} FROM {table} (AS ALIAS | SPACED_ALIAS)? where{s}? group_by{s}? having{s}?
+select{s}_tail: {body}
 """
+_SCOPED_BODY = "(DISTINCT | ALL)? items{s} from{s} where{s}? group_by{s}? having{s}?"
+_TABLE_ALIAS = "(AS ALIAS | SPACED_ALIAS)"
 
-# One table in FROM: bare columns are that table's.
-_SCOPED_QUERY = """
-query{s}: select{s} order_by{s}? limit?
-select{s}: SELECT (DISTINCT | ALL)? items{s} FROM {table} (AS ALIAS | SPACED_ALIAS)? where{s}? group_by{s}? having{s}?
-"""
+
+@dataclass(frozen=True, slots=True)
+class _Scope:
+    """The tables one SELECT reads, as grammar rules: which bare and qualified columns it may name."""
+
+    suffix: str
+    rules: list[str]
+
+
+def _single_scope(i: int, columns: Sequence[str]) -> _Scope:
+    s = f"_{i}"
+    return _Scope(
+        s,
+        [
+            f'qualified{s}: TABLE_{i} "." COLUMNS_{i} | ALIAS "." COLUMNS_{i}',
+            f"from{s}: FROM TABLE_{i} {_TABLE_ALIAS}?",
+            _SCOPED_RULES.format(s=s, bare=f"\n    | COLUMNS_{i}"),
+        ],
+    )
+
+
+def _join_scope(i: int, a: Sequence[str], j: int, b: Sequence[str]) -> _Scope:
+    """Two tables joined: a bare column must be in exactly one of them (else SQLite calls it
+    ambiguous), ``table.col`` must be that table's, ``T1.col`` either's. A table joined to
+    itself needs aliases, and then only ``T1.col`` names a column."""
+    s = f"_{i}_{j}"
+    rules = []
+    if i == j:
+        rules.append(f'qualified{s}: ALIAS "." COLUMNS_{i}')
+        rules.append(
+            f"from{s}: FROM TABLE_{i} {_TABLE_ALIAS} join_op TABLE_{i} {_TABLE_ALIAS} join_constraint{s}?"
+        )
+        rules.append(f'join_constraint{s}: ON expr{s} | USING "(" COLUMNS_{i} ("," COLUMNS_{i})* ")"')
+        rules.append(_SCOPED_RULES.format(s=s, bare=""))
+        return _Scope(s, rules)
+    in_a, in_b = {c.lower() for c in a}, {c.lower() for c in b}
+    bare = _dedupe([c for c in a if c.lower() not in in_b] + [c for c in b if c.lower() not in in_a])
+    union = _dedupe([*a, *b])
+    rules.append(f"UNION{s}: {_name_terminal(union)}")
+    rules.append(f'qualified{s}: TABLE_{i} "." COLUMNS_{i} | TABLE_{j} "." COLUMNS_{j} | ALIAS "." UNION{s}')
+    pair = f"TABLE_{i} {_TABLE_ALIAS}? join_op TABLE_{j} {_TABLE_ALIAS}?"
+    flipped = f"TABLE_{j} {_TABLE_ALIAS}? join_op TABLE_{i} {_TABLE_ALIAS}?"
+    rules.append(f"from{s}: FROM ({pair} | {flipped}) join_constraint{s}?")
+    rules.append(f'join_constraint{s}: ON expr{s} | USING "(" UNION{s} ("," UNION{s})* ")"')
+    if bare:
+        rules.append(f"BARE{s}: {_name_terminal(bare)}")
+    rules.append(_SCOPED_RULES.format(s=s, bare=f"\n    | BARE{s}" if bare else ""))
+    return _Scope(s, rules)
 
 
 @lru_cache(maxsize=64)
@@ -239,31 +312,34 @@ def _grammar_for_schema(schema: SqlSchema, after_select: bool = False) -> str:
         f"TYPE_NAME: /(?i)({'|'.join(_TYPE_NAMES)})/ " + r"/(\([0-9]+(,[0-9]+)?\))?/",
         f"COLUMN: {_name_terminal(all_columns)}",
         *(_keyword(word, before, after) for word, (before, after) in _KEYWORDS.items()),
-        _SCOPED_RULES.format(s="", column="COLUMN"),
+        _SCOPED_RULES.format(s="", bare="\n    | COLUMN"),
     ]
-    qualified, tables, scoped = ['ALIAS "." COLUMN'], [], []
+    qualified, tables, scopes = ['ALIAS "." COLUMN'], [], []
     for i, (table, columns) in enumerate(schema.tables):
         tables.append(f"TABLE_{i}")
         lines.append(f"TABLE_{i}: {_name_terminal([table])}")
         if columns:
             lines.append(f"COLUMNS_{i}: {_name_terminal(_dedupe(columns))}")
             qualified.append(f'TABLE_{i} "." COLUMNS_{i}')
-            lines.append(_SCOPED_RULES.format(s=f"_{i}", column=f"COLUMNS_{i}"))
-            lines.append(_SCOPED_QUERY.format(s=f"_{i}", table=f"TABLE_{i}"))
-            scoped.append(f"query_{i}")
+            scopes.append(_single_scope(i, columns))
+    for i, j in schema.joinable():
+        scopes.append(_join_scope(i, schema.tables[i][1], j, schema.tables[j][1]))
+    for scope in scopes:
+        lines.extend(scope.rules)
+        body = _SCOPED_BODY.format(s=scope.suffix)
+        lines.append(_SCOPED_SELECT.format(s=scope.suffix, body=body))
+        if after_select:
+            lines.append(_SCOPED_TAIL.format(s=scope.suffix, body=body))
     lines.append(f"TABLE: {' | '.join(tables)}")
-    lines.append("qualified_column: " + "\n    | ".join(qualified))
-    lines.append(f"scoped_query: {' | '.join(scoped)}")
-    lines.append(f"select_any: select_multi | {' | '.join('select' + q[5:] for q in scoped)}")
+    lines.append("qualified: " + "\n    | ".join(qualified))
+    lines.append(f"scoped_query: {' | '.join('query' + sc.suffix for sc in scopes)}")
+    lines.append(f"select_any: select_multi | {' | '.join('select' + sc.suffix for sc in scopes)}")
     if after_select:
         # The same statements as `query` with their first SELECT keyword already written.
         lines.append(_TAIL_RULES)
-        for i, (_table, columns) in enumerate(schema.tables):
-            if columns:
-                lines.append(_SCOPED_TAIL.format(s=f"_{i}", table=f"TABLE_{i}"))
-        lines.append(f"scoped_tail: {' | '.join(q + '_tail' for q in scoped)}")
+        lines.append(f"scoped_tail: {' | '.join('query' + sc.suffix + '_tail' for sc in scopes)}")
         lines.append(
-            f"select_any_tail: select_multi_tail | {' | '.join('select' + q[5:] + '_tail' for q in scoped)}"
+            f"select_any_tail: select_multi_tail | {' | '.join('select' + sc.suffix + '_tail' for sc in scopes)}"
         )
     return "\n".join(lines) + "\n"
 
@@ -280,15 +356,36 @@ class SqlAcceptor:
         llg = _import_llguidance()
         self._tokenizer = tokenizer if tokenizer is not None else _byte_tokenizer()
         # A pristine matcher, copied for each check: reset() does not clear an error state.
-        self._initial = llg.LLMatcher(self._tokenizer, llg.LLMatcher.grammar_from_lark(grammar), log_level=0)
+        from agentloop.backends._guidance import parser_limits  # the limits decoding runs with
+
+        self._initial = llg.LLMatcher(
+            self._tokenizer, llg.LLMatcher.grammar_from_lark(grammar), log_level=0, limits=parser_limits()
+        )
         if self._initial.is_error():
             raise AgentloopError(f"invalid SQL grammar: {self._initial.get_error()}")
 
-    def error(self, sql: str) -> str | None:
-        """None when ``sql`` is a complete sentence of the grammar, otherwise why not (one line)."""
+    def error(self, sql: str, *, masks: bool = False) -> str | None:
+        """None when ``sql`` is a complete sentence of the grammar, otherwise why not (one line).
+
+        ``masks=True`` also computes the token mask before each token, as a decoder does, so
+        a grammar that the matcher cannot mask within its limits fails here too.
+        """
         matcher = self._initial.deep_copy()
         tokens = self._tokenizer.tokenize_str(sql)
-        consumed = matcher.try_consume_tokens(tokens)
+        if masks:
+            import numpy as np
+
+            bits = np.zeros((self._tokenizer.vocab_size + 31) // 32, dtype=np.int32)
+            consumed = 0
+            for token in tokens:
+                matcher.unsafe_compute_mask_ptr(bits.ctypes.data, bits.nbytes)
+                if matcher.is_error():
+                    return "matcher error: " + matcher.get_error().strip().splitlines()[0]
+                if not matcher.consume_token(token) or matcher.is_error():
+                    break
+                consumed += 1
+        else:
+            consumed = matcher.try_consume_tokens(tokens)
         if consumed < len(tokens):
             at = len(self._tokenizer.decode_bytes(tokens[:consumed]))
             text = sql.encode()
@@ -391,11 +488,17 @@ compound_op: UNION ALL? | INTERSECT | EXCEPT
 // Without FROM only constants: a column there is an error that a decoder would otherwise reach.
 select_multi: SELECT (DISTINCT | ALL)? items from_multi where? group_by? having?
     | SELECT literal ("," literal)*
-from_multi: FROM table_ref (join_op table_ref join_constraint?)+
-    | FROM "(" query ")" (AS? ALIAS)?
+// Two plain tables have their own scopes (query_0_2, ...); here three or more, each with an
+// alias (so a table may appear twice), or a subquery.
+from_multi: FROM aliased_ref join_op aliased_ref join_constraint? (join_op aliased_ref join_constraint?)+
+    | FROM subquery_ref (join_op table_ref join_constraint?)?
+    | FROM plain_table join_op subquery_ref join_constraint?
 join_op: "," | NATURAL? (LEFT OUTER? | INNER | CROSS)? JOIN
 join_constraint: ON expr | USING "(" COLUMN ("," COLUMN)* ")"
-table_ref: TABLE (AS ALIAS | SPACED_ALIAS)? | "(" query ")" (AS? ALIAS)?
+table_ref: plain_table | subquery_ref
+aliased_ref: TABLE (AS ALIAS | SPACED_ALIAS) | subquery_ref
+plain_table: TABLE (AS ALIAS | SPACED_ALIAS)?
+subquery_ref: "(" query ")" (AS? ALIAS)?
 limit: LIMIT sum_expr ((OFFSET | ",") sum_expr)?
 star_ref: (ALIAS | TABLE) "." "*"
 column_alias: IDENT | STRING
