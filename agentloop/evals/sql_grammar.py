@@ -140,7 +140,8 @@ class SqlSchema:
                     "AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' ORDER BY rowid"
                 )
             ]
-            tables, links = [], []
+            tables: list[tuple[str, tuple[str, ...]]] = []
+            links: list[tuple[str, str]] = []
             for name in names:
                 quoted = '"' + name.replace('"', '""') + '"'
                 columns = tuple(row[1] for row in conn.execute(f"PRAGMA table_info({quoted})"))
