@@ -152,12 +152,12 @@ def test_read_only_memory_commands_create_nothing(scratch: Path) -> None:
 
 
 def test_a_bug_is_one_line_with_a_debug_hint(monkeypatch: pytest.MonkeyPatch, scratch: Path) -> None:
-    import agentloop.evals.text2sql_cli as text2sql_cli
+    import agentloop.cli.eval as eval_cli
 
     def broken(*_args: object, **_kwargs: object) -> None:
         raise TypeError("unsupported operand type(s) for +: 'int' and 'str'")
 
-    monkeypatch.setattr(text2sql_cli, "eval_command", broken)
+    monkeypatch.setattr(eval_cli, "eval_command", broken)
     args = ["eval", "text2sql", "--predictions", str(scratch / "one.txt")]
     result = invoke(args)
     line = assert_one_line(result, ["unexpected TypeError", "AGENTLOOP_DEBUG=1"])

@@ -10,8 +10,8 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
+from agentloop.cli.memory import memory_app, parse_age
 from agentloop.memory import ConceptDraft, Provenance, SQLMemoryStore
-from agentloop.memory.cli import memory_app, parse_age
 
 app = typer.Typer()
 app.add_typer(memory_app, name="memory")

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import sqlparse
 
+from agentloop.cli.eval import eval_command
 from agentloop.evals import (
     DatasetError,
     PredictionMismatchError,
@@ -36,7 +37,6 @@ from agentloop.evals.spider_exec import (
     remove_distinct,
 )
 from agentloop.evals.spider_hardness import hardness_counts
-from agentloop.evals.text2sql_cli import eval_command
 from agentloop.evals.text2sql_task import Text2SQLTask
 from agentloop.graphs import Candidate
 from agentloop.tools.sql import SQLResult, run_sql_sync
@@ -597,7 +597,7 @@ def test_value_in_a_prediction_becomes_1_as_in_the_official_evaluation() -> None
 
 
 def test_a_prediction_line_is_the_text_before_its_first_tab(tmp_path: Path) -> None:
-    from agentloop.evals.text2sql_cli import read_predictions
+    from agentloop.evals.spider_exec import read_predictions
 
     examples = load_text2sql()[:3]
     path = tmp_path / "p.txt"

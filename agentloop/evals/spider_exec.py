@@ -31,6 +31,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
+from pathlib import Path
 
 import sqlglot
 from sqlglot import exp
@@ -39,7 +40,7 @@ from sqlglot.tokens import TokenType
 from sqlparse.engine import FilterStack
 
 from agentloop.errors import AgentloopError
-from agentloop.evals.spider_data import Text2SQLExample
+from agentloop.evals.spider_data import DatasetError, Text2SQLExample
 from agentloop.evals.spider_hardness import DIFFICULTIES, Difficulty
 from agentloop.tools.sql import SQLValue, run_sql_sync
 
@@ -55,6 +56,7 @@ __all__ = [
     "normalize_comparisons",
     "official_prediction_text",
     "prediction_time_limit",
+    "read_predictions",
     "remove_distinct",
     "results_match",
     "score_one",
@@ -74,6 +76,8 @@ GOLD_TIME_FACTOR = 20.0
 MIN_LIMIT_S = 1.0
 # Far above any Spider gold result; it bounds memory when a prediction is a huge cross join.
 DEFAULT_MAX_ROWS = 100_000
+# A db_id after a prediction's tab, as the official prediction files write it.
+_DB_ID = re.compile(r"\w+")
 
 
 class PredictionMismatchError(AgentloopError, ValueError):
@@ -171,6 +175,43 @@ def score_predictions(
     final = [r for r in results if r is not None]
     accuracy = sum(r.correct for r in final) / len(final) if final else 0.0
     return EvalReport(execution_accuracy=accuracy, results=final)
+
+
+def read_predictions(path: Path, examples: list[Text2SQLExample]) -> list[str]:
+    """One SQL query per line, in dataset order; a line may be ``SQL<TAB>db_id`` as in official files.
+
+    Like the official reader, only the text before a line's first tab is the prediction.
+    Every line is one prediction, so a blank line is an empty prediction (it scores 0;
+    the official reader drops blank lines and then fails on the count).
+    """
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise DatasetError(f"predictions file not found: {path}") from None
+    except UnicodeDecodeError:
+        raise DatasetError(f"predictions file {path} is not UTF-8 text; save it as UTF-8") from None
+    except OSError as exc:
+        raise DatasetError(f"cannot read predictions file {path}: {exc.strerror}") from None
+    lines = text.splitlines()
+    if len(lines) != len(examples):
+        blank_tail = len(lines) - len(text.rstrip().splitlines()) if text.strip() else len(lines)
+        hint = f" (the last {blank_tail} of them blank)" if blank_tail else ""
+        raise PredictionMismatchError(
+            f"{path} has {len(lines)} lines{hint} but the dataset has {len(examples)} "
+            "examples; write one SQL query per line, in dataset order"
+        )
+    preds: list[str] = []
+    for lineno, (line, example) in enumerate(zip(lines, examples, strict=True), start=1):
+        # As the official evaluation.py reads a line: stripped, then the text before the first tab.
+        sql, _, tail = line.strip().partition("\t")
+        db_id = tail.strip().split("\t", 1)[0]
+        if db_id and _DB_ID.fullmatch(db_id) and db_id != example.db_id:
+            raise PredictionMismatchError(
+                f"{path}:{lineno}: the prediction is for database '{db_id}' but example "
+                f"{example.index} uses '{example.db_id}'; keep predictions in dataset order"
+            )
+        preds.append(sql.strip())
+    return preds
 
 
 def official_prediction_text(prediction: str) -> str:

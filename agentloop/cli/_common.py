@@ -1,4 +1,4 @@
-"""What every ``agentloop`` command group shares: one-line errors and JSON output."""
+"""What every ``agentloop`` command group shares: one-line errors, JSON output and the backend options."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import os
 import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, TypeVar, get_type_hints
+from typing import Annotated, Any, TypeVar, get_type_hints
 
 import typer
 from rich.console import Console
@@ -16,7 +16,16 @@ from rich.markup import escape
 
 from agentloop.errors import AgentloopError
 
-__all__ = ["DEBUG_ENV", "err", "error_line", "friendly_errors", "print_json"]
+__all__ = [
+    "DEBUG_ENV",
+    "BackendOpt",
+    "BaseUrlOpt",
+    "above_zero",
+    "err",
+    "error_line",
+    "friendly_errors",
+    "print_json",
+]
 
 err = Console(stderr=True)
 F = TypeVar("F", bound=Callable[..., Any])
@@ -25,6 +34,26 @@ DEBUG_ENV = "AGENTLOOP_DEBUG"
 _DEBUG_HINT = f"rerun with {DEBUG_ENV}=1 to see the traceback"
 # String options that name a database; Path-typed parameters are named in file errors anyway.
 _WHERE_STRINGS = ("db", "memory")
+
+BackendOpt = Annotated[
+    str,
+    typer.Option(
+        "--backend", "-b", help="Backend id: transformers[:PATH], openai:MODEL, anthropic:MODEL, vllm:MODEL."
+    ),
+]
+BaseUrlOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--base-url", help="Server URL, e.g. http://127.0.0.1:8000/v1 (default: OPENAI_BASE_URL for openai:)."
+    ),
+]
+
+
+def above_zero(value: float | None) -> float | None:
+    """A Typer callback for options that must be strictly positive (ranges here are closed)."""
+    if value is not None and value <= 0:
+        raise typer.BadParameter(f"{value:g} is not allowed: it must be greater than 0")
+    return value
 
 
 def friendly_errors(fn: F) -> F:
@@ -147,7 +176,7 @@ def _raised_by_agentloop(exc: BaseException) -> bool:
         return False
     while tb.tb_next is not None:
         tb = tb.tb_next
-    package = Path(__file__).resolve().parent
+    package = Path(__file__).resolve().parents[1]  # agentloop/, not agentloop/cli/
     return Path(tb.tb_frame.f_code.co_filename).resolve().is_relative_to(package)
 
 

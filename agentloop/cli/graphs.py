@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from agentloop._cli_common import err, friendly_errors, print_json
+from agentloop.cli._common import err, friendly_errors, print_json
 from agentloop.errors import AgentloopError
 
 __all__ = ["graphs_app"]

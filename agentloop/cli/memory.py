@@ -1,6 +1,6 @@
 """``agentloop memory ...``: inspect, search, export, import and prune a concept memory store.
 
-The main CLI mounts this with ``app.add_typer(memory_app, name="memory")``.
+``agentloop.cli`` mounts this with ``app.add_typer(memory_app, name="memory")``.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from agentloop._cli_common import err, friendly_errors, print_json
+from agentloop.cli._common import err, friendly_errors, print_json
 
 __all__ = ["memory_app", "parse_age"]
 

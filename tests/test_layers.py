@@ -1,0 +1,74 @@
+"""Import rules between agentloop's packages, checked statically (ast), so that they stay true.
+
+Data flows CLI -> suite -> graph -> node -> backend, with memory and the run store beside
+it: the core never imports the CLI.
+"""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+import agentloop
+
+PACKAGE = Path(agentloop.__file__).resolve().parent
+
+
+def module_name(path: Path) -> str:
+    parts = list(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+MODULES = {module_name(p): p for p in sorted(PACKAGE.rglob("*.py"))}
+
+
+def imported(module: str, node: ast.Import | ast.ImportFrom) -> Iterator[str]:
+    """The modules (and ``package.name`` targets) an import statement names, absolute."""
+    if isinstance(node, ast.Import):
+        yield from (alias.name for alias in node.names)
+        return
+    base = node.module or ""
+    if node.level:
+        package = module.split(".")
+        if MODULES[module].name != "__init__.py":
+            package = package[:-1]
+        package = package[: len(package) - node.level + 1]
+        base = ".".join([*package, base] if base else package)
+    yield base
+    yield from (f"{base}.{alias.name}" for alias in node.names)
+
+
+def all_imports(module: str) -> Iterator[tuple[int, str]]:
+    """Every import in ``module``, at any depth (functions and TYPE_CHECKING blocks too)."""
+    tree = ast.parse(MODULES[module].read_text(encoding="utf-8"))
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import | ast.ImportFrom):
+            yield from ((node.lineno, name) for name in imported(module, node))
+
+
+def within(name: str, package: str) -> bool:
+    return name == package or name.startswith(package + ".")
+
+
+def offences(modules: Iterable[str], forbidden: list[str]) -> list[str]:
+    """``module:line imports name`` for each import of a ``forbidden`` package by ``modules``."""
+    return [
+        f"{module}:{line} imports {name}"
+        for module in modules
+        for line, name in all_imports(module)
+        if any(within(name, f) for f in forbidden)
+    ]
+
+
+def test_the_scan_sees_the_package() -> None:
+    assert {"agentloop.cli", "agentloop.cli._common", "agentloop.webshop._env"} <= set(MODULES)
+    assert ("agentloop.cli._common", "agentloop.errors.AgentloopError") in {
+        (m, n) for m in ["agentloop.cli._common"] for _, n in all_imports(m)
+    }
+
+
+def test_the_core_never_imports_the_cli() -> None:
+    # ``python -m agentloop`` is the command line's own entry point.
+    core = [m for m in MODULES if not within(m, "agentloop.cli") and m != "agentloop.__main__"]
+    assert offences(core, ["agentloop.cli"]) == []
