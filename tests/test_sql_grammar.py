@@ -131,6 +131,10 @@ def test_after_select_variant_rejects_what_the_full_grammar_rejects() -> None:
         "SELECT song_name FROM stadium",  # one table in FROM: bare columns are its own
         "SELECT name FROM singer ORDER BY capacity",
         "SELECT 'unterminated FROM singer",
+        # A subquery in FROM cannot nest another there, and numbers stop at 18 digits: a
+        # decoder otherwise writes either to the token limit.
+        "SELECT name FROM (SELECT name FROM (SELECT name FROM singer))",
+        "SELECT name FROM singer WHERE age = 1000000000000000000000",
     ],
 )
 def test_rejects(singer: SqlAcceptor, sql: str) -> None:

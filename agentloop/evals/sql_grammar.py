@@ -334,7 +334,8 @@ def _grammar_for_schema(schema: SqlSchema, after_select: bool = False) -> str:
     lines.append(f"TABLE: {' | '.join(tables)}")
     lines.append("qualified: " + "\n    | ".join(qualified))
     lines.append(f"scoped_query: {' | '.join('query' + sc.suffix for sc in scopes)}")
-    lines.append(f"select_any: select_multi | {' | '.join('select' + sc.suffix for sc in scopes)}")
+    lines.append(f"select_scoped: {' | '.join('select' + sc.suffix for sc in scopes)}")
+    lines.append("select_any: select_multi | select_scoped")
     if after_select:
         # The same statements as `query` with their first SELECT keyword already written.
         lines.append(_TAIL_RULES)
@@ -499,7 +500,9 @@ join_constraint: ON expr | USING "(" COLUMN ("," COLUMN)* ")"
 table_ref: plain_table | subquery_ref
 aliased_ref: TABLE (AS ALIAS | SPACED_ALIAS) | subquery_ref
 plain_table: TABLE (AS ALIAS | SPACED_ALIAS)?
-subquery_ref: "(" query ")" (AS? ALIAS)?
+// A subquery in FROM reads tables only, so it cannot nest another one there: a decoder whose
+// column no table in FROM has would otherwise nest "JOIN (SELECT ..." to the token limit.
+subquery_ref: "(" (scoped_query | select_scoped (compound_op select_scoped)+ order_by? limit?) ")" (AS? ALIAS)?
 limit: LIMIT sum_expr ((OFFSET | ",") sum_expr)?
 star_ref: (ALIAS | TABLE) "." "*"
 column_alias: IDENT | STRING
@@ -508,7 +511,9 @@ literal: NUMBER | STRING | NULL
 CMP_OP: "=" | "==" | "!=" | "<>" | "<" | "<=" | ">" | ">="
 ADD_OP: "+" | "-" | "||"
 MUL_OP: "*" | "/" | "%"
-NUMBER: /[0-9]+(\.[0-9]*)?([eE][+-]?[0-9]+)?/ | /\.[0-9]+([eE][+-]?[0-9]+)?/
+// At most 18 digits before and after the point: a decoder otherwise writes 1000000... to the
+// token limit.
+NUMBER: /[0-9]{1,18}(\.[0-9]{0,18})?([eE][+-]?[0-9]{1,3})?/ | /\.[0-9]{1,18}([eE][+-]?[0-9]{1,3})?/
 STRING: /'([^']|'')*'/ | /"([^"]|"")*"/
 IDENT: /[A-Za-z_][A-Za-z0-9_]*/
 // At most two digits (Spider's are T1 to T9): a decoder otherwise writes "T1111..." to the
