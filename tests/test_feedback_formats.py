@@ -12,9 +12,10 @@ import pytest
 
 from agentloop.evals import load_text2sql
 from agentloop.evals.text2sql_task import Text2SQLTask
+from agentloop.evals.webshop_task import Outcome, WebShopTask
 from agentloop.graphs import Candidate, Feedback, Verdict
 from agentloop.graphs.task import Task
-from agentloop.webshop import Outcome, Purchase, WebShopTask, load_catalog
+from agentloop.webshop import Purchase, load_catalog
 
 BEST_MSG = "returns 3 rows but the question wants one number"
 WORST_MSG = "no such column: nme"

@@ -72,3 +72,20 @@ def test_the_core_never_imports_the_cli() -> None:
     # ``python -m agentloop`` is the command line's own entry point.
     core = [m for m in MODULES if not within(m, "agentloop.cli") and m != "agentloop.__main__"]
     assert offences(core, ["agentloop.cli"]) == []
+
+
+def test_the_webshop_world_knows_no_agent() -> None:
+    """The world (catalog, search, pages, reward) never imports an agent, a graph, memory or the screen.
+
+    The WebShop agent (task, prompts, policies, verifiers) is in ``agentloop.evals.webshop_*``.
+    """
+    world = [m for m in MODULES if within(m, "agentloop.webshop")]
+    assert "agentloop.webshop._env" in world
+    agent_side = [
+        "agentloop.graphs",
+        "agentloop.evals",
+        "agentloop.memory",
+        "agentloop.cli",
+        "agentloop.backends",
+    ]
+    assert offences(world, agent_side) == []

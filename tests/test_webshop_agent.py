@@ -8,19 +8,17 @@ import pytest
 
 from agentloop.backends._types import ChatRequest
 from agentloop.backends.testing import FunctionBackend, ScriptedBackend
-from agentloop.graphs import Budget, LoopConfig, Verdict, run_task
-from agentloop.webshop import (
+from agentloop.evals.webshop_task import (
     Outcome,
-    Purchase,
     WebShopTask,
-    judge_purchase,
-    load_catalog,
     load_webshop_tasks,
-    oracle_verdict,
     parse_react,
     task_outcome,
     webshop_metrics,
 )
+from agentloop.evals.webshop_verifiers import judge_purchase, oracle_verdict
+from agentloop.graphs import Budget, LoopConfig, Verdict, run_task
+from agentloop.webshop import Purchase, load_catalog
 from agentloop.webshop import generate as gen
 
 

@@ -14,10 +14,11 @@ from collections.abc import Iterator
 import pytest
 
 from agentloop.backends import ScriptedBackend
+from agentloop.evals.webshop_task import WebShopTask
 from agentloop.graphs import LoopConfig, run_task
 from agentloop.graphs._prompts import render_prompt
 from agentloop.memory import ConceptDraft, ConceptMemory, SQLMemoryStore, default_query
-from agentloop.webshop import Goal, WebShopTask, load_catalog
+from agentloop.webshop import Goal, load_catalog
 
 
 @pytest.fixture(scope="module")

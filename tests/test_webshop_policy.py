@@ -17,18 +17,11 @@ import pytest
 from agentloop.backends import ChatRequest, FunctionBackend, ScriptedBackend
 from agentloop.errors import AgentloopError
 from agentloop.evals.runner import RunSpec
+from agentloop.evals.webshop_policies import QUERY_PATTERN, resolve_policy
 from agentloop.evals.webshop_suite import WebShopSuite
+from agentloop.evals.webshop_task import Outcome, WebShopTask, load_webshop_tasks, webshop_metrics
 from agentloop.graphs import LoopConfig, LoopResult, Verdict, run_task
-from agentloop.webshop import (
-    QUERY_PATTERN,
-    Outcome,
-    WebShopEnv,
-    WebShopTask,
-    load_catalog,
-    load_webshop_tasks,
-    resolve_policy,
-    webshop_metrics,
-)
+from agentloop.webshop import WebShopEnv, load_catalog
 
 CATALOG = load_catalog()
 

@@ -43,13 +43,10 @@ class WebShopSuite(Suite):
     stop = ("\nObservation", "\nThought:")
 
     def items(self, spec: RunSpec, backend: Backend | None = None) -> list[SuiteItem]:
-        from agentloop.webshop import (
-            DEFAULT_MAX_STEPS,
-            VERIFIERS,
-            load_catalog,
-            load_webshop_tasks,
-            resolve_policy,
-        )
+        from agentloop.evals.webshop_policies import resolve_policy
+        from agentloop.evals.webshop_task import load_webshop_tasks
+        from agentloop.evals.webshop_verifiers import VERIFIERS
+        from agentloop.webshop import DEFAULT_MAX_STEPS, load_catalog
 
         verifier = spec.verifier or self.default_verifier
         if verifier not in VERIFIERS:
@@ -85,7 +82,7 @@ class WebShopSuite(Suite):
         ]
 
     async def score(self, item: SuiteItem, result: LoopResult) -> Score:
-        from agentloop.webshop import Outcome, task_outcome
+        from agentloop.evals.webshop_task import Outcome, task_outcome
 
         reward, success = task_outcome(result)
         outcome = result.answer

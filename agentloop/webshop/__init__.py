@@ -9,20 +9,11 @@ environment on one of its goals, and act with ``search[...]`` / ``click[...]``::
     env = WebShopEnv(catalog)
     print(env.reset(0))                 # the search page with goal 0's instruction
     step = env.step("search[leak proof travel bottles]")
+
+This package is the world: it knows no agent. The WebShop agent (the task, its prompt
+formats, policies and verifiers) is on the suite side, in ``agentloop.evals.webshop_*``.
 """
 
-from agentloop.webshop._agent import (
-    VERIFIERS,
-    Outcome,
-    VerifierName,
-    WebShopTask,
-    judge_purchase,
-    load_webshop_tasks,
-    oracle_verdict,
-    parse_react,
-    task_outcome,
-    webshop_metrics,
-)
 from agentloop.webshop._catalog import (
     SHUFFLE_SEED,
     Catalog,
@@ -50,7 +41,6 @@ from agentloop.webshop._env import (
     parse_action,
 )
 from agentloop.webshop._expert import Episode, Turn, expert_search_query, run_expert
-from agentloop.webshop._policies import POLICIES, QUERY_PATTERN, PolicyName, resolve_policy
 from agentloop.webshop._reward import (
     COLORS,
     FUZZ_THRESHOLD,
@@ -71,47 +61,33 @@ __all__ = [
     "FUZZ_THRESHOLD",
     "NEXT_PAGE",
     "PREV_PAGE",
-    "POLICIES",
     "PRODUCT_WINDOW",
     "SEARCH_RETURN_N",
     "SHUFFLE_SEED",
     "SUB_PAGES",
-    "VERIFIERS",
     "Catalog",
     "Episode",
     "Goal",
-    "Outcome",
     "Page",
-    "PolicyName",
     "Product",
     "Purchase",
-    "QUERY_PATTERN",
     "Review",
     "RewardInfo",
     "SearchEngine",
     "StepResult",
     "Turn",
-    "VerifierName",
     "WebShopDataError",
     "WebShopEnv",
-    "WebShopTask",
     "build_goals",
     "default_data_dir",
     "expert_search_query",
     "fuzzy_score",
     "get_reward",
-    "judge_purchase",
     "load_catalog",
-    "load_webshop_tasks",
     "normalize_color",
-    "oracle_verdict",
     "parse_action",
     "parse_product",
-    "parse_react",
-    "resolve_policy",
     "run_expert",
-    "task_outcome",
     "title_nouns",
     "type_reward",
-    "webshop_metrics",
 ]

@@ -9,7 +9,7 @@
 * ``first``: search with the instruction text, click the first result, buy. No model
   calls: the floor every report can show.
 
-The world (``_env``) never imports this module; it only reads the env's public surface.
+The world (:mod:`agentloop.webshop`) never imports this module; it only reads the env's public surface.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from typing import Literal
 from agentloop.backends import Backend, Constraint, Message, ScoreResponse
 from agentloop.errors import AgentloopError
 from agentloop.graphs import StepFn
-from agentloop.webshop._env import BACK_TO_SEARCH, BUY_NOW, NEXT_PAGE, PREV_PAGE, WebShopEnv
+from agentloop.webshop import BACK_TO_SEARCH, BUY_NOW, NEXT_PAGE, PREV_PAGE, WebShopEnv
 
 __all__ = [
     "POLICIES",
