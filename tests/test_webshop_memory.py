@@ -16,8 +16,8 @@ import pytest
 from agentloop.backends import ScriptedBackend
 from agentloop.evals.webshop_task import WebShopTask
 from agentloop.graphs import LoopConfig, run_task
-from agentloop.graphs._prompts import render_prompt
 from agentloop.memory import ConceptDraft, ConceptMemory, SQLMemoryStore, default_query
+from agentloop.prompts import render_prompt
 from agentloop.webshop import Goal, load_catalog
 
 

@@ -25,8 +25,8 @@ from agentloop.backends._types import Backend, ChatRequest, Message
 from agentloop.errors import AgentloopError
 from agentloop.evals.spider_data import Text2SQLExample
 from agentloop.evals.spider_exec import score_one
-from agentloop.graphs._prompts import render_prompt
 from agentloop.graphs.task import Candidate, Verdict
+from agentloop.prompts import render_prompt
 from agentloop.tools.sql import SQLResult, readonly_connection
 
 if TYPE_CHECKING:

@@ -23,7 +23,6 @@ from typing import Any, Literal
 from agentloop.backends._types import Message
 from agentloop.evals.webshop_policies import POLICIES, ChoicePolicy, FirstPolicy, PolicyName
 from agentloop.evals.webshop_verifiers import VERIFIERS, VerifierName, judge_purchase, oracle_verdict
-from agentloop.graphs._prompts import render_prompt
 from agentloop.graphs.task import (
     Candidate,
     Feedback,
@@ -34,6 +33,7 @@ from agentloop.graphs.task import (
     append_to_prompt,
     render_lessons,
 )
+from agentloop.prompts import render_prompt
 from agentloop.webshop import (
     DEFAULT_MAX_STEPS,
     Catalog,

@@ -1,19 +1,8 @@
-"""Load the graphs' prompt templates from package data (``agentloop/prompts/graphs_*.txt``)."""
+"""Where the prompt loader used to live: it is :mod:`agentloop.prompts` now.
 
-from __future__ import annotations
+Kept for modules not yet moved over (``evals/text2sql_task.py``).
+"""
 
-import functools
-import string
-from importlib import resources
+from agentloop.prompts import load_prompt, render_prompt
 
-
-@functools.cache
-def load_prompt(name: str) -> string.Template:
-    """The template ``agentloop/prompts/<name>.txt``; placeholders are ``$name``."""
-    path = resources.files("agentloop").joinpath("prompts").joinpath(f"{name}.txt")
-    return string.Template(path.read_text(encoding="utf-8"))
-
-
-def render_prompt(name: str, **values: str) -> str:
-    # substitute (not safe_substitute): a missing value is a bug, not a literal "$x" in a prompt.
-    return load_prompt(name).substitute(values).strip()
+__all__ = ["load_prompt", "render_prompt"]

@@ -11,8 +11,8 @@ from typing import Any, Literal, Protocol
 
 from agentloop.backends._constraint import Constraint
 from agentloop.backends._types import Message, ScorePrompt, ScoreResponse
-from agentloop.graphs._prompts import render_prompt
 from agentloop.graphs._util import jsonable
+from agentloop.prompts import render_prompt
 
 __all__ = [
     "Candidate",
