@@ -134,6 +134,8 @@ def test_after_select_variant_rejects_what_the_full_grammar_rejects() -> None:
         # A subquery in FROM cannot nest another there, and numbers stop at 18 digits: a
         # decoder otherwise writes either to the token limit.
         "SELECT name FROM (SELECT name FROM (SELECT name FROM singer))",
+        "SELECT name FROM singer JOIN (SELECT singer_id FROM singer_in_concert) AS T1",
+        "SELECT name AS a_very_long_alias_that_goes_on_and_on FROM singer",
         "SELECT name FROM singer WHERE age = 1000000000000000000000",
     ],
 )

@@ -491,15 +491,14 @@ compound_op: UNION ALL? | INTERSECT | EXCEPT
 select_multi: SELECT (DISTINCT | ALL)? items from_multi where? group_by? having?
     | SELECT literal ("," literal)*
 // Two plain tables have their own scopes (query_0_2, ...); here three or more, each with an
-// alias (so a table may appear twice), or a subquery.
+// alias (so a table may appear twice), or one subquery alone. A table joined to a subquery is
+// left out: Spider's gold never does it, and its bare columns could not be scoped, so a
+// decoder used it to escape the scopes.
 from_multi: FROM aliased_ref join_op aliased_ref join_constraint? (join_op aliased_ref join_constraint?)+
-    | FROM subquery_ref (join_op table_ref join_constraint?)?
-    | FROM plain_table join_op subquery_ref join_constraint?
+    | FROM subquery_ref
 join_op: "," | NATURAL? (LEFT OUTER? | INNER | CROSS)? JOIN
 join_constraint: ON expr | USING "(" COLUMN ("," COLUMN)* ")"
-table_ref: plain_table | subquery_ref
-aliased_ref: TABLE (AS ALIAS | SPACED_ALIAS) | subquery_ref
-plain_table: TABLE (AS ALIAS | SPACED_ALIAS)?
+aliased_ref: TABLE (AS ALIAS | SPACED_ALIAS)
 // A subquery in FROM reads tables only, so it cannot nest another one there: a decoder whose
 // column no table in FROM has would otherwise nest "JOIN (SELECT ..." to the token limit.
 subquery_ref: "(" (scoped_query | select_scoped (compound_op select_scoped)+ order_by? limit?) ")" (AS? ALIAS)?
@@ -515,7 +514,7 @@ MUL_OP: "*" | "/" | "%"
 // token limit.
 NUMBER: /[0-9]{1,18}(\.[0-9]{0,18})?([eE][+-]?[0-9]{1,3})?/ | /\.[0-9]{1,18}([eE][+-]?[0-9]{1,3})?/
 STRING: /'([^']|'')*'/ | /"([^"]|"")*"/
-IDENT: /[A-Za-z_][A-Za-z0-9_]*/
+IDENT: /[A-Za-z_][A-Za-z0-9_]{0,29}/
 // At most two digits (Spider's are T1 to T9): a decoder otherwise writes "T1111..." to the
 // token limit. Without AS, an alias after a table name needs whitespace: "Pets T1", not
 // "PetsT1", which SQLite reads as one unknown name.
