@@ -10,6 +10,8 @@ import ast
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+import pytest
+
 import agentloop
 
 PACKAGE = Path(agentloop.__file__).resolve().parent
@@ -89,3 +91,87 @@ def test_the_webshop_world_knows_no_agent() -> None:
         "agentloop.backends",
     ]
     assert offences(world, agent_side) == []
+
+
+def module_level_imports(module: str) -> Iterator[str]:
+    """The agentloop modules ``module`` imports when it loads: not in functions, not under TYPE_CHECKING."""
+
+    def statements(body: list[ast.stmt]) -> Iterator[ast.Import | ast.ImportFrom]:
+        for node in body:
+            if isinstance(node, ast.Import | ast.ImportFrom):
+                yield node
+            elif isinstance(node, ast.If):
+                test = ast.unparse(node.test)
+                if test not in ("TYPE_CHECKING", "typing.TYPE_CHECKING"):
+                    yield from statements(node.body)
+                yield from statements(node.orelse)
+            elif isinstance(node, ast.Try):
+                for block in (node.body, node.orelse, node.finalbody, *(h.body for h in node.handlers)):
+                    yield from statements(block)
+
+    tree = ast.parse(MODULES[module].read_text(encoding="utf-8"))
+    for node in statements(tree.body):
+        names = list(imported(module, node))
+        if isinstance(node, ast.Import):
+            yield from (n for n in names if n in MODULES)
+            continue
+        # ``from package import name`` loads package.name when that is a module, else the package
+        # (a package's own __init__ is not counted as a step, or every package would be a cycle).
+        base, *targets = names
+        submodules = [n for n in targets if n in MODULES]
+        yield from submodules
+        if len(submodules) < len(targets) and base in MODULES:
+            yield base
+
+
+def import_cycles() -> list[list[str]]:
+    """Strongly connected groups of more than one module in the module-level import graph (Tarjan)."""
+    edges = {m: sorted(set(module_level_imports(m)) - {m}) for m in MODULES}
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    cycles: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        for w in edges[v]:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            group = []
+            while True:
+                w = stack.pop()
+                group.append(w)
+                if w == v:
+                    break
+            if len(group) > 1:
+                cycles.append(sorted(group))
+
+    for v in edges:
+        if v not in index:
+            visit(v)
+    return cycles
+
+
+def test_the_cycle_check_finds_a_cycle(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The check itself: the report importing the runner at module level would close a circle."""
+    real = module_level_imports
+
+    def with_cycle(module: str) -> Iterator[str]:
+        yield from real(module)
+        if module == "agentloop.evals.report":
+            yield "agentloop.evals.runner"
+
+    monkeypatch.setattr(f"{__name__}.module_level_imports", with_cycle)
+    assert ["agentloop.evals.report", "agentloop.evals.runner"] in import_cycles()
+
+
+def test_no_import_cycles_at_module_level() -> None:
+    """No module needs itself to load: the runner, report and suites in particular (run_spec holds
+    what they share), and the suite registry and the suites in their own modules (_suite_base)."""
+    assert {"agentloop.evals.runner", "agentloop.evals.report", "agentloop.evals.suites"} <= set(MODULES)
+    assert import_cycles() == []

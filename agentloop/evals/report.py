@@ -7,21 +7,19 @@ import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
 from agentloop._plugins import reference_label
 from agentloop.errors import AgentloopError, MissingExtraError
+from agentloop.evals.run_spec import BUDGET_KEYS, STORED_DEFAULTS, RunSummary
 from agentloop.evals.run_store import RunStore, StoredRun, StoredTask
 from agentloop.evals.spider_hardness import DIFFICULTIES
 from agentloop.evals.suites import SUITES
 from agentloop.graphs.context import LoopConfig
 from agentloop.graphs.library import graph_spec
-
-if TYPE_CHECKING:
-    from agentloop.evals.runner import RunSummary
 
 __all__ = [
     "PairedDifference",
@@ -157,8 +155,6 @@ class RunReport:
 
     def summary(self, *, skipped: int = 0) -> RunSummary:
         """The ``agentloop run --json`` summary of this run."""
-        from agentloop.evals.runner import RunSummary
-
         metrics = self.metrics()
         return RunSummary(
             suite=self.run.suite,
@@ -322,7 +318,6 @@ def paired_difference(
 
 def budget_difference(a: RunReport, b: RunReport) -> tuple[str, ...]:
     """The budget settings (:data:`BUDGET_KEYS`) on which two runs differ, as ``key: a -> b``."""
-    from agentloop.evals.runner import BUDGET_KEYS, STORED_DEFAULTS
 
     def settings(r: RunReport) -> dict[str, Any]:
         values = {k: r.run.config.get(k, STORED_DEFAULTS[k]) for k in BUDGET_KEYS}

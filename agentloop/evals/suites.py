@@ -4,21 +4,18 @@ A suite turns a :class:`RunSpec` into :class:`SuiteItem` s (a graph task plus wh
 report groups by) and scores each run's final answer against the reference, apart from
 whatever verifier steered the run. The built-ins are in :data:`SUITES`; a user's suite is
 given as ``module:attr`` or ``file.py:attr``, or registered by a package under the
-``agentloop.suites`` entry-point group (docs/custom.md).
+``agentloop.suites`` entry-point group (docs/custom.md). The :class:`Suite` API itself is
+defined in ``_suite_base`` (so suites in their own modules need not import this registry)
+and re-exported here.
 """
 
 from __future__ import annotations
 
-import abc
 import asyncio
 import functools
-import hashlib
-import json
 from collections import Counter
-from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal
 
 from agentloop._plugins import (
     SUITE_GROUP,
@@ -32,15 +29,17 @@ from agentloop._plugins import (
 )
 from agentloop.backends._types import Backend
 from agentloop.errors import AgentloopError
+from agentloop.evals._suite_base import PROMPT_FORMATS, Score, Suite, SuiteItem, content_hash
 from agentloop.evals.spider_data import DatasetError, Text2SQLExample, load_text2sql
 from agentloop.evals.spider_exec import score_one
+from agentloop.evals.webshop_suite import WebShopSuite
 from agentloop.graphs.result import LoopResult
-from agentloop.graphs.task import Task
 
 if TYPE_CHECKING:
-    from agentloop.evals.runner import RunSpec
+    from agentloop.evals.run_spec import RunSpec
 
 __all__ = [
+    "PROMPT_FORMATS",
     "SUITES",
     "Score",
     "Suite",
@@ -48,114 +47,17 @@ __all__ = [
     "SuiteLoadError",
     "Text2SQLSuite",
     "UnknownSuiteError",
+    "WebShopSuite",
     "content_hash",
     "get_suite",
     "plugin_suites",
 ]
-T = TypeVar("T")
-
-
-#: Prompt formats every suite offers: chat messages, or a few-shot completion prompt.
-PROMPT_FORMATS: tuple[str, ...] = ("chat", "fewshot")
 
 
 class UnknownSuiteError(AgentloopError, ValueError):
     def __init__(self, name: str):
         note = " (or give your own as module:attr or path/to/file.py:attr)"
         super().__init__(did_you_mean("suite", name, [*SUITES, *plugin_suites()], note=note))
-
-
-@dataclass(frozen=True, slots=True)
-class SuiteItem:
-    """One task of a suite, with what the store and the report keep about it."""
-
-    task: Task
-    index: int
-    question: str
-    db_id: str | None = None
-    difficulty: str | None = None
-    # Where the task came from (a data path, or "packaged:NAME") and a hash of what defines it
-    # (see :func:`content_hash`): reports pair two runs' tasks only when the hashes match.
-    source: str | None = None
-    content_hash: str | None = None
-
-    @property
-    def task_id(self) -> str:
-        return self.task.id
-
-
-def content_hash(content: Any) -> str:
-    """A stable hash of a task's defining content (anything JSON can write), for pairing runs."""
-    text = json.dumps(content, sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:32]
-
-
-@dataclass(frozen=True, slots=True)
-class Score:
-    correct: bool
-    error: str | None = None  # why the answer could not be scored, or the error it raised
-    reward: float | None = None  # in [0, 1], for suites scored by reward (WebShop); None otherwise
-
-
-class Suite(abc.ABC):
-    """A set of tasks and how to score a run's final answer: subclass it for ``agentloop run``.
-
-    Implement :meth:`items` (one :class:`SuiteItem` per task, each holding a graph
-    :class:`~agentloop.graphs.Task` with its prompt, parse and verifier) and :meth:`score`.
-    The class attributes below tune the run; docs/custom.md walks through an example.
-    """
-
-    #: The suite's name: the default memory namespace and what error messages call it.
-    name: ClassVar[str]
-    #: Tasks ``agentloop run`` takes when neither ``--limit`` nor ``--all`` is given: a slice
-    #: that finishes in minutes on the embedded model (``None``: every task).
-    default_limit: ClassVar[int | None] = None
-    #: Stop strings for every candidate request (cut the chatter after the answer).
-    stop: ClassVar[tuple[str, ...]] = ()
-    #: The verifier a run gets when none is named.
-    default_verifier: ClassVar[str] = "exec"
-    #: Whether :attr:`Score.reward` is the headline number (avg_reward, success_rate)
-    #: rather than correctness (accuracy).
-    scores_reward: ClassVar[bool] = False
-
-    @abc.abstractmethod
-    def items(self, spec: RunSpec, backend: Backend | None = None) -> list[SuiteItem]:
-        """The tasks ``spec`` selects (``--data``, ``--offset``, ``--limit``), in order."""
-
-    @abc.abstractmethod
-    async def score(self, item: SuiteItem, result: LoopResult) -> Score:
-        """Score the run's final answer against the reference (independent of the verifier)."""
-
-    def upper_bound(self, verifier: str) -> bool:
-        """Whether runs with ``verifier`` read the reference while they run (an oracle)."""
-        return False
-
-    @staticmethod
-    def select(spec: RunSpec, rows: Sequence[T]) -> list[T]:
-        """The rows ``--offset`` and ``--limit`` select, in order; an empty selection is an error."""
-        end = None if spec.limit is None else spec.offset + spec.limit
-        chosen = list(rows[spec.offset : end])
-        if not chosen:
-            raise DatasetError(
-                f"--offset {spec.offset} --limit {spec.limit} selects no tasks from a suite of {len(rows)}"
-            )
-        return chosen
-
-    @classmethod
-    def prompt_format(cls, spec: RunSpec) -> str:
-        """``--prompt``; ``auto`` picks ``fewshot`` for in-process transformers models, ``chat`` otherwise.
-
-        Small local models follow a few-shot completion prompt far better than chat
-        instructions (measured in docs/text2sql.md and docs/webshop.md); hosted and served
-        models are instruction-tuned, and many have no completion endpoint.
-        """
-        if spec.prompt == "auto":
-            return "fewshot" if spec.backend.split(":", 1)[0] == "transformers" else "chat"
-        if spec.prompt not in PROMPT_FORMATS:
-            raise AgentloopError(
-                f"unknown --prompt {spec.prompt!r} for {cls.name}; use auto, {', '.join(PROMPT_FORMATS)}"
-            )
-        return spec.prompt
 
 
 class Text2SQLSuite(Suite):
@@ -246,10 +148,7 @@ def _check_unique_ids(examples: list[Text2SQLExample]) -> None:
         )
 
 
-SUITES: dict[str, type[Suite]] = {s.name: s for s in (Text2SQLSuite,)}
-
-# Suites in their own modules subclass Suite, so they load after it and add themselves to SUITES.
-from agentloop.evals import webshop_suite  # noqa: E402,F401  (registers "webshop")
+SUITES: dict[str, type[Suite]] = {s.name: s for s in (Text2SQLSuite, WebShopSuite)}
 
 
 class SuiteLoadError(PluginError):

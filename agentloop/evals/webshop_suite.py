@@ -13,11 +13,11 @@ from typing import TYPE_CHECKING
 
 from agentloop.backends._types import Backend
 from agentloop.errors import AgentloopError
-from agentloop.evals.suites import SUITES, Score, Suite, SuiteItem, content_hash
+from agentloop.evals._suite_base import Score, Suite, SuiteItem, content_hash
 from agentloop.graphs.result import LoopResult
 
 if TYPE_CHECKING:
-    from agentloop.evals.runner import RunSpec
+    from agentloop.evals.run_spec import RunSpec
 
 __all__ = ["UnknownWebShopVerifierError", "WebShopSuite"]
 
@@ -94,6 +94,3 @@ class WebShopSuite(Suite):
 
     def upper_bound(self, verifier: str) -> bool:
         return verifier == "oracle"
-
-
-SUITES[WebShopSuite.name] = WebShopSuite
