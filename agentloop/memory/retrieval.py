@@ -37,7 +37,8 @@ from agentloop.errors import MissingExtraError
 if TYPE_CHECKING:
     import numpy as np
 
-    from agentloop.memory.store import MemoryStore, SearchHit
+    from agentloop.memory._types import SearchHit
+    from agentloop.memory.store import MemoryStore
 
 __all__ = [
     "EMBED_MODEL_ID",
@@ -250,7 +251,7 @@ def rerank(
     """
     import numpy as np
 
-    from agentloop.memory.store import SearchHit
+    from agentloop.memory._types import SearchHit
 
     if not hits:
         return []
