@@ -135,6 +135,9 @@ def test_after_select_variant_rejects_what_the_full_grammar_rejects() -> None:
         # decoder otherwise writes either to the token limit.
         "SELECT name FROM (SELECT name FROM (SELECT name FROM singer))",
         "SELECT name FROM singer JOIN (SELECT singer_id FROM singer_in_concert) AS T1",
+        # Three or more tables: columns are qualified (a bare one could be any table's).
+        "SELECT name FROM concert AS T1 JOIN singer_in_concert AS T2 ON T1.concert_id = T2.concert_id "
+        "JOIN singer AS T3 ON T2.singer_id = T3.singer_id",
         "SELECT name AS a_very_long_alias_that_goes_on_and_on FROM singer",
         "SELECT name FROM singer WHERE age = 1000000000000000000000",
     ],

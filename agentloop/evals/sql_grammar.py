@@ -234,7 +234,7 @@ _START_RULE = 'start: SPACE? query ";"?\n'
 _TAIL_START_RULE = 'start: SPACE query_tail ";"?\n'
 _TAIL_RULES = """
 query_tail: select_multi_tail order_by? limit?
-    | select_any_tail (compound_op select_any)+ order_by? limit?
+    | select_any_tail (compound_op select_any)+ compound_order? limit?
     | scoped_tail
 select_multi_tail: (DISTINCT | ALL)? items from_multi where? group_by? having?
     | literal ("," literal)*
@@ -313,7 +313,9 @@ def _grammar_for_schema(schema: SqlSchema, after_select: bool = False) -> str:
         f"TYPE_NAME: /(?i)({'|'.join(_TYPE_NAMES)})/ " + r"/(\([0-9]+(,[0-9]+)?\))?/",
         f"COLUMN: {_name_terminal(all_columns)}",
         *(_keyword(word, before, after) for word, (before, after) in _KEYWORDS.items()),
-        _SCOPED_RULES.format(s="", bare="\n    | COLUMN"),
+        # Unscoped (three or more tables, a subquery in FROM, ORDER BY after a compound):
+        # no bare columns, so a decoder cannot name a column that none of the tables has.
+        _SCOPED_RULES.format(s="", bare=""),
     ]
     qualified, tables, scopes = ['ALIAS "." COLUMN'], [], []
     for i, (table, columns) in enumerate(schema.tables):
@@ -484,9 +486,12 @@ start: SPACE? query ";"?
 SPACE: /[ \t\r\n]+/
 
 query: select_multi order_by? limit?
-    | select_any (compound_op select_any)+ order_by? limit?
+    | select_any (compound_op select_any)+ compound_order? limit?
     | scoped_query
 compound_op: UNION ALL? | INTERSECT | EXCEPT
+// After a compound, ORDER BY names a result column (bare) or an expression without bare columns.
+compound_order: ORDER BY compound_ordering ("," compound_ordering)*
+compound_ordering: (COLUMN | expr) (ASC | DESC)?
 // Without FROM only constants: a column there is an error that a decoder would otherwise reach.
 select_multi: SELECT (DISTINCT | ALL)? items from_multi where? group_by? having?
     | SELECT literal ("," literal)*
@@ -501,7 +506,7 @@ join_constraint: ON expr | USING "(" COLUMN ("," COLUMN)* ")"
 aliased_ref: TABLE (AS ALIAS | SPACED_ALIAS)
 // A subquery in FROM reads tables only, so it cannot nest another one there: a decoder whose
 // column no table in FROM has would otherwise nest "JOIN (SELECT ..." to the token limit.
-subquery_ref: "(" (scoped_query | select_scoped (compound_op select_scoped)+ order_by? limit?) ")" (AS? ALIAS)?
+subquery_ref: "(" (scoped_query | select_scoped (compound_op select_scoped)+ compound_order? limit?) ")" (AS? ALIAS)?
 limit: LIMIT sum_expr ((OFFSET | ",") sum_expr)?
 star_ref: (ALIAS | TABLE) "." "*"
 column_alias: IDENT | STRING
