@@ -8,25 +8,22 @@ only itself.
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import importlib
 import importlib.util
 import re
 import sys
-from collections.abc import Iterable
 from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
 from typing import Any
 
-from agentloop.errors import AgentloopError
+from agentloop.errors import AgentloopError, close_match
 
 __all__ = [
     "BACKEND_GROUP",
     "GRAPH_GROUP",
     "SUITE_GROUP",
     "PluginError",
-    "did_you_mean",
     "is_reference",
     "load_plugin",
     "load_reference",
@@ -45,14 +42,6 @@ _ATTR = re.compile(r"[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*")
 
 class PluginError(AgentloopError, ValueError):
     """A graph, suite or backend given by reference or entry point could not be loaded or does not fit."""
-
-
-def did_you_mean(what: str, name: str, known: Iterable[str], *, note: str = "") -> str:
-    """``unknown WHAT 'name'. Did you mean 'x'? Known WHATs: a, b.``: the one "did you mean" message."""
-    known = list(known)
-    close = difflib.get_close_matches(name, known, n=1, cutoff=0.5)
-    hint = f" Did you mean '{close[0]}'?" if close else ""
-    return f"unknown {what} '{name}'.{hint} Known {what}s: {', '.join(known) or '(none)'}{note}."
 
 
 def is_reference(name: str) -> bool:
@@ -89,8 +78,8 @@ def load_reference(ref: str, what: str) -> Any:
     for part in attr.split("."):
         if not hasattr(value, part):
             public = [n for n in dir(module) if not n.startswith("_")]
-            close = difflib.get_close_matches(part, public, n=1, cutoff=0.5)
-            hint = f"; did you mean '{close[0]}'?" if close else ""
+            close = close_match(part, public)
+            hint = f"; did you mean '{close}'?" if close else ""
             raise PluginError(f"{what} '{ref}': {target} has no attribute '{attr}'{hint}")
         value = getattr(value, part)
     return value

@@ -13,6 +13,8 @@ __all__ = [
     "MissingExtraError",
     "ModelPullError",
     "UnknownBackendError",
+    "close_match",
+    "did_you_mean",
 ]
 
 
@@ -20,16 +22,31 @@ class AgentloopError(Exception):
     """Base class. The CLI prints these as one line instead of a traceback."""
 
 
+def close_match(name: str, known: Iterable[str]) -> str | None:
+    """The known name most like ``name`` (difflib, similarity at least 0.5), or None."""
+    close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.5)
+    return close[0] if close else None
+
+
+def did_you_mean(
+    what: str, name: str, known: Iterable[str], *, why: str = "", note: str = "", like: str | None = None
+) -> str:
+    """``unknown WHAT 'name'. Did you mean 'x'? Known WHATs: a, b.``: the one "did you mean" message.
+
+    ``why`` follows the name, ``note`` the list; ``like`` is what to match against ``known``
+    when it is not ``name`` itself (a backend id is matched by its prefix).
+    """
+    known = list(known)
+    close = close_match(name if like is None else like, known)
+    hint = f" Did you mean '{close}'?" if close else ""
+    return f"unknown {what} '{name}'{why}.{hint} Known {what}s: {', '.join(known) or '(none)'}{note}."
+
+
 class UnknownBackendError(AgentloopError, ValueError):
     def __init__(self, backend_id: str, known: Iterable[str]):
-        known = sorted(known)
+        note = " (write them as 'openai:MODEL', 'transformers:PATH', ...)"
         prefix = backend_id.split(":", 1)[0]
-        close = difflib.get_close_matches(prefix, known, n=1, cutoff=0.5)
-        hint = f" Did you mean '{close[0]}'?" if close else ""
-        super().__init__(
-            f"unknown backend '{backend_id}'.{hint} Known backends: {', '.join(known)} "
-            "(write them as 'openai:MODEL', 'transformers:PATH', ...)."
-        )
+        super().__init__(did_you_mean("backend", backend_id, sorted(known), note=note, like=prefix))
 
 
 class MissingExtraError(AgentloopError, ImportError):

@@ -175,3 +175,16 @@ def test_no_import_cycles_at_module_level() -> None:
     what they share), and the suite registry and the suites in their own modules (_suite_base)."""
     assert {"agentloop.evals.runner", "agentloop.evals.report", "agentloop.evals.suites"} <= set(MODULES)
     assert import_cycles() == []
+
+
+def test_one_did_you_mean_helper() -> None:
+    """Unknown names get their hint from agentloop.errors (close_match, did_you_mean), never a copy."""
+    copies = [
+        f"{module}:{node.lineno}"
+        for module, path in MODULES.items()
+        if module != "agentloop.errors"
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+        if (isinstance(node, ast.Attribute) and node.attr == "get_close_matches")
+        or (isinstance(node, ast.alias) and node.name == "get_close_matches")
+    ]
+    assert copies == []

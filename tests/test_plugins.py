@@ -19,7 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from agentloop._plugins import GRAPH_GROUP, did_you_mean, is_reference, plugin_names, reference_label
+from agentloop._plugins import GRAPH_GROUP, is_reference, plugin_names, reference_label
+from agentloop.errors import did_you_mean
 
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "custom.md"

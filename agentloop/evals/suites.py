@@ -20,7 +20,6 @@ from typing import TYPE_CHECKING, Any, Literal
 from agentloop._plugins import (
     SUITE_GROUP,
     PluginError,
-    did_you_mean,
     is_reference,
     load_plugin,
     load_reference,
@@ -28,7 +27,7 @@ from agentloop._plugins import (
     plugin_names,
 )
 from agentloop.backends._types import Backend
-from agentloop.errors import AgentloopError
+from agentloop.errors import AgentloopError, did_you_mean
 from agentloop.evals._suite_base import PROMPT_FORMATS, Score, Suite, SuiteItem, content_hash
 from agentloop.evals.spider_data import DatasetError, Text2SQLExample, load_text2sql
 from agentloop.evals.spider_exec import score_one

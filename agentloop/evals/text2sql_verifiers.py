@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import abc
 import asyncio
-import difflib
 import functools
 import re
 from collections.abc import Sequence
@@ -22,7 +21,7 @@ import sqlglot
 from sqlglot import exp
 
 from agentloop.backends._types import Backend, ChatRequest, Message
-from agentloop.errors import AgentloopError
+from agentloop.errors import AgentloopError, did_you_mean
 from agentloop.evals.spider_data import Text2SQLExample
 from agentloop.evals.spider_exec import score_one
 from agentloop.graphs.task import Candidate, Verdict
@@ -65,10 +64,7 @@ PREVIEW_ROWS = 5
 
 class UnknownVerifierError(AgentloopError, ValueError):
     def __init__(self, name: str):
-        known = list(VERIFIERS)
-        close = difflib.get_close_matches(name, known, n=1, cutoff=0.5)
-        hint = f" Did you mean '{close[0]}'?" if close else ""
-        super().__init__(f"unknown verifier '{name}'.{hint} Known verifiers: {', '.join(known)}.")
+        super().__init__(did_you_mean("verifier", name, VERIFIERS))
 
 
 class Text2SQLVerifier(abc.ABC):

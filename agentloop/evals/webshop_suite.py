@@ -8,11 +8,10 @@ final episode is scored with the official reward whichever verifier chose it.
 
 from __future__ import annotations
 
-import difflib
 from typing import TYPE_CHECKING
 
 from agentloop.backends._types import Backend
-from agentloop.errors import AgentloopError
+from agentloop.errors import AgentloopError, did_you_mean
 from agentloop.evals._suite_base import Score, Suite, SuiteItem, content_hash
 from agentloop.graphs.result import LoopResult
 
@@ -24,10 +23,8 @@ __all__ = ["UnknownWebShopVerifierError", "WebShopSuite"]
 
 class UnknownWebShopVerifierError(AgentloopError, ValueError):
     def __init__(self, name: str, known: list[str]):
-        close = difflib.get_close_matches(name, known, n=1, cutoff=0.5)
-        hint = f" Did you mean '{close[0]}'?" if close else ""
         why = " ('exec' runs SQL: it is Text2SQL's verifier)" if name == "exec" else ""
-        super().__init__(f"unknown webshop verifier '{name}'{why}.{hint} Choose one of: {', '.join(known)}.")
+        super().__init__(did_you_mean("webshop verifier", name, known, why=why))
 
 
 class WebShopSuite(Suite):

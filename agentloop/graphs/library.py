@@ -17,14 +17,13 @@ from langgraph.graph.state import CompiledStateGraph
 from agentloop._plugins import (
     GRAPH_GROUP,
     PluginError,
-    did_you_mean,
     is_reference,
     load_plugin,
     load_reference,
     normalize_reference,
     plugin_names,
 )
-from agentloop.errors import AgentloopError
+from agentloop.errors import AgentloopError, did_you_mean
 from agentloop.graphs import nodes
 from agentloop.graphs.context import LoopConfig, LoopContext
 from agentloop.graphs.state import LoopState
