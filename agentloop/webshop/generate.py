@@ -26,6 +26,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from agentloop.webshop._catalog import load_catalog
+from agentloop.webshop._reward import FUZZ_THRESHOLD, fuzzy_score, get_reward, normalize_color
+
 __all__ = ["TYPES", "ProductType", "generate", "main"]
 
 Slot = str  # "pre" | "with" | "for"
@@ -501,16 +504,12 @@ def _synthetic_instruction(t: ProductType, wanted: list[str]) -> str:
 
 
 def _similar(a: str, b: str) -> bool:
-    from agentloop.webshop._reward import FUZZ_THRESHOLD, fuzzy_score
-
     return a in b or b in a or fuzzy_score(a, b) > FUZZ_THRESHOLD
 
 
 def _similar_option(value: str, wanted: str | None) -> bool:
     if wanted is None:
         return False
-    from agentloop.webshop._reward import FUZZ_THRESHOLD, fuzzy_score, normalize_color
-
     return fuzzy_score(normalize_color(value.lower()), normalize_color(wanted.lower())) > FUZZ_THRESHOLD
 
 
@@ -542,9 +541,6 @@ def _record(rng: random.Random, d: _Draft) -> dict[str, Any]:
 
 def check(out: Path, roles: dict[str, tuple[str, str]]) -> dict[str, int]:
     """Load the written files and check every goal: its product scores 1.0, each of its near misses less."""
-    from agentloop.webshop._catalog import load_catalog
-    from agentloop.webshop._reward import get_reward
-
     cat = load_catalog(out)
     misses: dict[str, list[str]] = {}
     for asin, (kind, of) in roles.items():
@@ -563,8 +559,6 @@ def check(out: Path, roles: dict[str, tuple[str, str]]) -> dict[str, int]:
 
 def best_options(product: Any, wanted: Any) -> dict[str, str]:
     """For each wanted option, the product's closest option value (what a careful shopper clicks)."""
-    from agentloop.webshop._reward import fuzzy_score, normalize_color
-
     chosen: dict[str, str] = {}
     for w in wanted:
         scored = [
