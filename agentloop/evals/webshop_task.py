@@ -126,7 +126,7 @@ class WebShopTask(RolloutTask):
         if policy not in POLICIES:
             raise ValueError(f"unknown WebShop policy {policy!r}; use one of: {', '.join(POLICIES)}")
         # react: the model writes each action in ``prompt_format``; choice and first have
-        # their own compact completion prompt (webshop_choice.txt), see _policies.
+        # their own compact completion prompt (webshop_choice.txt), see webshop_policies.
         self.policy = policy
         if prompt_format not in PROMPT_FORMATS:
             raise ValueError(
