@@ -14,6 +14,7 @@ from agentloop.cli.memory import memory_app
 from agentloop.cli.models import models_app
 from agentloop.cli.report import report
 from agentloop.cli.run import run
+from agentloop.cli.view import view
 
 __all__ = ["app", "main"]
 
@@ -25,6 +26,7 @@ app = typer.Typer(
 app.command("generate")(generate)
 app.command("run")(run)
 app.command("report")(report)
+app.command("view")(view)
 app.add_typer(models_app, name="models")
 app.add_typer(eval_app, name="eval")
 app.add_typer(memory_app, name="memory")

@@ -7,7 +7,7 @@ from typing import Any
 from sqlalchemy import JSON, Boolean, Float, ForeignKey, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-__all__ = ["Base", "CandidateRow", "RunRow", "TaskResultRow"]
+__all__ = ["Base", "CandidateRow", "PromptRow", "RunRow", "TaskResultRow"]
 
 
 class Base(DeclarativeBase):
@@ -72,6 +72,10 @@ class TaskResultRow(Base):
     memory_completion_tokens: Mapped[int | None] = mapped_column(Integer, nullable=True)
     rounds: Mapped[int] = mapped_column(Integer, default=0)
     stop_reason: Mapped[str | None] = mapped_column(String(40))
+    stop_detail: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # The lessons concept memory showed the task, and those written from it (rendered lines).
+    lessons: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
+    lessons_written: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
     wall_s: Mapped[float] = mapped_column(Float)
     # Why the task failed to run (an exception, a backend error); such tasks are retried on resume.
     error: Mapped[str | None] = mapped_column(Text)
@@ -88,6 +92,9 @@ class TaskResultRow(Base):
         cascade="all, delete-orphan",
         passive_deletes=True,
         order_by="CandidateRow.position",
+    )
+    prompts: Mapped[list[PromptRow]] = relationship(
+        back_populates="task", cascade="all, delete-orphan", passive_deletes=True
     )
 
 
@@ -115,3 +122,19 @@ class CandidateRow(Base):
     finish_reason: Mapped[str | None] = mapped_column(String(20))
 
     task: Mapped[TaskResultRow] = relationship(back_populates="trajectory")
+
+
+class PromptRow(Base):
+    """One distinct prompt a task's candidates were sampled from (``CandidateRow.prompt_hash``).
+
+    Added after the first release: ``create_all`` gives older run stores the table, empty.
+    """
+
+    __tablename__ = "prompts"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    task_result_id: Mapped[int] = mapped_column(ForeignKey("task_results.id", ondelete="CASCADE"), index=True)
+    prompt_hash: Mapped[str] = mapped_column(String(64))
+    messages: Mapped[list[list[str]]] = mapped_column(JSON)  # [[role, content], ...]
+
+    task: Mapped[TaskResultRow] = relationship(back_populates="prompts")

@@ -81,6 +81,11 @@ class RunReport:
         return self.run_dir.name or str(self.run_dir)
 
     @property
+    def n_rounds(self) -> str:
+        """``n / rounds`` as the graph ran them (best_of_n: one round), for tables."""
+        return _n_rounds(self.run)
+
+    @property
     def complete(self) -> bool:
         return len(self.tasks) >= self.run.planned and not any(t.error for t in self.tasks)
 
@@ -371,7 +376,7 @@ def render_reports(reports: Sequence[RunReport], console: Console) -> None:
     row("graph", [reference_label(r.run.graph) for r in reports])  # a file reference: its attribute
     row("backend", [r.run.backend for r in reports])
     row("verifier", [verifier_label(r) for r in reports])
-    row("n / rounds", [_n_rounds(r.run) for r in reports])
+    row("n / rounds", [r.n_rounds for r in reports])
     row("tasks", [_tasks_cell(r) for r in reports], style=None)
     if any(r.scores_reward for r in reports):
         row("avg reward", [_acc(m.get("avg_reward")) for m in metrics], style="bold")

@@ -13,17 +13,18 @@ import json
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import create_engine, delete, event, func, inspect, select
 from sqlalchemy import text as sql_text
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from agentloop.backends._types import Message, Role
 from agentloop.errors import AgentloopError
-from agentloop.evals._run_schema import Base, CandidateRow, RunRow, TaskResultRow
+from agentloop.evals._run_schema import Base, CandidateRow, PromptRow, RunRow, TaskResultRow
 from agentloop.graphs.budget import LoopUsage
 from agentloop.graphs.task import Candidate
 
@@ -32,6 +33,7 @@ __all__ = [
     "RUN_DB",
     "CandidateRow",
     "ConfigMismatchError",
+    "PromptRow",
     "RunExistsError",
     "RunNotFoundError",
     "RunRow",
@@ -90,6 +92,12 @@ class TaskOutcome:
     content_hash: str | None = None
     # What concept memory spent for this task; stored on its own and added to the totals.
     memory_usage: LoopUsage | None = None
+    stop_detail: str | None = None
+    # The lessons memory showed the task and those written from it, and every prompt its
+    # candidates came from by prompt hash: what a viewer shows of each round.
+    lessons: Sequence[str] | None = None
+    lessons_written: Sequence[str] | None = None
+    prompts: Mapping[str, Sequence[Message]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +133,7 @@ class StoredTask:
     memory_llm_calls: int | None = None
     memory_prompt_tokens: int | None = None
     memory_completion_tokens: int | None = None
+    stop_detail: str | None = None
 
     @property
     def total_tokens(self) -> int:
@@ -298,6 +307,7 @@ class RunStore:
                     TaskResultRow.run_id == run_id, TaskResultRow.task_id == outcome.task_id
                 )
                 s.execute(delete(CandidateRow).where(CandidateRow.task_result_id.in_(ids)))
+                s.execute(delete(PromptRow).where(PromptRow.task_result_id.in_(ids)))
                 s.execute(
                     delete(TaskResultRow).where(
                         TaskResultRow.run_id == run_id, TaskResultRow.task_id == outcome.task_id
@@ -332,6 +342,9 @@ class RunStore:
                 memory_completion_tokens=mu.completion_tokens if mu is not None else None,
                 rounds=outcome.rounds,
                 stop_reason=outcome.stop_reason,
+                stop_detail=outcome.stop_detail or None,
+                lessons=list(outcome.lessons) if outcome.lessons is not None else None,
+                lessons_written=list(outcome.lessons_written) if outcome.lessons_written else None,
                 wall_s=outcome.wall_s,
                 error=outcome.error,
                 error_detail=outcome.error_detail,
@@ -342,6 +355,10 @@ class RunStore:
                 trajectory=[
                     _candidate_row(i, c, best=i == outcome.best_position)
                     for i, c in enumerate(outcome.candidates)
+                ],
+                prompts=[
+                    PromptRow(prompt_hash=h, messages=[[m.role, m.content] for m in msgs])
+                    for h, msgs in outcome.prompts.items()
                 ],
             )
             s.add(row)
@@ -358,6 +375,19 @@ class RunStore:
             if run is not None:
                 old = dict(run.memory_usage or {})
                 run.memory_usage = {k: int(old.get(k, 0)) + int(v) for k, v in usage.items()}
+
+    def add_lessons_written(self, run_id: int, written: Mapping[str, Sequence[str]]) -> None:
+        """Add lessons memory wrote after their tasks were stored (a batch flush), by task id."""
+        if not written:
+            return
+        with self._transaction() as s:
+            rows = s.scalars(
+                select(TaskResultRow).where(
+                    TaskResultRow.run_id == run_id, TaskResultRow.task_id.in_(list(written))
+                )
+            )
+            for row in rows:
+                row.lessons_written = [*(row.lessons_written or []), *written[row.task_id]]
 
     def set_run_wall(self, run_id: int, wall_s: float) -> None:
         with self._transaction() as s:
@@ -377,8 +407,10 @@ class RunStore:
             run = s.scalar(select(RunRow).where(RunRow.name == name))
             if run is None:
                 raise RunNotFoundError(f"no run named {name!r} in {self.url}")
-            rows = s.scalars(
-                select(TaskResultRow).where(TaskResultRow.run_id == run.id).order_by(TaskResultRow.index)
+            # Only StoredTask's columns, as plain rows: a third of the ORM's time on a large run
+            # (tracebacks and trajectories stay in the database).
+            rows = s.execute(
+                select(*_STORED_COLUMNS).where(TaskResultRow.run_id == run.id).order_by(TaskResultRow.index)
             ).all()
             return StoredRun(
                 name=run.name,
@@ -391,9 +423,21 @@ class RunStore:
                 updated=run.updated,
                 wall_s=run.wall_s,
                 sessions=run.sessions,
-                tasks=[_stored_task(r) for r in rows],
+                tasks=[StoredTask(*r) for r in rows],
                 memory_usage=dict(run.memory_usage) if run.memory_usage else None,
             )
+
+    def prompts(self, task_id: str, name: str = DEFAULT_RUN_NAME) -> dict[str, list[Message]]:
+        """One task's prompts by prompt hash (empty for stores written before prompts were kept)."""
+        with self._transaction() as s:
+            rows = s.execute(
+                select(PromptRow.prompt_hash, PromptRow.messages)
+                .join(TaskResultRow)
+                .join(RunRow)
+                .where(RunRow.name == name, TaskResultRow.task_id == task_id)
+                .order_by(PromptRow.id)
+            ).all()
+        return {h: [Message(cast(Role, role), str(content)) for role, content in msgs] for h, msgs in rows}
 
     def trajectory(self, task_id: str, name: str = DEFAULT_RUN_NAME) -> list[dict[str, Any]]:
         """One task's candidates in order, as dicts."""
@@ -413,6 +457,10 @@ class RunStore:
                 }
                 for row in rows
             ]
+
+
+# StoredTask's fields in order, as task_results columns (StoredTask(*row) builds one).
+_STORED_COLUMNS = tuple(getattr(TaskResultRow, f.name) for f in fields(StoredTask))
 
 
 def _add_missing_columns(engine: Engine) -> None:
@@ -470,40 +518,6 @@ def _candidate_row(position: int, c: Candidate, *, best: bool) -> CandidateRow:
         latency_s=c.latency_s,
         verify_s=c.verify_s,
         finish_reason=c.finish_reason,
-    )
-
-
-def _stored_task(r: TaskResultRow) -> StoredTask:
-    return StoredTask(
-        task_id=r.task_id,
-        index=r.index,
-        db_id=r.db_id,
-        difficulty=r.difficulty,
-        question=r.question,
-        answer=r.answer,
-        correct=r.correct,
-        passed=r.passed,
-        score=r.score,
-        candidates=r.candidates,
-        llm_calls=r.llm_calls,
-        failed_calls=r.failed_calls,
-        prompt_tokens=r.prompt_tokens,
-        completion_tokens=r.completion_tokens,
-        cost_usd=r.cost_usd,
-        rounds=r.rounds,
-        stop_reason=r.stop_reason,
-        wall_s=r.wall_s,
-        error=r.error,
-        eval_error=r.eval_error,
-        attempt=r.attempt,
-        started=r.started,
-        finished=r.finished,
-        reward=r.reward,
-        source=r.source,
-        content_hash=r.content_hash,
-        memory_llm_calls=r.memory_llm_calls,
-        memory_prompt_tokens=r.memory_prompt_tokens,
-        memory_completion_tokens=r.memory_completion_tokens,
     )
 
 

@@ -166,6 +166,8 @@ async def run_suite(
 
 def _store_unclaimed(store: RunStore, run_id: int, memory: ConceptMemory) -> None:
     """Memory spend that no task took (a batch flush after its tasks were stored) goes on the run."""
+    # Lessons written after their tasks were stored go on those tasks' rows.
+    store.add_lessons_written(run_id, memory.take_all_written())
     u = memory.unclaimed_usage
     if u.llm_calls or u.prompt_tokens or u.completion_tokens:
         store.add_memory_usage(
@@ -318,6 +320,10 @@ class _Session:
             candidates=result.candidates,
             best_position=best,
             memory_usage=self._memory_usage(item),
+            stop_detail=result.stop_detail,
+            lessons=result.lessons if self.memory is not None else None,
+            lessons_written=self.memory.take_written(item.task_id) if self.memory is not None else None,
+            prompts=result.prompts,
         )
 
     def _memory_usage(self, item: SuiteItem) -> LoopUsage | None:

@@ -90,6 +90,8 @@ class Outcome:
         return {
             "instruction": self.instruction,
             "actions": list(self.actions),
+            # The page after each action: what a viewer shows step by step.
+            "observations": list(self.observations),
             "ended": self.ended,
             "purchase": self.purchase.to_dict() if self.purchase is not None else None,
             "reward": self.reward,

@@ -85,6 +85,9 @@ class LoopContext:
     n_unsupported: bool = False
     # The tracker's spend when this run began; a tracker may be shared by many runs.
     started: LoopUsage = field(default_factory=LoopUsage)
+    # Every distinct prompt a round was sampled from, by prompt hash: the run store keeps
+    # them, so a viewer can show each round's prompt and what changed since the last.
+    prompts: dict[str, tuple[Message, ...]] = field(default_factory=dict)
 
     def spent(self) -> LoopUsage:
         """What this run has spent so far."""

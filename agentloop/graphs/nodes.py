@@ -246,6 +246,7 @@ async def sample(
         calls, error = await _gather_requests(ctx, msgs, n, temp)
 
     phash = prompt_hash(msgs)
+    ctx.prompts.setdefault(phash, msgs)
     candidates: list[Candidate] = []
     for call in calls:
         for completion in call.completions:
@@ -265,6 +266,7 @@ async def rollouts(ctx: LoopContext, messages: Sequence[Message], *, n: int, rou
     cfg = ctx.config
     msgs = tuple(messages)
     phash = prompt_hash(msgs)
+    ctx.prompts.setdefault(phash, msgs)
     errors: list[str] = []
 
     async def one(i: int) -> tuple[Rollout, list[_Call]] | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from agentloop.backends._types import Message
 from agentloop.graphs.budget import Budget, LoopUsage
 from agentloop.graphs.context import LoopConfig, LoopContext
 from agentloop.graphs.state import LoopState
@@ -30,6 +31,10 @@ class LoopResult:
     stop_detail: str = ""
     error: str | None = None
     votes: dict[str, int] | None = None
+    # The lessons memory showed this task, and each round's prompt by prompt hash
+    # (``Candidate.prompt_hash``): what a viewer needs to show how the prompt changed.
+    lessons: list[str] = field(default_factory=list)
+    prompts: dict[str, tuple[Message, ...]] = field(default_factory=dict)
 
     @property
     def answer(self) -> Any:
@@ -68,6 +73,7 @@ class LoopResult:
             "config": self.config.to_dict(),
             "budget": self.budget.to_dict(),
             "votes": self.votes,
+            "lessons": list(self.lessons),
         }
         if trajectory:
             d["candidates"] = [c.to_dict() for c in self.candidates]
@@ -91,4 +97,6 @@ def build_result(state: LoopState, ctx: LoopContext, usage: LoopUsage | None = N
         stop_detail=state.get("stop_detail", ""),
         error=state.get("error"),
         votes=state.get("votes"),
+        lessons=list(state.get("lessons") or []),
+        prompts=dict(ctx.prompts),
     )

@@ -162,6 +162,7 @@ class ConceptMemory:
         self.counters = MemoryCounters()
         # Tokens spent for each task (LLM selection, abstraction) until the runner takes them.
         self._task_usage: dict[str, Usage] = {}
+        self._task_written: dict[str, list[str]] = {}  # lessons written, per task, not yet taken
         self._pending: list[Trajectory] = []
         self._shown: set[str] = set()
         # Tasks whose trajectory this run has already written (or queued): never twice.
@@ -276,6 +277,15 @@ class ConceptMemory:
         """
         return self._task_usage.pop(task_id, Usage())
 
+    def take_written(self, task_id: str) -> list[str]:
+        """The lessons (rendered) written from ``task_id`` since the last call, and forget them."""
+        return self._task_written.pop(task_id, [])
+
+    def take_all_written(self) -> dict[str, list[str]]:
+        """Every lesson written and not yet taken, by task id (a batch flush after its tasks were stored)."""
+        out, self._task_written = self._task_written, {}
+        return out
+
     @property
     def unclaimed_usage(self) -> Usage:
         """Spend not yet taken by :meth:`take_usage` (batch abstractions, mostly)."""
@@ -304,6 +314,7 @@ class ConceptMemory:
                 namespace=self.namespace,
                 provenance=Provenance((trajectory.task_id,), (self.run_id,)),
             )
+            self._task_written.setdefault(trajectory.task_id, []).extend(a.concept.render() for a in added)
             for a in added:
                 if a.action == "merged":
                     self.counters.merged += 1
