@@ -153,6 +153,17 @@ def run(
         ),
     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print a machine-readable summary.")] = False,
+    otel: Annotated[
+        bool,
+        typer.Option(
+            "--otel",
+            help="Emit OpenTelemetry traces over OTLP/HTTP (OTEL_EXPORTER_OTLP_ENDPOINT, default "
+            "http://localhost:4318; on by itself when that is set). Needs agentloop[otel].",
+        ),
+    ] = False,
+    otel_content: Annotated[
+        bool, typer.Option("--otel-content", help="Record prompt and completion text in the traces (opt-in).")
+    ] = False,
 ) -> None:
     """Run a suite through a graph; every task is stored in the run dir as it finishes."""
     from agentloop.memory import ABSTRACTION_STYLES, SELECT_MODES, UPDATE_MODES
@@ -166,6 +177,10 @@ def run(
     ):
         if value not in allowed:
             raise typer.BadParameter(f"{value!r}: use one of {', '.join(allowed)}", param_hint=flag)
+    if otel or otel_content:
+        from agentloop import tracing
+
+        tracing.configure(content=True if otel_content else None)
     from agentloop.evals.report import RunReport, render_reports
     from agentloop.evals.runner import RunSpec, run_suite_sync
     from agentloop.evals.suites import get_suite

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 
+from agentloop import tracing
 from agentloop._plugins import reference_label
 from agentloop.backends._types import Backend
 from agentloop.backends.registry import BackendOptions, resolve_backend
@@ -96,6 +97,8 @@ async def run_suite(
     if backend is None:
         options = BackendOptions(base_url=spec.base_url, concurrency=spec.concurrency)
         backend = resolve_backend(spec.backend, options=options)
+    if tracing.configure_from_env() and not isinstance(backend, tracing.TracingBackend):
+        backend = tracing.TracingBackend(backend)  # on with --otel, or when an OTLP endpoint is set
     store: RunStore | None = None
     memory: ConceptMemory | None = None
     run_id: int | None = None
@@ -135,9 +138,23 @@ async def run_suite(
         session = _Session(spec, suite, backend, store, run_id, abort_after, on_task, memory)
         session.run_dir = directory
         title = f"[bold]{reference_label(spec.suite)}[/] {reference_label(spec.graph)}"
-        with progress_bar(
-            progress, title, scores_reward=suite.scores_reward, total=len(items), done=len(items) - len(todo)
-        ) as bar:
+        run_attributes = {
+            "agentloop.suite": reference_label(spec.suite),
+            "agentloop.graph": reference_label(spec.graph),
+            "agentloop.backend": spec.backend,
+            "agentloop.run_dir": str(directory),
+            "agentloop.tasks": len(todo),
+        }
+        with (
+            tracing.span(f"agentloop.run {reference_label(spec.suite)}", run_attributes),
+            progress_bar(
+                progress,
+                title,
+                scores_reward=suite.scores_reward,
+                total=len(items),
+                done=len(items) - len(todo),
+            ) as bar,
+        ):
             session.bar = bar
             await session.run(todo)
     except BaseException as exc:
@@ -156,6 +173,7 @@ async def run_suite(
                 store.close()
             if own_backend:
                 await backend.aclose()
+            tracing.flush()
 
     report = RunReport.load(directory)
     summary = report.summary(skipped=len(items) - len(todo))
@@ -284,18 +302,37 @@ class _Session:
                 **fields,
             )
 
+        graph = reference_label(self.spec.graph)
+        attributes = {
+            "gen_ai.operation.name": "invoke_agent",
+            "gen_ai.agent.name": graph,
+            "agentloop.task.id": item.task_id,
+            "agentloop.task.index": item.index,
+        }
         try:
             # With memory, the graph's remember node writes (update="task") before this returns,
             # so every task the store records has its concepts in memory already.
-            result = await run_task(
-                item.task,
-                self.backend,
-                self.spec.graph,
-                config=self.config,
-                budget=self.spec.budget(),
-                memory=self.memory,
-            )
-            score = await self.suite.score(item, result)
+            with tracing.span(f"invoke_agent {graph}", attributes) as span:
+                result = await run_task(
+                    item.task,
+                    self.backend,
+                    self.spec.graph,
+                    config=self.config,
+                    budget=self.spec.budget(),
+                    memory=self.memory,
+                )
+                score = await self.suite.score(item, result)
+                tracing.set_attributes(
+                    span,
+                    {
+                        "agentloop.correct": score.correct,
+                        "agentloop.reward": score.reward,
+                        "agentloop.rounds": result.rounds,
+                        "agentloop.stop_reason": result.stop_reason,
+                        "gen_ai.usage.input_tokens": result.usage.prompt_tokens,
+                        "gen_ai.usage.output_tokens": result.usage.completion_tokens,
+                    },
+                )
         except Exception as exc:  # one broken task must not sink the run
             return outcome(
                 correct=False,

@@ -88,6 +88,8 @@ class LoopContext:
     # Every distinct prompt a round was sampled from, by prompt hash: the run store keeps
     # them, so a viewer can show each round's prompt and what changed since the last.
     prompts: dict[str, tuple[Message, ...]] = field(default_factory=dict)
+    # The open round's span while tracing is on (agentloop.tracing): a round spans several nodes.
+    trace_round: Any = None
 
     def spent(self) -> LoopUsage:
         """What this run has spent so far."""

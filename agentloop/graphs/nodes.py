@@ -20,6 +20,7 @@ from typing import Any, Literal, TypeVar
 
 from langgraph.runtime import Runtime
 
+from agentloop import tracing
 from agentloop.backends._constraint import Constraint
 from agentloop.backends._types import (
     ChatRequest,
@@ -67,7 +68,10 @@ async def recall(state: LoopState, runtime: Runtime[LoopContext]) -> Update:
     ctx = runtime.context
     if ctx.memory is None:
         return {}
-    return {"lessons": list(await ctx.memory.retrieve(ctx.task))}
+    with tracing.span("agentloop.memory.retrieve", {"agentloop.task.id": ctx.task.id}) as s:
+        lessons = list(await ctx.memory.retrieve(ctx.task))
+        tracing.set_attributes(s, {"agentloop.memory.lessons": len(lessons)})
+    return {"lessons": lessons}
 
 
 async def propose(state: LoopState, runtime: Runtime[LoopContext]) -> Update:
@@ -80,10 +84,11 @@ async def propose(state: LoopState, runtime: Runtime[LoopContext]) -> Update:
         messages = ctx.task.build_messages(lessons)
     else:
         messages = ctx.task.build_refine_messages(feedback, lessons)
-    if isinstance(ctx.task, RolloutTask):
-        sampled = await rollouts(ctx, messages, n=ctx.config.n, round=rnd)
-    else:
-        sampled = await sample(ctx, messages, n=ctx.config.n, round=rnd)
+    with tracing.round_scope(ctx, rnd):  # the round's span begins here; select ends it
+        if isinstance(ctx.task, RolloutTask):
+            sampled = await rollouts(ctx, messages, n=ctx.config.n, round=rnd)
+        else:
+            sampled = await sample(ctx, messages, n=ctx.config.n, round=rnd)
     update: Update = {"round": rnd, "pending": sampled.candidates}
     if sampled.error is not None:
         update["error"] = sampled.error
@@ -95,7 +100,8 @@ async def verify(state: LoopState, runtime: Runtime[LoopContext]) -> Update:
     pending = state.get("pending") or []
     if not pending:
         return {}
-    return {"pending": await verify_candidates(runtime.context, pending)}
+    with tracing.round_scope(runtime.context):
+        return {"pending": await verify_candidates(runtime.context, pending)}
 
 
 async def select(state: LoopState, runtime: Runtime[LoopContext]) -> Update:
@@ -106,7 +112,7 @@ async def select(state: LoopState, runtime: Runtime[LoopContext]) -> Update:
     improved = best is not None and (previous is None or best.score > previous.score)
     stale = 0 if improved else state.get("stale_rounds", 0) + 1
     update: Update = {"candidates": pending, "best": best, "stale_rounds": stale}
-    return update | _decide(state, runtime.context, best, stale)
+    return _end_round(runtime.context, update | _decide(state, runtime.context, best, stale))
 
 
 async def vote(state: LoopState, runtime: Runtime[LoopContext]) -> Update:
@@ -135,7 +141,7 @@ async def vote(state: LoopState, runtime: Runtime[LoopContext]) -> Update:
         best = checked
     votes = {_key_label(k): len(v) for k, v in groups.items()}
     update: Update = {"candidates": pending, "best": best, "votes": votes}
-    return update | _decide(state, ctx, best, state.get("stale_rounds", 0))
+    return _end_round(ctx, update | _decide(state, ctx, best, state.get("stale_rounds", 0)))
 
 
 async def refine(state: LoopState, runtime: Runtime[LoopContext]) -> Update:
@@ -321,7 +327,7 @@ async def verify_candidates(ctx: LoopContext, candidates: Sequence[Candidate]) -
             return c.with_verdict(verdict)
         start = time.perf_counter()
         try:
-            verdict = await task.verify(c)
+            verdict = await (tracing.verify(task, c) if tracing.enabled() else task.verify(c))
             if not isinstance(verdict, Verdict):
                 raise TypeError(
                     f"{type(task).__name__}.verify returned {type(verdict).__name__}, not a Verdict"
@@ -334,6 +340,21 @@ async def verify_candidates(ctx: LoopContext, candidates: Sequence[Candidate]) -
 
 
 # --- internals -----------------------------------------------------------------------------
+
+
+def _end_round(ctx: LoopContext, update: Update) -> Update:
+    """End the round's span with what the round decided (nothing when tracing is off)."""
+    if tracing.enabled():
+        best = update.get("best")
+        tracing.end_round(
+            ctx,
+            {
+                "agentloop.round.candidates": len(update.get("candidates") or []),
+                "agentloop.round.best_score": best.score if best is not None else None,
+                "agentloop.stop_reason": update.get("stop_reason"),
+            },
+        )
+    return update
 
 
 def _decide(state: LoopState, ctx: LoopContext, best: Candidate | None, stale: int) -> Update:

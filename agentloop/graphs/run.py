@@ -7,6 +7,7 @@ from typing import cast
 
 from langgraph.graph import StateGraph
 
+from agentloop import tracing
 from agentloop.backends._types import Backend
 from agentloop.graphs.budget import Budget, BudgetTracker
 from agentloop.graphs.context import LessonSource, LoopConfig, LoopContext
@@ -55,7 +56,10 @@ async def run_task(
     )
     # Each round is a handful of supersteps; leave room for custom graphs with extra nodes.
     limit = 16 * (config.rounds + 1)
-    state = await compiled.ainvoke(initial_state(), context=ctx, config={"recursion_limit": limit})
+    try:
+        state = await compiled.ainvoke(initial_state(), context=ctx, config={"recursion_limit": limit})
+    finally:
+        tracing.end_round(ctx)  # a graph without a select node, or one that raised, leaves it open
     return build_result(cast(LoopState, state), ctx)
 
 

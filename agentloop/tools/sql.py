@@ -25,6 +25,8 @@ from os import PathLike
 from pathlib import Path
 from typing import Literal
 
+from agentloop import tracing
+
 __all__ = [
     "GuardedConnection",
     "SQLErrorKind",
@@ -117,7 +119,17 @@ async def run_sql(
 
     Cancelling the caller does not stop the thread early; the query still ends by ``timeout_s``.
     """
-    return await asyncio.to_thread(run_sql_sync, db_path, sql, timeout_s=timeout_s, max_rows=max_rows)
+    attributes = {
+        "gen_ai.operation.name": "execute_tool",
+        "gen_ai.tool.name": "sql",
+        "db.system.name": "sqlite",
+    }
+    if tracing.capture_content():  # the query is model-written text: recorded only on opt-in
+        attributes["db.query.text"] = sql
+    with tracing.span("execute_tool sql", attributes) as s:
+        result = await asyncio.to_thread(run_sql_sync, db_path, sql, timeout_s=timeout_s, max_rows=max_rows)
+        tracing.set_attributes(s, {"agentloop.sql.rows": len(result.rows), "error.type": result.error_kind})
+        return result
 
 
 def run_sql_sync(
