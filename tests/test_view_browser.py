@@ -204,3 +204,25 @@ def test_a_running_run_refreshes_as_tasks_finish(browser: Any, page: Any, tmp_pa
         expect(page.locator("table.tasks tbody tr")).to_have_count(runs.LIMIT, timeout=20_000)
         assert page.locator("#live").count() == 0
         shot(page, "live-finished")
+
+
+def test_webshop_rewards_and_episode_steps(browser: Any, page: Any, tmp_path: Path) -> None:
+    run_dir = runs.webshop_run(tmp_path)
+    with ViewServer(open_runs([run_dir])).start() as srv:
+        page.goto(srv.url)  # one run: straight to its page
+        assert "average reward" in page.locator(".card").nth(1).inner_text()
+        page.fill("input[name=rmin]", "0.01")
+        page.fill("input[name=rmax]", "0.99")
+        page.click("form.filters button[type=submit]")
+        page.wait_for_url("**rmax=0.99**")
+        rows = visible_rows(page, "table.tasks")
+        assert [r.locator("td").first.inner_text() for r in rows] == ["1", "3"]
+        assert all("partial" in (r.get_attribute("class") or "") for r in rows)
+        rows[0].locator("a.task-link").click()
+        steps = page.locator("ol.steps > li")
+        assert steps.count() >= 3 and steps.first.locator("code").inner_text().startswith("search[")
+        first_page = steps.first.locator("details")
+        assert not first_page.locator("pre").is_visible()
+        first_page.locator("summary").click()  # the page the search showed, folded until asked for
+        assert "Page 1" in first_page.locator("pre").inner_text()
+        shot(page, "webshop-task")

@@ -330,14 +330,18 @@ def _value(t: StoredTask | None, rewarded: bool) -> str:
 
 
 def _answer_text(answer: str | None) -> str:
-    """An answer for reading: a JSON object (a WebShop episode) indented, anything else as stored."""
+    """An answer for reading: a JSON object (a WebShop episode) indented, without the pages it saw
+    (each candidate shows them step by step); anything else as stored."""
     if answer is None:
         return "(no answer)"
     if answer.startswith("{"):
         try:
-            return json.dumps(json.loads(answer), indent=1, ensure_ascii=False)
+            parsed = json.loads(answer)
         except ValueError:
-            pass
+            return answer
+        if isinstance(parsed, dict):
+            parsed.pop("observations", None)  # the pages are shown step by step with the candidate
+        return json.dumps(parsed, indent=1, ensure_ascii=False)
     return answer
 
 
