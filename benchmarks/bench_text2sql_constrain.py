@@ -56,7 +56,7 @@ def do_runs(args: argparse.Namespace) -> None:
     graphs = args.graphs.split(",")
     for graph in graphs:
         limit = args.limit if graph == "greedy" else search
-        for mode in MODES:
+        for mode in args.modes.split(","):
             run_dir = args.root / f"{graph}-{mode}"
             cmd = command(graph, mode, limit, run_dir, (run_dir / "run.sqlite").exists())
             print("$", " ".join(cmd[:-1] if cmd[-1] == "--resume" else cmd), flush=True)
@@ -213,6 +213,7 @@ def main() -> None:
     runs.add_argument("--limit", type=int, default=100)
     runs.add_argument("--search-limit", type=int, default=None, help="questions for best_of_8 and iad")
     runs.add_argument("--graphs", default="greedy,best_of_8,iad")
+    runs.add_argument("--modes", default=",".join(MODES), help="of none,schema, in this order")
     speed = sub.add_parser("speed")
     speed.add_argument("--repeats", type=int, default=3)
     speed.add_argument("--max-tokens", type=int, default=64)
