@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from agentloop.backends.transformers_backend import _sample
+from agentloop.backends._sampling import sample as _sample
 
 
 def test_sampling_matches_the_softmax_distribution():

@@ -200,32 +200,38 @@ async def test_vllm_scores_from_prompt_logprobs(monkeypatch):
 
     sent = {}
 
-    class LLM:
-        def __init__(self, model, **kw):
-            pass
+    class Engine:
+        """Stands in for vllm's AsyncLLM, built from the model id as the backend builds it."""
+
+        @classmethod
+        def from_engine_args(cls, args):
+            sent["args"] = args
+            return cls()
 
         def get_tokenizer(self):
             return Tok()
 
-        def generate(self, prompts, params, use_tqdm=False):
+        async def generate(self, prompt, params, request_id):
             sent["params"] = params
             lp = {1: None, 2: -1.0, 3: -2.0, 4: -0.5}
-            return [
-                SimpleNamespace(
-                    prompt_logprobs=[
-                        None if lp[t] is None else {t: SimpleNamespace(logprob=lp[t])}
-                        for t in p["prompt_token_ids"]
-                    ]
-                )
-                for p in prompts
-            ]
+            yield SimpleNamespace(
+                prompt_logprobs=[
+                    None if lp[t] is None else {t: SimpleNamespace(logprob=lp[t])}
+                    for t in prompt["prompt_token_ids"]
+                ]
+            )
 
     fake = types.ModuleType("vllm")
-    fake.LLM = LLM  # type: ignore[attr-defined]
+    fake.AsyncLLMEngine = Engine  # type: ignore[attr-defined]
+    fake.AsyncEngineArgs = lambda **kw: kw  # type: ignore[attr-defined]
     fake.SamplingParams = lambda **kw: kw  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "vllm", fake)
+    monkeypatch.setitem(sys.modules, "vllm.sampling_params", types.ModuleType("vllm.sampling_params"))
     from agentloop.backends.vllm_backend import VLLMBackend
 
-    r = await VLLMBackend("m").score("Pick", [" red", " dark| blue", ""])
+    b = VLLMBackend("m")
+    r = await b.score("Pick", [" red", " dark| blue", ""])
     assert [(s.logprob, s.num_tokens) for s in r] == [(-1.0, 1), (-2.5, 2), (0, 0)]
     assert sent["params"]["prompt_logprobs"] == 1 and r.usage.prompt_tokens == 1
+    assert sent["args"] == {"model": "m", "dtype": "auto"}
+    await b.aclose()

@@ -82,8 +82,8 @@ async def test_prefix_reuse_is_exact_and_reported(model_dir):
         messages=(Message("system", shared), Message("user", "Say yes.")), max_tokens=6, temperature=0.0
     )
     second = first.replace(messages=(Message("system", shared), Message("user", "Say no, politely.")))
-    warm = TransformersBackend(model_dir, prefix_cache_size=8)
-    cold = TransformersBackend(model_dir, prefix_cache_size=0)
+    warm = TransformersBackend(model_dir)
+    cold = TransformersBackend(model_dir, prefix_cache_mb=0)
     await warm.generate(first)
     reused = await warm.generate(second)
     fresh = await cold.generate(second)

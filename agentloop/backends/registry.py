@@ -65,6 +65,9 @@ def resolve_backend(
     it and report zero tokens spent.
     """
     prefix, _, arg = backend_id.strip().partition(":")
+    if "?" in prefix:  # options without an argument: 'transformers?dtype=int8'
+        prefix, _, query = prefix.partition("?")
+        arg = f"?{query}"
     if prefix in _REGISTRY:
         module_name, class_name = _REGISTRY[prefix]
         cls: _FromId = getattr(importlib.import_module(module_name), class_name)

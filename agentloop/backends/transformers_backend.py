@@ -1,22 +1,27 @@
 """In-process Hugging Face transformers backend (the embedded default), on CPU or CUDA.
 
-Two things make it fast enough for inference-time search on a laptop CPU:
+What makes it fast enough for inference-time search on a laptop CPU:
 
-* All n candidates of a request decode together, one batched forward per token.
-* The prompt is shared, so it is prefilled once and its KV cache copied to the n
-  rows. A small LRU of prefilled prompts lets the next request (the next IAD round,
-  which repeats the task prefix) recompute only the tokens after the common prefix.
+* Continuous batching (``_batcher``): every request in flight decodes in one batched
+  forward per token; a request that arrives while others decode joins at the next
+  step, and finished rows leave. On CPU a step costs about the same for 8 rows as for
+  32 (the weights are read once per step), so concurrent tasks share that cost.
+* The prompt is prefilled once per request and its KV cache copied to the n rows;
+  a prefix cache, sized in bytes (``_prefix``), lets the next request (the next IAD
+  round, which repeats the task prefix) recompute only the tokens after the common
+  prefix.
+* The decode loop writes each new token's keys and values into a preallocated
+  per-row buffer (``_kv``) instead of growing the cache by concatenation.
+* Optionally int8 weights on CPU (``dtype="int8"``, through torchao; ``_int8``).
 
-We drive the decode loop ourselves instead of calling ``model.generate``: with a
-pre-filled cache, generate was 15-25% slower here (8.4-9.4 s against 7.4 s for an
-n=8, 40-token round on a 600-token prompt), and our loop gives each request its own
-``torch.Generator`` (seeds without touching global RNG state), per-row stop strings,
-and drops finished rows from the batch as it goes.
+We drive the decode loop ourselves instead of calling ``model.generate``: it gives
+each request its own ``torch.Generator`` (seeds without touching global RNG state),
+its own stop strings, token limit and constraint, and lets requests join and leave.
 
 Both optional capabilities are served here: constrained generation (llguidance masks
 each row's logits before sampling; see ``_guidance``) and :meth:`score` (the prompt
 is prefilled once, through the same prefix cache, and all continuations are scored
-in one batched forward).
+in one batched forward, between two decode steps).
 """
 
 from __future__ import annotations
@@ -28,14 +33,14 @@ import os
 import sys
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl
 
-from agentloop.backends._aio import LoopLock
 from agentloop.backends._constraint import CONSTRAINT_KINDS, ConstraintKind
+from agentloop.backends._prefix import PrefixCache, PrefixCacheStats, PrefixEntry
 from agentloop.backends._types import (
     Backend,
     ChatRequest,
@@ -50,56 +55,31 @@ from agentloop.backends._types import (
 )
 from agentloop.errors import AgentloopError, MissingExtraError
 
-__all__ = ["TransformersBackend"]
+__all__ = ["TransformersBackend", "TransformersStats"]
+
+DTYPES = ("float32", "bfloat16", "float16", "int8")
+_MB = 1 << 20
 
 
-@dataclass
-class _PrefixEntry:
-    tokens: tuple[int, ...]  # tokens whose keys/values the cache holds
-    cache: Any  # a batch-1 DynamicCache
+@dataclass(frozen=True, slots=True)
+class TransformersStats:
+    """The prefix cache's hit counts and what the decode loop did, since the backend was built."""
 
+    prefix_cache: PrefixCacheStats
+    batch: Any  # a _batcher.BatchStats
 
-class _PrefixCache:
-    """Keeps the KV caches of the last few prompts, batch size 1."""
-
-    def __init__(self, capacity: int):
-        self.capacity = capacity
-        self._entries: OrderedDict[tuple[int, ...], _PrefixEntry] = OrderedDict()
-
-    def longest_match(self, tokens: tuple[int, ...]) -> tuple[_PrefixEntry | None, int]:
-        best, best_len = None, 0
-        for entry in self._entries.values():
-            n = _common_prefix_len(entry.tokens, tokens)
-            if n > best_len:
-                best, best_len = entry, n
-        return best, best_len
-
-    def put(self, entry: _PrefixEntry) -> None:
-        if self.capacity <= 0:
-            return
-        self._entries.pop(entry.tokens, None)
-        self._entries[entry.tokens] = entry
-        while len(self._entries) > self.capacity:
-            self._entries.popitem(last=False)
-
-    def clear(self) -> None:
-        self._entries.clear()
-
-
-def _common_prefix_len(a: tuple[int, ...], b: tuple[int, ...]) -> int:
-    n = min(len(a), len(b))
-    i = 0
-    while i < n and a[i] == b[i]:
-        i += 1
-    return i
+    def to_dict(self) -> dict[str, Any]:
+        return {"prefix_cache": self.prefix_cache.to_dict(), "batch": self.batch.to_dict()}
 
 
 class TransformersBackend(Backend):
     """Runs a local causal LM with transformers. ``model_path`` is an HF-format dir or a ``.gguf`` file.
 
-    Requests are served one at a time (the model is the bottleneck; concurrent
-    requests would only fight over the same cores), each as one batched decode.
-    It honours every kind of constraint and supports :meth:`score`.
+    Concurrent requests share one running batch (``batching=False`` serves them one
+    at a time instead). ``dtype`` is ``float32`` (the CPU default), ``bfloat16`` (the
+    CUDA default), ``float16`` or ``int8`` (int8 weights through torchao, CPU). The
+    prefix cache keeps up to ``prefix_cache_mb`` of prefilled prompts. It honours every
+    kind of constraint and supports :meth:`score`.
     """
 
     constraint_kinds: frozenset[ConstraintKind] = CONSTRAINT_KINDS
@@ -111,24 +91,43 @@ class TransformersBackend(Backend):
         *,
         device: str | None = None,
         dtype: str | None = None,
-        prefix_cache_size: int = 8,
+        prefix_cache_mb: float = 1024,
         score_batch_size: int = 32,
+        batching: bool = True,
+        max_batch_rows: int = 64,
     ):
+        if dtype is not None and dtype not in DTYPES:
+            raise AgentloopError(f"unknown dtype '{dtype}' for the transformers backend; use one of {DTYPES}")
         self.model_path = Path(model_path).expanduser() if model_path else None
         self.id = f"transformers:{self.model_path}" if self.model_path else "transformers"
         self.device_name = device
         self.dtype_name = dtype
-        self._prefix = _PrefixCache(prefix_cache_size)
+        self._prefix = PrefixCache(int(prefix_cache_mb * _MB))
         self.score_batch_size = score_batch_size
         self._compiler: Any = None  # a ConstraintCompiler, built on the first constrained request
         self._model: Any = None
         self._tokenizer: Any = None
         self._load_lock = threading.Lock()
-        self._run_lock = LoopLock()  # per event loop: the backend may outlive one asyncio.run
+        self._batching, self._max_batch_rows = batching, max_batch_rows
+        self._batcher_obj: Any = None
 
     @classmethod
     def from_id(cls, arg: str, options: Any) -> TransformersBackend:
-        return cls(arg or None, device=options.device, dtype=options.dtype)
+        """``transformers[:PATH][?dtype=int8&batching=off&prefix_cache_mb=512]``."""
+        path, _, query = arg.partition("?")
+        kwargs: dict[str, Any] = {"device": options.device, "dtype": options.dtype}
+        for key, value in parse_qsl(query, keep_blank_values=True):
+            if key in ("dtype", "device"):
+                kwargs[key] = value
+            elif key == "batching":
+                kwargs[key] = value.lower() not in ("0", "off", "false", "no")
+            elif key == "prefix_cache_mb":
+                kwargs[key] = float(value)
+            else:
+                raise AgentloopError(
+                    f"unknown transformers backend option '{key}'; options: dtype, device, batching, prefix_cache_mb"
+                )
+        return cls(path or None, **kwargs)
 
     # -- loading -----------------------------------------------------------------
 
@@ -163,20 +162,30 @@ class TransformersBackend(Backend):
                 from transformers.utils import logging as hf_logging
             except ImportError as exc:  # pragma: no cover - core deps
                 raise MissingExtraError(exc.name or "transformers", "dev") from exc
+            from agentloop.backends._int8 import quantize_int8, quiet_torchao
+
+            quiet_torchao()  # transformers imports it on load when installed; its log lines are noise
             os.environ.setdefault("HF_HUB_OFFLINE", "1")
             hf_logging.disable_progress_bar()
             model_dir, gguf_file = self._resolve_path()
             device = self.device_name or ("cuda" if torch.cuda.is_available() else "cpu")
             # bf16 is about 3x slower than fp32 on these CPUs; on GPUs it is the norm.
             dtype_name = self.dtype_name or ("float32" if device == "cpu" else "bfloat16")
-            dtype = getattr(torch, dtype_name)
+            int8 = dtype_name == "int8"
+            if int8 and device != "cpu":
+                raise AgentloopError("dtype int8 is for the CPU; on a GPU use bfloat16 (the default) or vllm")
+            dtype = torch.float32 if int8 else getattr(torch, dtype_name)
             kwargs: dict[str, Any] = {"gguf_file": gguf_file} if gguf_file else {}
             tokenizer = AutoTokenizer.from_pretrained(str(model_dir), **kwargs)
             model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=dtype, **kwargs)
+            _check_full_attention(model.config, self.id)
             # transformers types .to() through a decorator that mypy reads as taking the model.
             model = model.to(device)  # type: ignore[arg-type]
             model.eval()
+            if int8:
+                quantize_int8(model)
             self._tokenizer, self._model, self._device = tokenizer, model, device
+            self._dtype = dtype
             eos = model.generation_config.eos_token_id
             eos_ids = eos if isinstance(eos, list) else [eos]
             if tokenizer.eos_token_id is not None:
@@ -187,11 +196,30 @@ class TransformersBackend(Backend):
             params = inspect.signature(model.forward).parameters
             self._cache_arg = "cache" if "cache" in params else "past_key_values"
 
+    @property
+    def _batcher(self) -> Any:
+        if self._batcher_obj is None:
+            from agentloop.backends._batcher import Batcher
+
+            self._batcher_obj = Batcher(self, batching=self._batching, max_rows=self._max_batch_rows)
+        return self._batcher_obj
+
+    def stats(self) -> TransformersStats:
+        """Prefix cache hits and decode-batch sizes so far."""
+        return TransformersStats(self._prefix.stats(), self._batcher.stats())
+
     # -- generation --------------------------------------------------------------
 
     async def generate(self, request: ChatRequest) -> ChatResponse:
-        async with self._run_lock:
-            return await asyncio.to_thread(self._generate_blocking, request)
+        if request.constraint is not None and request.constraint.kind == "choice":
+            start = time.perf_counter()
+            return await self._exclusive(self._choose_blocking, request, start)
+        response: ChatResponse = await asyncio.wrap_future(self._batcher.submit(request))
+        return response
+
+    async def _exclusive(self, fn: Any, *args: Any) -> Any:
+        """Run ``fn(*args)`` on the decode thread, between two decode steps."""
+        return await asyncio.wrap_future(self._batcher.run_exclusive(lambda: fn(*args)))
 
     def encode(self, request: ChatRequest) -> list[int]:
         """Token ids of the prompt: the chat template, or the raw prompt as given."""
@@ -207,11 +235,8 @@ class TransformersBackend(Backend):
         out = tok.apply_chat_template(msgs, add_generation_prompt=True, tokenize=True, return_dict=True)
         return list(out["input_ids"])
 
-    def _generate_blocking(self, request: ChatRequest) -> ChatResponse:
-        import torch
-
-        self.load()  # loading is a one-off cost, kept out of the request's latency
-        start = time.perf_counter()
+    def _encode_checked(self, request: ChatRequest) -> tuple[list[int], int]:
+        """The prompt's tokens and how many new tokens fit after it."""
         prompt = self.encode(request)
         if not prompt:
             raise AgentloopError("the prompt encodes to zero tokens")
@@ -222,40 +247,57 @@ class TransformersBackend(Backend):
                 raise AgentloopError(
                     f"prompt is {len(prompt)} tokens but {self.id} takes at most {self._max_len}; shorten it."
                 )
-        if request.constraint is not None and request.constraint.kind == "choice":
-            return self._choose_blocking(request, start, max_new)
+        return prompt, max_new
+
+    # Called by the batcher on its thread (see _batcher.Host).
+
+    def _prepare(self, request: ChatRequest) -> Any:
+        from agentloop.backends._batcher import Prepared
+
+        self.load()  # loading is a one-off cost, kept out of the request's latency
+        prompt, max_new = self._encode_checked(request)
         # Compiled before any model work, so a bad grammar fails fast.
         matchers = None
         if request.constraint is not None:
             ignore_eos = bool(request.extra.get("ignore_eos", False))
             matchers = self._constraints().rows(request.constraint, request.n, forbid_eos=ignore_eos)
-        with torch.inference_mode():
-            cache, reused = self._prefill(prompt)
-            rows = self._decode(prompt[-1], cache, request, max_new, matchers)
-        texts = [self._finish_text(r, request.stop) for r in rows]
-        completions = [
-            Completion(text=t, finish_reason=reason, completion_tokens=len(r.tokens))
-            for t, (r, reason) in zip(texts, ((r, r.reason) for r in rows), strict=True)
-        ]
-        usage = Usage(
-            prompt_tokens=len(prompt),
-            completion_tokens=sum(len(r.tokens) for r in rows),
-            latency_s=time.perf_counter() - start,
-            llm_calls=1,
-            cost_usd=0.0,
-            reused_prompt_tokens=reused,
+        cache, reused = self._prefill(prompt)
+        return Prepared(prompt=prompt, max_new=max_new, prefix=cache, reused=reused, matchers=matchers)
+
+    def _new_slot_cache(self) -> Any:
+        from agentloop.backends._kv import SlotCache
+
+        cfg = self._model.config.get_text_config(decoder=True)
+        head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+        kv_heads = getattr(cfg, "num_key_value_heads", None) or cfg.num_attention_heads
+        return SlotCache(cfg.num_hidden_layers, kv_heads, head_dim, self._dtype, self._device)
+
+    def _forward_step(self, ids: Any, positions: Any, mask: Any, cache: Any) -> Any:
+        out = self._model(
+            input_ids=ids,
+            position_ids=positions,
+            attention_mask=mask,
+            use_cache=True,
+            **{self._cache_arg: cache},
         )
-        return ChatResponse(completions=completions, usage=usage, model=self.id)
+        return out.logits[:, -1, :]
+
+    def _max_length(self) -> int:
+        return self._max_len
 
     def _prefill(self, prompt: list[int]) -> tuple[Any, int]:
-        """Return a batch-1 cache holding ``prompt[:-1]``, reusing the longest cached prefix."""
+        """Return a batch-1 cache holding ``prompt[:-1]``, reusing the longest cached prefix.
+
+        The returned cache may share tensors with a prefix-cache entry: callers read it
+        or grow it (which makes new tensors), never write into it.
+        """
         import torch
         from transformers import DynamicCache
 
         body = tuple(prompt[:-1])
         entry, reused = self._prefix.longest_match(body)
         if entry is not None and reused > 0:
-            cache = copy.deepcopy(entry.cache)
+            cache = _fork(entry.cache)
             if reused < len(entry.tokens):
                 # Negative = tokens to drop; the one spelling every transformers release accepts.
                 cache.crop(reused - len(entry.tokens))
@@ -266,17 +308,10 @@ class TransformersBackend(Backend):
             ids = torch.tensor([rest], device=self._device)
             # logits_to_keep=1: prefill needs the cache, not 600 rows of vocab logits.
             self._model(input_ids=ids, use_cache=True, logits_to_keep=1, **{self._cache_arg: cache})
-        self._prefix.put(_PrefixEntry(body, cache))
+            self._prefix.put(PrefixEntry(body, _fork(cache), _cache_nbytes(cache)))
         return cache, reused
 
-    def _generator(self, seed: int | None) -> Any:
-        import torch
-
-        gen = torch.Generator(device=self._device)
-        gen.manual_seed(seed if seed is not None else int.from_bytes(os.urandom(8), "little") >> 1)
-        return gen
-
-    def _choose_blocking(self, request: ChatRequest, start: float, max_new: int) -> ChatResponse:
+    def _choose_blocking(self, request: ChatRequest, start: float) -> ChatResponse:
         """Answer a ``choice`` constraint by drawing whole options from their likelihoods.
 
         Token-by-token masking would compare token prefixes ("b" against "red"), so
@@ -287,11 +322,16 @@ class TransformersBackend(Backend):
         """
         import torch
 
+        from agentloop.backends._batcher import _generator
+        from agentloop.backends._sampling import sample
+
         assert request.constraint is not None
+        self.load()
+        _, max_new = self._encode_checked(request)
         options = list(request.constraint.options)
         scored = self._score_blocking(request, options)
         logits = torch.tensor([[s.logprob for s in scored.scores]] * request.n, dtype=torch.float32)
-        picks = _sample(logits, request.temperature, request.top_p, self._generator(request.seed)).tolist()
+        picks = sample(logits, request.temperature, request.top_p, _generator(request.seed, "cpu")).tolist()
         completions = []
         for i in picks:
             option, ntok = options[i], scored.scores[i].num_tokens
@@ -316,57 +356,11 @@ class TransformersBackend(Backend):
         if self._compiler is None:
             from agentloop.backends._guidance import ConstraintCompiler
 
-            vocab = int(self._model.get_output_embeddings().weight.shape[0])
+            head = self._model.get_output_embeddings()
+            # int8 layers keep no float weight, only their sizes.
+            vocab = int(getattr(head, "out_features", 0) or head.weight.shape[0])
             self._compiler = ConstraintCompiler(self._tokenizer, vocab)
         return self._compiler
-
-    def _decode(
-        self, last_token: int, prefix: Any, request: ChatRequest, max_new: int, matchers: Any = None
-    ) -> list[_Row]:
-        import torch
-
-        n = request.n
-        # vLLM's name for it; benchmarks use it to decode a fixed number of tokens.
-        ignore_eos = bool(request.extra.get("ignore_eos", False))
-        cache = copy.deepcopy(prefix)
-        if n > 1:
-            cache.batch_repeat_interleave(n)
-        gen = self._generator(request.seed)
-        rows = [_Row() for _ in range(n)]
-        active = list(range(n))  # row index of each batch position
-        inputs = torch.full((n, 1), last_token, dtype=torch.long, device=self._device)
-        for _ in range(max_new):
-            logits = self._model(input_ids=inputs, use_cache=True, **{self._cache_arg: cache}).logits[
-                :, -1, :
-            ]
-            logits = logits.float()
-            if matchers is not None:
-                matchers.mask_(logits, active)  # before temperature and top_p, like any logits processor
-            next_ids = _sample(logits, request.temperature, request.top_p, gen).tolist()
-            keep = []
-            for pos, tok_id in enumerate(next_ids):
-                row = rows[active[pos]]
-                row.tokens.append(tok_id)
-                if matchers is not None and tok_id in self._eos_ids:
-                    row.reason = "stop"  # the mask lets EOS through only where the grammar may end
-                elif matchers is not None and (step := matchers.advance(active[pos], tok_id)) != "continue":
-                    row.reason = "stop" if step == "done" else "error"
-                elif tok_id in self._eos_ids and not ignore_eos:
-                    row.reason = "stop"
-                elif request.stop and self._hit_stop(row, request.stop):
-                    row.reason = "stop"
-                else:
-                    keep.append(pos)
-            if not keep:
-                break
-            if len(keep) < len(active):
-                # Finished rows leave the batch, so later steps cost less.
-                cache.batch_select_indices(torch.tensor(keep, device=self._device))
-                active = [active[p] for p in keep]
-            inputs = torch.tensor([[next_ids[p]] for p in keep], dtype=torch.long, device=self._device)
-        for row in rows:
-            row.reason = row.reason or "length"
-        return rows
 
     # -- scoring -----------------------------------------------------------------
 
@@ -376,12 +370,11 @@ class TransformersBackend(Backend):
         Each continuation is tokenized on its own, as ``generate`` would emit it after
         the prompt (so put a separating space at the start of the continuation, not at
         the end of a raw prompt). More than ``score_batch_size`` continuations are
-        scored in several forwards.
+        scored in several forwards. It runs between two steps of the decode batch.
         """
         request = as_score_request(prompt)
-        conts = list(continuations)
-        async with self._run_lock:
-            return await asyncio.to_thread(self._score_blocking, request, conts)
+        response: ScoreResponse = await self._exclusive(self._score_blocking, request, list(continuations))
+        return response
 
     def _score_blocking(self, request: ChatRequest, continuations: list[str]) -> ScoreResponse:
         import torch
@@ -435,7 +428,7 @@ class TransformersBackend(Backend):
         # never sees the padding after it, and padded positions are never read.
         rows = [[last_token, *c] + [pad] * (width - len(c)) for c in conts]
         ids = torch.tensor(rows, dtype=torch.long, device=self._device)
-        cache = copy.deepcopy(prefix)
+        cache = _fork(prefix)
         if len(conts) > 1:
             cache.batch_repeat_interleave(len(conts))
         logits = self._model(input_ids=ids, use_cache=True, **{self._cache_arg: cache}).logits
@@ -444,14 +437,14 @@ class TransformersBackend(Backend):
         token_lp = (logits.gather(-1, targets).squeeze(-1) - torch.logsumexp(logits, dim=-1)).tolist()
         return [sum(token_lp[r][: len(c)]) for r, c in enumerate(conts)]
 
-    def _hit_stop(self, row: _Row, stops: tuple[str, ...]) -> bool:
+    def _hit_stop(self, tokens: list[int], stops: tuple[str, ...]) -> bool:
         # Decode only a tail window: a stop string spans at most a few tokens.
         longest = max(len(s) for s in stops)
-        tail = self._tokenizer.decode(row.tokens[-(longest + 8) :], skip_special_tokens=True)
+        tail = self._tokenizer.decode(tokens[-(longest + 8) :], skip_special_tokens=True)
         return any(s and s in tail for s in stops)
 
-    def _finish_text(self, row: _Row, stops: tuple[str, ...]) -> str:
-        toks = [t for t in row.tokens if t not in self._eos_ids]
+    def _finish_text(self, tokens: list[int], stops: tuple[str, ...]) -> str:
+        toks = [t for t in tokens if t not in self._eos_ids]
         text = self._tokenizer.decode(toks, skip_special_tokens=True)
         cut = min((text.index(s) for s in stops if s and s in text), default=None)
         return text if cut is None else text[:cut]
@@ -462,18 +455,26 @@ class TransformersBackend(Backend):
 
     async def aclose(self) -> None:
         self._prefix.clear()
+        if self._batcher_obj is not None:
+            self._batcher_obj.release()
         self._model = None
         self._tokenizer = None
 
 
-@dataclass
-class _Row:
-    tokens: list[int]
-    reason: Any
+def _fork(cache: Any) -> Any:
+    """A new cache object over the same tensors: growing it (concatenation) leaves ``cache`` as it was."""
+    out = copy.copy(cache)
+    out.layers = [copy.copy(layer) for layer in cache.layers]
+    return out
 
-    def __init__(self) -> None:
-        self.tokens = []
-        self.reason = None
+
+def _cache_nbytes(cache: Any) -> int:
+    total = 0
+    for layer in cache.layers:
+        for t in (getattr(layer, "keys", None), getattr(layer, "values", None)):
+            if t is not None:
+                total += t.numel() * t.element_size()
+    return total
 
 
 def _new_cache(cls: Any, config: Any) -> Any:
@@ -483,24 +484,12 @@ def _new_cache(cls: Any, config: Any) -> Any:
         return cls()
 
 
-def _sample(logits: Any, temperature: float, top_p: float, gen: Any) -> Any:
-    import torch
-
-    if temperature == 0.0:
-        return logits.argmax(dim=-1)
-    logits = logits / temperature
-    if top_p < 1.0:
-        sorted_logits, order = torch.sort(logits, descending=True, dim=-1)
-        probs = torch.softmax(sorted_logits, dim=-1)
-        # Drop a token once the mass before it already reaches top_p (the top token always stays).
-        drop = probs.cumsum(dim=-1) - probs > top_p
-        sorted_logits = sorted_logits.masked_fill(drop, float("-inf"))
-        logits = torch.full_like(logits, float("-inf")).scatter(-1, order, sorted_logits)
-    # Inverse-CDF sampling: one uniform draw per row. torch.multinomial (and Gumbel
-    # noise) draw or scan far more and cost ~13 ms per step at n=8 over a 49k vocab;
-    # this costs ~0.7 ms and samples the same distribution.
-    cdf = torch.softmax(logits, dim=-1).cumsum(dim=-1)
-    u = torch.rand(cdf.shape[0], 1, generator=gen, device=cdf.device) * cdf[:, -1:]
-    # A draw of exactly 0 would pick token 0 even at probability 0 (a masked token).
-    u.clamp_(min=torch.finfo(cdf.dtype).tiny)
-    return torch.searchsorted(cdf, u).clamp_(max=cdf.shape[-1] - 1).squeeze(-1)
+def _check_full_attention(config: Any, backend_id: str) -> None:
+    """The decode loop's per-row cache attends to every earlier token: refuse sliding-window models."""
+    cfg = config.get_text_config(decoder=True)
+    kinds = set(getattr(cfg, "layer_types", None) or ())
+    if (kinds - {"full_attention"}) or getattr(cfg, "use_sliding_window", False):
+        raise AgentloopError(
+            f"{backend_id}: models with sliding-window or linear attention layers are not supported "
+            "by the transformers backend's decode loop; serve them with vllm or transformers serve."
+        )

@@ -1,0 +1,112 @@
+"""Parts of the transformers backend without a model: the per-row KV cache, the prefix cache, int8 layers."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from agentloop.backends._kv import SlotCache
+from agentloop.backends._prefix import PrefixCache, PrefixEntry
+
+
+class _Prefix:
+    """A batch-1 cache as DynamicCache lays it out: layers with keys/values (1, heads, length, dim)."""
+
+    def __init__(self, layers: int, length: int, fill: float):
+        kv = torch.full((1, 2, length, 4), fill)
+        self.layers = [type("L", (), {"keys": kv + i, "values": -(kv + i)})() for i in range(layers)]
+        self.length = length
+
+    def get_seq_length(self) -> int:
+        return self.length
+
+
+def _cache() -> SlotCache:
+    return SlotCache(num_layers=2, kv_heads=2, head_dim=4, dtype=torch.float32, device="cpu")
+
+
+def test_rows_of_different_lengths_write_at_their_own_positions():
+    kv = _cache()
+    a = kv.add_rows(_Prefix(2, 3, 1.0), 2, reserve=8)
+    b = kv.add_rows(_Prefix(2, 5, 2.0), 1, reserve=8)
+    assert (a, b) == ([0, 1], [2])
+    positions, mask = kv.step_inputs()
+    assert positions.view(-1).tolist() == [3, 3, 5]
+    # Each row sees its own prefix and the position it writes now, nothing after.
+    assert mask.shape == (3, 1, 1, 6)
+    assert mask[:, 0, 0].sum(dim=1).tolist() == [4, 4, 6]
+    new_k = torch.arange(3, dtype=torch.float32).view(3, 1, 1, 1).expand(3, 2, 1, 4) + 100
+    keys, values = kv.update(new_k, -new_k, layer_idx=1)
+    assert keys.shape == (3, 2, 6, 4)  # a view of the used positions, no copy of the buffer
+    assert keys.data_ptr() == kv.keys[1].data_ptr()
+    assert keys[0, 0, 3, 0] == 100 and keys[1, 0, 3, 0] == 101 and keys[2, 0, 5, 0] == 102
+    assert keys[2, 0, 4, 0] == 3.0  # row 2's prefix (layer 1: fill 2.0 + 1) is untouched
+    kv.end_step()
+    assert kv.lengths[:3].tolist() == [4, 4, 6]
+
+
+def test_moving_a_row_fills_a_hole_and_growth_keeps_contents():
+    kv = _cache()
+    kv.add_rows(_Prefix(2, 2, 1.0), 1, reserve=4)
+    kv.add_rows(_Prefix(2, 3, 7.0), 1, reserve=4)
+    kv.move_row(1, 0)
+    kv.truncate_rows(1)
+    assert kv.lengths[0] == 3 and kv.keys[0][0, 0, 2, 0] == 7.0
+    capacity = kv.len_capacity
+    kv.reserve(rows=5, length=capacity + 1)
+    assert kv.row_capacity >= 5 and kv.len_capacity > capacity
+    assert kv.keys[0][0, 0, 2, 0] == 7.0 and kv.lengths[0] == 3
+
+
+def test_update_refuses_more_than_one_token_per_row():
+    kv = _cache()
+    kv.add_rows(_Prefix(2, 2, 1.0), 1, reserve=4)
+    kv.step_inputs()
+    with pytest.raises(RuntimeError, match="one token per row"):
+        kv.update(torch.zeros(1, 2, 2, 4), torch.zeros(1, 2, 2, 4), layer_idx=0)
+
+
+def _entry(tokens: tuple[int, ...], nbytes: int) -> PrefixEntry:
+    return PrefixEntry(tokens, cache=None, nbytes=nbytes)
+
+
+def test_prefix_cache_evicts_by_bytes_least_recently_used_first():
+    cache = PrefixCache(capacity_bytes=100)
+    cache.put(_entry((1, 2, 3), 40))
+    cache.put(_entry((4, 5, 6), 40))
+    assert cache.longest_match((1, 2, 9))[1] == 2  # touches (1, 2, 3)
+    cache.put(_entry((7, 8, 9), 40))  # 120 bytes: the least recently used, (4, 5, 6), goes
+    assert cache.longest_match((4, 5, 6))[0] is None
+    assert cache.longest_match((1, 2, 3))[1] == 3
+    cache.put(_entry((0,), 500))  # larger than the whole budget: not kept
+    s = cache.stats()
+    assert (s.entries, s.bytes, s.evictions) == (2, 80, 1)
+    assert (s.lookups, s.hits) == (3, 2) and s.hit_rate == pytest.approx(2 / 3)
+    assert s.reused_tokens == 5 and s.prompt_tokens == 9
+
+
+def test_an_entry_that_extends_another_replaces_it():
+    cache = PrefixCache(capacity_bytes=1000)
+    cache.put(_entry((1, 2), 20))
+    cache.put(_entry((1, 2, 3, 4), 40))  # serves every match the shorter one could
+    cache.put(_entry((1, 5), 20))
+    s = cache.stats()
+    assert (s.entries, s.bytes) == (2, 60)
+    assert cache.longest_match((1, 2, 3))[0].tokens == (1, 2, 3, 4)
+
+
+def test_int8_layers_match_the_float_matmul_closely():
+    pytest.importorskip("torchao")
+    from agentloop.backends._int8 import quantize_int8
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(64, 32), torch.nn.Linear(32, 12))  # 12: not a multiple of 8
+    x = torch.randn(5, 3, 64)
+    with torch.inference_mode():
+        expected = model(x)
+        assert quantize_int8(model) == 1  # the 12-wide layer stays in float
+        got = model(x)
+    assert model[0].weight is None and model[0].w_int8.dtype == torch.int8
+    assert model[1].weight.dtype == torch.float32
+    assert got.shape == expected.shape
+    assert (got - expected).norm() / expected.norm() < 0.02
