@@ -21,6 +21,7 @@ Nothing here reads or records credentials: a server is recorded by host and port
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
@@ -55,6 +56,8 @@ _tracer: Any = None
 _capture = False
 _provider: Any = None  # the SDK provider configure() made (flushed and shut down here), if any
 _NULL: AbstractContextManager[None] = nullcontext()
+_warned = False
+log = logging.getLogger(__name__)
 
 
 def enabled() -> bool:
@@ -94,9 +97,19 @@ def configure(*, provider: Any = None, content: bool | None = None) -> None:
 
 
 def configure_from_env() -> bool:
-    """Turn tracing on if an OTLP endpoint is set in the environment; returns whether it is on."""
+    """Turn tracing on if an OTLP endpoint is set in the environment; returns whether it is on.
+
+    Without ``agentloop[otel]`` installed it warns once and leaves tracing off: a variable set
+    for other programs must not stop a run (``--otel`` asks for tracing, and fails instead).
+    """
+    global _warned
     if _tracer is None and any(os.environ.get(k) for k in _ENDPOINT_ENVS):
-        configure()
+        try:
+            configure()
+        except MissingExtraError as exc:
+            if not _warned:
+                _warned = True
+                log.warning("OTEL_EXPORTER_OTLP_ENDPOINT is set but tracing is off: %s", exc)
     return _tracer is not None
 
 

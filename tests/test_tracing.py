@@ -272,3 +272,22 @@ def test_a_run_exports_over_otlp_http(tmp_path: Path) -> None:
     assert all(span.trace_id == root.trace_id for _, span in received)
     assert all(span.parent_span_id in ids for _, span in received if span is not root)
     assert KEY.encode() not in b"".join(receiver.raw)
+
+
+def test_an_endpoint_without_the_extra_warns_and_runs_untraced(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from agentloop.errors import MissingExtraError
+
+    def missing(**_: object) -> None:
+        raise MissingExtraError("opentelemetry-sdk", "otel")
+
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:9")
+    monkeypatch.setattr(tracing, "configure", missing)
+    monkeypatch.setattr(tracing, "_warned", False)
+    assert tracing.configure_from_env() is False
+    assert tracing.configure_from_env() is False
+    assert [r.message for r in caplog.records].count(
+        "OTEL_EXPORTER_OTLP_ENDPOINT is set but tracing is off: the 'opentelemetry-sdk' package is not "
+        "installed; install it with: pip install 'agentloop[otel]'"
+    ) == 1
