@@ -110,12 +110,14 @@ class Batcher:
     ``batching=False`` admits a request only once the batch is empty: requests are
     then served one at a time, as before continuous batching (kept for comparison).
     ``max_rows`` caps the rows decoding at once; a request that would pass it waits.
+    The KV buffer is kept between busy spells up to ``keep_bytes``, freed when larger.
     """
 
-    def __init__(self, host: Host, *, batching: bool = True, max_rows: int = 64):
+    def __init__(self, host: Host, *, batching: bool = True, max_rows: int = 64, keep_bytes: int = 256 << 20):
         self.host = host
         self.batching = batching
         self.max_rows = max_rows
+        self.keep_bytes = keep_bytes
         self._cond = threading.Condition()
         self._pending: list[_Job] = []
         self._thread: threading.Thread | None = None
@@ -141,7 +143,9 @@ class Batcher:
         with self._cond:
             self._pending.append(job)
             if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="agentloop-decode", daemon=True)
+                # Not a daemon: at exit Python waits for it (it stops once idle) instead of
+                # killing it inside torch, which aborts the process.
+                self._thread = threading.Thread(target=self._run, name="agentloop-decode")
                 self._thread.start()
         return job.future
 
@@ -166,6 +170,9 @@ class Batcher:
                     if not waiting and not self._jobs:
                         # Exits with the lock held, so a submit after this starts a new thread.
                         self._thread = None
+                        if self._kv is not None and self._kv.nbytes > self.keep_bytes:
+                            self._kv.release()  # a long-context batch's buffer is not kept while idle
+                            self._kv = None
                         return
                 for job in waiting:
                     self._start(job)
@@ -176,10 +183,15 @@ class Batcher:
                         self._fail_all(exc)
 
     def _admissible(self) -> list[_Job]:
-        """Take the pending jobs that may start now (called with the lock held)."""
+        """Take the pending jobs that may start now (called with the lock held).
+
+        Requests join in arrival order: once one has to wait (the batch is full, or
+        batching is off), the ones behind it wait too, so a large request is not starved.
+        """
         take: list[_Job] = []
-        rows = self._kv.rows if self._kv is not None else 0
         keep: list[_Job] = []
+        rows = self._kv.rows if self._kv is not None else 0
+        blocked = False
         for job in self._pending:
             if job.dropped:
                 continue
@@ -188,7 +200,8 @@ class Batcher:
                 continue
             assert job.request is not None
             busy = rows > 0 or any(j.fn is None for j in take)
-            if busy and (not self.batching or rows + job.request.n > self.max_rows):
+            if blocked or (busy and (not self.batching or rows + job.request.n > self.max_rows)):
+                blocked = True
                 keep.append(job)
                 continue
             take.append(job)
@@ -247,20 +260,26 @@ class Batcher:
         self._max_seen = max(self._max_seen, rows)
         logits = logits.float()
         finished: list[int] = []
+        done: list[_Job] = []
         for job in list(self._jobs):
             finished.extend(self._advance(job, logits))
             if not job.active:
                 self._jobs.remove(job)
-                self._complete(job)
+                done.append(job)
         if finished:
             self._compact(finished)
+        for job in done:  # answered once the batch no longer holds their rows
+            self._complete(job)
 
     def _advance(self, job: _Job, logits: Any) -> list[int]:
         """Sample the job's next tokens from its rows' logits; return the slots that finished."""
         request, prep = job.request, job.prep
         assert request is not None and prep is not None
         slots = [job.rows[r].slot for r in job.active]
-        sub = logits[torch.tensor(slots, device=logits.device)]
+        if slots == list(range(slots[0], slots[0] + len(slots))):
+            sub = logits[slots[0] : slots[0] + len(slots)]  # a view; the matchers mask the batch's logits
+        else:
+            sub = logits[torch.tensor(slots, device=logits.device)]
         matchers = prep.matchers
         if matchers is not None:
             matchers.mask_(sub, job.active)  # before temperature and top_p, like any logits processor

@@ -42,6 +42,7 @@ class SlotCache(Cache):
         self.lengths = torch.zeros(0, dtype=torch.long, device=device)
         self._write: torch.Tensor | None = None  # this step's write position per row
         self._row_ids = torch.zeros(0, dtype=torch.long, device=device)
+        self._uniform: int | None = None  # the one write position, when all rows share it
         self._view = 0  # positions the attention reads this step
 
     # -- capacity ----------------------------------------------------------------
@@ -111,16 +112,22 @@ class SlotCache(Cache):
 
     # -- one decode step ---------------------------------------------------------
 
-    def step_inputs(self) -> tuple[torch.Tensor, torch.Tensor]:
+    def step_inputs(self) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Position ids ``(rows, 1)`` and a boolean attention mask ``(rows, 1, 1, L)`` for one step.
 
         A 4-D mask is used as given by transformers' mask builder, so each row attends to
-        its own stored positions and the one it writes now, and nothing past them.
+        its own stored positions and the one it writes now, and nothing past them. When
+        every row is at the same length (one request's n rows) nothing needs hiding: the
+        mask is ``None`` and attention takes the same kernel as a plain forward.
         """
         write = self.lengths[: self.rows].clone()
         self._write = write
+        first, last = int(write.min()), int(write.max())
+        self._uniform = first if first == last else None
         self._row_ids = torch.arange(self.rows, device=self.device)
-        self._view = int(write.max()) + 1
+        self._view = last + 1
+        if self._uniform is not None:
+            return write.view(self.rows, 1), None
         positions = torch.arange(self._view, device=self.device)
         mask = (positions[None, :] <= write[:, None]).view(self.rows, 1, 1, self._view)
         return write.view(self.rows, 1), mask
@@ -135,8 +142,12 @@ class SlotCache(Cache):
         if self._write is None or key_states.shape[-2] != 1:
             raise RuntimeError("SlotCache takes one token per row, after step_inputs()")
         k, v = self.keys[layer_idx], self.values[layer_idx]
-        k[self._row_ids, :, self._write] = key_states[:, :, 0, :]
-        v[self._row_ids, :, self._write] = value_states[:, :, 0, :]
+        if self._uniform is not None:  # one position for all rows: a plain slice write
+            k[: self.rows, :, self._uniform] = key_states[:, :, 0, :]
+            v[: self.rows, :, self._uniform] = value_states[:, :, 0, :]
+        else:
+            k[self._row_ids, :, self._write] = key_states[:, :, 0, :]
+            v[self._row_ids, :, self._write] = value_states[:, :, 0, :]
         return k[: self.rows, :, : self._view], v[: self.rows, :, : self._view]
 
     def get_seq_length(self, layer_idx: int = 0) -> int:
