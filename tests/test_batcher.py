@@ -137,3 +137,19 @@ async def test_cancelled_requests_leave_and_exclusive_work_runs_between_steps():
     assert (await asyncio.wrap_future(kept)).texts == [" ".join(map(str, range(3, 15)))]
     assert b._jobs == [] and b._kv.rows == 0
     assert host.rows_per_step[-1] == 1  # the cancelled rows left the batch
+
+
+async def test_a_failure_while_joining_fails_that_request_and_the_batcher_keeps_serving():
+    class Flaky(FakeHost):
+        calls = 0
+
+        def _new_slot_cache(self):
+            Flaky.calls += 1
+            if Flaky.calls == 1:
+                raise MemoryError("no room for the KV buffer")
+            return super()._new_slot_cache()
+
+    b = Batcher(Flaky())
+    with pytest.raises(MemoryError, match="no room"):
+        await asyncio.wrap_future(b.submit(req("0")))
+    assert (await asyncio.wrap_future(b.submit(req("13")))).texts == ["14"]

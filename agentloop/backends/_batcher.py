@@ -111,9 +111,18 @@ class Batcher:
     then served one at a time, as before continuous batching (kept for comparison).
     ``max_rows`` caps the rows decoding at once; a request that would pass it waits.
     The KV buffer is kept between busy spells up to ``keep_bytes``, freed when larger.
+    ``threads`` is the worker's torch thread count (default: the caller's).
     """
 
-    def __init__(self, host: Host, *, batching: bool = True, max_rows: int = 64, keep_bytes: int = 256 << 20):
+    def __init__(
+        self,
+        host: Host,
+        *,
+        batching: bool = True,
+        max_rows: int = 64,
+        keep_bytes: int = 256 << 20,
+        threads: int | None = None,
+    ):
         self.host = host
         self.batching = batching
         self.max_rows = max_rows
@@ -127,7 +136,7 @@ class Batcher:
         self._kv: SlotCache | None = None
         self._steps = self._row_steps = self._max_seen = self._requests = self._joined = 0
         # OpenMP's thread count is a per-thread setting: give the worker the caller's.
-        self._threads = torch.get_num_threads()
+        self._threads = threads or torch.get_num_threads()
 
     # -- submitting ----------------------------------------------------------------
 
@@ -162,6 +171,18 @@ class Batcher:
     # -- the worker ----------------------------------------------------------------
 
     def _run(self) -> None:
+        try:
+            self._loop()
+        except BaseException as exc:  # noqa: BLE001 - a bug here must not leave callers waiting forever
+            with self._cond:
+                self._thread = None
+                pending, self._pending = self._pending, []
+            self._fail_all(exc)
+            for job in pending:
+                if not job.future.done():
+                    job.future.set_exception(exc)
+
+    def _loop(self) -> None:
         torch.set_num_threads(self._threads)
         with torch.inference_mode():
             while True:
@@ -213,17 +234,23 @@ class Batcher:
         if job.fn is not None:
             _settle(job, job.fn)
             return
-        assert job.request is not None
         try:
-            job.prep = self.host._prepare(job.request)
+            self._join(job)
         except BaseException as exc:  # noqa: BLE001 - the error belongs to this request only
             if not job.future.done():
                 job.future.set_exception(exc)
-            return
+
+    def _join(self, job: _Job) -> None:
+        """Prefill a request and add its rows to the batch."""
+        assert job.request is not None
+        job.prep = self.host._prepare(job.request)
         request, prep = job.request, job.prep
         if self._kv is None:
             self._kv = self.host._new_slot_cache()
         running = self._kv.rows > 0
+        job.gen = _generator(request.seed, self._kv.device)
+        # vLLM's name for it; benchmarks use it to decode a fixed number of tokens.
+        job.ignore_eos = bool(request.extra.get("ignore_eos", False))
         slots = self._kv.add_rows(
             prep.prefix,
             request.n,
@@ -233,9 +260,6 @@ class Batcher:
         job.prep.prefix = None  # the rows hold their own copy now
         job.rows = [_Row(slot) for slot in slots]
         job.active = list(range(request.n))
-        job.gen = _generator(request.seed, self._kv.device)
-        # vLLM's name for it; benchmarks use it to decode a fixed number of tokens.
-        job.ignore_eos = bool(request.extra.get("ignore_eos", False))
         for r, slot in enumerate(slots):
             self._slots.append((job, r))
             self._inputs.append(prep.prompt[-1])
