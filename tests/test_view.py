@@ -205,6 +205,7 @@ def test_older_run_stores_open_without_prompts_or_lessons(t2s: tuple[Path, Path]
     shutil.copytree(iad, old)
     with sqlite3.connect(old / "run.sqlite") as conn:
         conn.execute("DROP TABLE prompts")
+        conn.execute("DROP TABLE agentloop_run_store_version")  # stores from before migrations
         for column in ("stop_detail", "lessons", "lessons_written"):
             conn.execute(f"ALTER TABLE task_results DROP COLUMN {column}")
     with ViewServer(open_runs([old])).start() as srv:

@@ -238,9 +238,10 @@ def test_a_run_store_without_the_reward_column_still_opens(tmp_path: Path) -> No
         )  # fmt: skip
         for i, correct in enumerate((True, False)):
             store.record(run_id, TaskOutcome(f"dev-{i}", i, "q?", correct, 0.0, 1.0, 0.5))
-    # What a store written before the column existed looks like.
+    # What a store written before the column existed looks like (and before migrations).
     with sqlite3.connect(run_dir / RUN_DB) as db:
         db.execute("ALTER TABLE task_results DROP COLUMN reward")
+        db.execute("DROP TABLE agentloop_run_store_version")
         assert "reward" not in {row[1] for row in db.execute("PRAGMA table_info(task_results)")}
 
     report = RunReport.load(run_dir)

@@ -145,6 +145,14 @@ def run(
         Path | None,
         typer.Option("--run-dir", help="Where the run store goes (default: runs/SUITE-GRAPH-TIME)."),
     ] = None,
+    store: Annotated[
+        str | None,
+        typer.Option(
+            "--store",
+            help="Keep the run in this database (postgresql://USER:PASS@HOST/DB or sqlite:///PATH), named "
+            "after the run dir, which records where (not the password). Default: run.sqlite in the run dir.",
+        ),
+    ] = None,
     resume: Annotated[
         bool,
         typer.Option(
@@ -231,11 +239,13 @@ def run(
         if err.is_terminal:
             err.print(f"[dim]run dir: {directory} ({total} tasks{left}{quick})[/]", highlight=False)
 
-    summary = run_suite_sync(spec, run_dir=run_dir, resume=resume, progress=True, on_start=started)
+    summary = run_suite_sync(
+        spec, run_dir=run_dir, resume=resume, progress=True, on_start=started, store_url=store
+    )
     if as_json:
         print_json(summary.to_json())
         return
-    render_reports([RunReport.load(summary.run_dir)], Console())
+    render_reports([RunReport.load(summary.run_dir, store=store)], Console())
     if summary.memory is not None:
         m = summary.memory
         err.print(f"[dim]memory: {m['retrieved']} lessons shown, {m['written']} concepts written[/]")

@@ -15,7 +15,7 @@ from rich.table import Table
 from agentloop._plugins import reference_label
 from agentloop.errors import AgentloopError, MissingExtraError
 from agentloop.evals.run_spec import BUDGET_KEYS, STORED_DEFAULTS, RunSummary
-from agentloop.evals.run_store import RunStore, StoredRun, StoredTask
+from agentloop.evals.run_store import StoredRun, StoredTask, open_store
 from agentloop.evals.spider_hardness import DIFFICULTIES
 from agentloop.evals.suites import SUITES
 from agentloop.graphs.context import LoopConfig
@@ -48,10 +48,14 @@ class RunReport:
     run: StoredRun
 
     @classmethod
-    def load(cls, run_dir: str | Path) -> RunReport:
+    def load(cls, run_dir: str | Path, *, store: str | None = None) -> RunReport:
+        """The run in ``run_dir``, or (with ``store``, a database URL) the run of that name there.
+
+        ``store`` also gives the password of a run dir whose run is in a database.
+        """
         directory = Path(run_dir)
-        with RunStore.for_run_dir(directory, create=False) as store:
-            return cls(directory, store.load())
+        with open_store(directory, store=store) as opened:
+            return cls(directory, opened.load())
 
     @property
     def tasks(self) -> list[StoredTask]:

@@ -76,6 +76,7 @@ async def run_suite(
     abort_after: int = 3,
     on_task: Callable[[TaskOutcome], None] | None = None,
     on_start: Callable[[Path, int, int], None] | None = None,
+    store_url: str | None = None,
 ) -> RunSummary:
     """Run every task ``spec`` selects and store each one as it finishes; return the whole run's summary.
 
@@ -84,7 +85,9 @@ async def run_suite(
     given console) while it is a terminal. If the first ``abort_after`` tasks of this
     session all fail, the run stops with :class:`RunAbortedError`; what finished is kept.
     ``on_start(run_dir, tasks, done)`` is called once the run is open, before any task runs;
-    ``on_task(outcome)`` after each task is stored.
+    ``on_task(outcome)`` after each task is stored. ``store_url`` (a SQLAlchemy URL) puts the
+    run in that database under the run dir's name, and the run dir records where (never the
+    password); default: ``run.sqlite`` in the run dir.
     """
     if resume and run_dir is None:
         raise AgentloopError("--resume needs --run-dir: the run directory of the run to finish")
@@ -108,7 +111,7 @@ async def run_suite(
         if spec.memory is not None:
             # Before the run store: a memory URL that does not open leaves no run dir behind.
             memory = _open_memory(spec, backend)
-        store = RunStore.for_run_dir(directory)
+        store = RunStore.for_run_dir(directory, store=store_url)
         run_id = store.open_run(
             suite=spec.suite,
             graph=spec.graph,
@@ -175,7 +178,7 @@ async def run_suite(
                 await backend.aclose()
             tracing.flush()
 
-    report = RunReport.load(directory)
+    report = RunReport.load(directory, store=store_url)
     summary = report.summary(skipped=len(items) - len(todo))
     if memory is not None:
         summary = replace(summary, memory=memory.counters.to_dict())
