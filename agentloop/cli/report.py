@@ -1,23 +1,38 @@
-"""``agentloop report``: summarize and compare stored runs."""
+"""``agentloop report``: summarize and compare stored runs, or list the runs in a database."""
 
 from __future__ import annotations
 
+import datetime
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.table import Table
 
 from agentloop.cli._common import err, friendly_errors, print_json
 
-__all__ = ["report"]
+__all__ = ["STORE_HELP", "report"]
+
+STORE_HELP = (
+    "A run store database (postgresql://USER:PASS@HOST/DB or sqlite:///PATH; default: AGENTLOOP_STORE_URL): "
+    "runs not found as run dirs are read there by name, and it gives the password of run dirs whose "
+    "runs are there."
+)
 
 
 @friendly_errors
 def report(
-    run_dir: Annotated[Path, typer.Argument(help="A run directory written by agentloop run.")],
+    run_dir: Annotated[
+        Path | None,
+        typer.Argument(help="A run directory written by agentloop run, or a run's name in --store."),
+    ] = None,
     compare: Annotated[
-        list[Path] | None, typer.Option("--compare", help="Another run dir to compare (repeatable).")
+        list[Path] | None,
+        typer.Option("--compare", help="Another run dir (or run name in --store) to compare (repeatable)."),
+    ] = None,
+    store: Annotated[
+        str | None, typer.Option("--store", help=f"{STORE_HELP} Alone, it lists the runs there.")
     ] = None,
     plot: Annotated[
         Path | None,
@@ -38,7 +53,10 @@ def report(
         reports_json,
     )
 
-    reports = [RunReport.load(d) for d in [run_dir, *(compare or [])]]
+    if run_dir is None:
+        _list_runs(store, compare, as_json)
+        return
+    reports = [RunReport.load(d, store=store) for d in [run_dir, *(compare or [])]]
     check_comparable(reports)
     if plot is not None:
         written = plot_reports(reports, plot)
@@ -47,3 +65,33 @@ def report(
         print_json(reports_json(reports))
     else:
         render_reports(reports, Console())
+
+
+def _list_runs(store: str | None, compare: list[Path] | None, as_json: bool) -> None:
+    """``agentloop report --store URL``: the runs in that database, newest first."""
+    import os
+    from dataclasses import asdict
+
+    from agentloop.errors import AgentloopError
+    from agentloop.evals.run_store import STORE_ENV, RunStore
+
+    url = store or os.environ.get(STORE_ENV)
+    if url is None or compare:
+        raise AgentloopError(
+            "give a run dir (or a run's name with --store URL), or --store URL alone to list the runs there"
+        )
+    with RunStore(url, create=False) as opened:
+        runs = opened.runs()
+        where = opened.safe_url
+    if as_json:
+        print_json({"store": where, "runs": [asdict(r) for r in runs]})
+        return
+    table = Table(title=f"runs in {where}", title_justify="left")
+    for column in ("run", "suite", "graph", "backend", "tasks", "updated"):
+        table.add_column(column, justify="right" if column == "tasks" else "left")
+    for r in runs:
+        updated = datetime.datetime.fromtimestamp(r.updated).strftime("%Y-%m-%d %H:%M")
+        table.add_row(r.name, r.suite, r.graph, r.backend, f"{r.tasks}/{r.planned}", updated)
+    Console().print(table)
+    if not runs:
+        err.print("[dim]no runs yet[/]")

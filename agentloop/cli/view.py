@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 
 from agentloop.cli._common import err, friendly_errors
+from agentloop.cli.report import STORE_HELP
 
 __all__ = ["view"]
 
@@ -17,8 +18,12 @@ __all__ = ["view"]
 @friendly_errors
 def view(
     run_dirs: Annotated[
-        list[Path], typer.Argument(help="Run directories written by agentloop run; the first is the base.")
+        list[Path],
+        typer.Argument(
+            help="Run directories written by agentloop run (or runs' names in --store); the first is the base."
+        ),
     ],
+    store: Annotated[str | None, typer.Option("--store", help=STORE_HELP)] = None,
     host: Annotated[
         str,
         typer.Option("--host", help="Address to bind. Anything but loopback shows your runs to the network."),
@@ -35,7 +40,7 @@ def view(
     """Browse runs: config, metrics, the task table, each task's rounds and candidates, and comparisons."""
     from agentloop.view import ViewServer, export_html, open_runs
 
-    sources = open_runs(run_dirs)
+    sources = open_runs(run_dirs, store=store)
     if export is not None:
         written = export_html(sources, export)
         err.print(f"wrote {written} ({written.stat().st_size / 1e6:.1f} MB)", highlight=False)

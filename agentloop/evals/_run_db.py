@@ -71,7 +71,13 @@ def resolve_store_url(url: str | os.PathLike[str]) -> str:
         raise RunStoreError(
             f"{_mask_raw(s)!r} is not a database URL: write it as postgresql://USER@HOST/DB or sqlite:///PATH"
         ) from None
-    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+    backend = parsed.get_backend_name()
+    if backend not in ("sqlite", "postgresql"):
+        raise RunStoreError(
+            f"the run store runs on PostgreSQL or SQLite, not {backend!r}: write postgresql://USER@HOST/DB "
+            "or sqlite:///PATH"
+        )
+    if backend == "sqlite" and parsed.database not in (None, "", ":memory:"):
         path = Path(parsed.database).expanduser().resolve()  # type: ignore[arg-type]
         s = parsed.set(database=str(path)).render_as_string(hide_password=False)
     return s
@@ -106,7 +112,8 @@ def same_database(a: str, b: str) -> bool:
 
 def _where(u: URL) -> tuple[Any, ...]:
     port = u.port or (5432 if u.get_backend_name() == "postgresql" else None)
-    return (u.get_backend_name(), (u.host or "").lower(), port, u.database)
+    # ``options`` may set the schema (-csearch_path=...): another schema is another store.
+    return (u.get_backend_name(), (u.host or "").lower(), port, u.database, u.query.get("options"))
 
 
 def _mask_raw(s: str) -> str:

@@ -28,10 +28,12 @@ __all__ = [
 ]
 
 
-def open_runs(run_dirs: Sequence[str | Path]) -> list[RunSource]:
+def open_runs(run_dirs: Sequence[str | Path], *, store: str | None = None) -> list[RunSource]:
     """One source per run directory, labelled by its name (made unique where two share one).
 
-    Each is read once here, so a directory without a run fails now, with its path.
+    ``store`` (a database URL) reads names that are not directories as runs there, and gives
+    the password of run dirs whose runs are there. Each is read once here, so a directory
+    without a run fails now, with its path.
     """
     sources: list[RunSource] = []
     seen: dict[str, int] = {}
@@ -41,7 +43,7 @@ def open_runs(run_dirs: Sequence[str | Path]) -> list[RunSource]:
         seen[label] = seen.get(label, 0) + 1
         if seen[label] > 1:
             label = f"{label} ({seen[label]})"
-        source = RunSource(path, label)
+        source = RunSource(path, label, store=store)
         source.report()
         sources.append(source)
     return sources

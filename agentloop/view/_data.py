@@ -19,12 +19,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
-from sqlalchemy import inspect as sql_inspect
-from sqlalchemy import select
-
 from agentloop.backends._types import Message
 from agentloop.evals.report import PairedDifference, RunReport, pair_tasks, paired_difference
-from agentloop.evals.run_store import RUN_DB, RunRow, RunStore, StoredTask, TaskResultRow
+from agentloop.evals.run_store import RUN_DB, STORE_FILE, RunStore, StoredTask, open_store
 from agentloop.evals.spider_hardness import DIFFICULTIES
 
 __all__ = [
@@ -241,19 +238,25 @@ class Comparison:
 
 
 class RunSource:
-    """One run directory as the viewer reads it. Safe to share between server threads."""
+    """One run directory (or a run's name in the database ``store``) as the viewer reads it.
 
-    def __init__(self, run_dir: str | Path, label: str | None = None):
+    Safe to share between server threads.
+    """
+
+    def __init__(self, run_dir: str | Path, label: str | None = None, *, store: str | None = None):
         self.path = Path(run_dir)
         self.label = label or self.path.name or str(self.path)
         self._lock = threading.Lock()
+        self._open_lock = threading.Lock()
+        self._store_url = store
         self._store: RunStore | None = None
         self._cached: tuple[str, RunReport, dict[str, int]] | None = None
 
     def _open(self) -> RunStore:
-        if self._store is None:
-            self._store = RunStore.for_run_dir(self.path, create=False)
-        return self._store
+        with self._open_lock:
+            if self._store is None:
+                self._store = open_store(self.path, store=self._store_url)
+            return self._store
 
     def close(self) -> None:
         with self._lock:
@@ -262,7 +265,11 @@ class RunSource:
                 self._store = None
 
     def version(self) -> str:
-        """Changes whenever a task is committed: the database file's and its WAL's size and time."""
+        """Changes whenever a task is committed: the database file's and its WAL's size and time,
+        or for a run in a shared database, its task count and newest row there.
+        """
+        if (self.path / STORE_FILE).is_file() or not (self.path / RUN_DB).is_file():
+            return "-".join(str(v) for v in self._open().version())
         parts = []
         for name in (RUN_DB, f"{RUN_DB}-wal"):
             try:
@@ -310,14 +317,8 @@ class RunSource:
         with self._lock:
             store = self._open()
             trajectory = store.trajectory(task_id, report.run.name)
-            has_prompts = sql_inspect(store.engine).has_table("prompts")
-            prompts = store.prompts(task_id, report.run.name) if has_prompts else {}
-            with store.engine.connect() as conn:
-                extra = conn.execute(
-                    select(TaskResultRow.lessons, TaskResultRow.lessons_written, TaskResultRow.error_detail)
-                    .join(RunRow)
-                    .where(RunRow.name == report.run.name, TaskResultRow.task_id == task_id)
-                ).first()
+            prompts = store.prompts(task_id, report.run.name)  # empty for runs stored before prompts
+            extra = store.task_extra(task_id, report.run.name)
         lessons, written, error_detail = extra if extra is not None else (None, None, None)
         tasks = report.tasks
         return TaskDetail(
