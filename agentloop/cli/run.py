@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from agentloop.cli._common import BackendOpt, BaseUrlOpt, above_zero, err, friendly_errors, print_json
+from agentloop.cli._common import BackendOpt, above_zero, err, friendly_errors, print_json
 
 __all__ = ["run"]
 
@@ -31,7 +31,14 @@ def run(
         ),
     ] = "iad",
     backend: BackendOpt = "transformers",
-    base_url: BaseUrlOpt = None,
+    base_url: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--base-url",
+            help="Server URL, e.g. http://127.0.0.1:8000/v1 (default: OPENAI_BASE_URL for openai:). With "
+            "--executor ray, several (repeated or comma-separated) are spread over the workers.",
+        ),
+    ] = None,
     data: Annotated[
         Path | None,
         typer.Option(
@@ -64,6 +71,26 @@ def run(
         ),
     ] = None,
     concurrency: Annotated[int, typer.Option(min=1, help="Tasks (and requests per task) in flight.")] = 4,
+    executor: Annotated[
+        str,
+        typer.Option(
+            help="Where tasks run: local (this process) or ray (a pool of Ray actors; pip install "
+            "'agentloop[ray]'; docs/scale.md)."
+        ),
+    ] = "local",
+    ray_address: Annotated[
+        str | None,
+        typer.Option(
+            "--ray-address",
+            help="--executor ray: the cluster's HOST:PORT (default: RAY_ADDRESS, else a Ray started here).",
+        ),
+    ] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            min=1, help="--executor ray: worker actors (default: one per cluster CPU, at most --concurrency)."
+        ),
+    ] = None,
     seed: Annotated[int | None, typer.Option(help="Sampling seed (each request gets its own).")] = 0,
     max_tokens: Annotated[int, typer.Option(min=1, help="Maximum new tokens per candidate.")] = 256,
     max_steps: Annotated[
@@ -223,7 +250,10 @@ def run(
         max_seconds=max_seconds,
         seed=seed,
         concurrency=concurrency,
-        base_url=base_url,
+        base_url=",".join(base_url) if base_url else None,
+        executor=executor,
+        ray_address=ray_address,
+        workers=workers,
         memory=memory,
         memory_update=memory_update,
         memory_select=memory_select,

@@ -19,7 +19,10 @@ from agentloop.graphs.context import LoopConfig
 if TYPE_CHECKING:
     from agentloop.memory import AbstractionStyle
 
-__all__ = ["BUDGET_KEYS", "RESULT_KEYS", "STORED_DEFAULTS", "RunSpec", "RunSummary"]
+__all__ = ["BUDGET_KEYS", "EXECUTORS", "RESULT_KEYS", "STORED_DEFAULTS", "RunSpec", "RunSummary"]
+
+#: Where a run's tasks run: in this process, or on a pool of Ray actors (``agentloop[ray]``).
+EXECUTORS: tuple[str, ...] = ("local", "ray")
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,7 +61,14 @@ class RunSpec:
     max_seconds: float | None = None
     seed: int | None = 0
     concurrency: int = 4
+    # One server URL, or several (comma-separated) spread over the Ray workers.
     base_url: str | None = None
+    # Where tasks run (docs/scale.md): "local" (this process) or "ray" (a pool of Ray actors on
+    # the cluster at ``ray_address``, or on one started here; ``workers`` actors, default one per
+    # CPU, at most ``concurrency``). Speed knobs: a run resumes under either executor.
+    executor: str = "local"
+    ray_address: str | None = None
+    workers: int | None = None
     # Concept memory (docs/memory.md): a store URL or SQLite path, None for no memory. Every
     # memory setting decides results, so a resume must repeat them (RESULT_KEYS).
     memory: str | None = None
@@ -81,6 +91,7 @@ class RunSpec:
             raise ValueError(f"policy must be auto, react, choice or first, got {self.policy!r}")
         if self.constrain not in ("auto", "schema", "none"):
             raise ValueError(f"constrain must be auto, schema or none, got {self.constrain!r}")
+        self._check_executor()
         for name in ("max_candidates", "max_tokens_total"):
             value = getattr(self, name)
             if value is not None and value < 1:
@@ -98,6 +109,27 @@ class RunSpec:
         self._check_memory()
         self.loop_config()  # validates n, rounds, max_tokens, temperature, top_p, stopping
         self.budget()  # validates the caps
+
+    def _check_executor(self) -> None:
+        from agentloop.errors import AgentloopError, did_you_mean
+
+        if self.executor not in EXECUTORS:
+            raise AgentloopError(did_you_mean("executor", self.executor, EXECUTORS))
+        if self.workers is not None and self.workers < 1:
+            raise ValueError(f"workers must be >= 1, got {self.workers}")
+        if self.executor == "local":
+            if len(self.endpoints()) > 1:
+                raise AgentloopError(
+                    f"{len(self.endpoints())} --base-url endpoints are spread over Ray workers: add "
+                    "--executor ray, or give one URL"
+                )
+            for flag, value in (("--ray-address", self.ray_address), ("--workers", self.workers)):
+                if value is not None:
+                    raise AgentloopError(f"{flag} goes with --executor ray")
+
+    def endpoints(self) -> list[str]:
+        """``base_url`` split into its endpoints (several, comma-separated, for Ray workers to share)."""
+        return [u.strip() for u in (self.base_url or "").split(",") if u.strip()]
 
     def _check_memory(self) -> None:
         from agentloop.memory import SELECT_MODES, UPDATE_MODES
@@ -195,12 +227,15 @@ BUDGET_KEYS: tuple[str, ...] = (
     "max_steps",
 )
 
-# Settings a resumed run must share with the original: all but the speed knobs and ``limit``
+# Settings a resumed run must share with the original: all but the speed knobs (how many tasks
+# at once, which servers, which executor and cluster) and ``limit``
 # (a resume with a larger --limit extends the run: stored tasks are kept, the rest are run).
 # The memory settings count as results: which store and how it is read and written decide
 # the answers.
 RESULT_KEYS: tuple[str, ...] = tuple(
-    k for k in RunSpec.__dataclass_fields__ if k not in ("concurrency", "base_url", "limit")
+    k
+    for k in RunSpec.__dataclass_fields__
+    if k not in ("concurrency", "base_url", "executor", "ray_address", "workers", "limit")
 )
 
 

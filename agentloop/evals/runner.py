@@ -14,6 +14,7 @@ import traceback
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
+from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
@@ -22,7 +23,7 @@ from agentloop import tracing
 from agentloop._plugins import reference_label
 from agentloop.backends._types import Backend
 from agentloop.backends.registry import BackendOptions, resolve_backend
-from agentloop.errors import AgentloopError
+from agentloop.errors import AgentloopError, MissingExtraError
 from agentloop.evals._progress import Bar, progress_bar
 from agentloop.evals.report import RunReport
 from agentloop.evals.run_spec import BUDGET_KEYS, RESULT_KEYS, STORED_DEFAULTS, RunSpec, RunSummary
@@ -34,6 +35,7 @@ from agentloop.graphs.library import GRAPHS, graph_hash, graph_spec
 from agentloop.graphs.run import run_task
 
 if TYPE_CHECKING:
+    from agentloop.evals import _ray
     from agentloop.memory import ConceptMemory
 
 # RunSpec, RunSummary and the key tuples live in run_spec (the report reads them too);
@@ -88,6 +90,10 @@ async def run_suite(
     ``on_task(outcome)`` after each task is stored. ``store_url`` (a SQLAlchemy URL) puts the
     run in that database under the run dir's name, and the run dir records where (never the
     password); default: ``run.sqlite`` in the run dir.
+
+    ``spec.executor == "ray"`` runs the tasks on a pool of Ray actors (docs/scale.md), each with
+    its own backend, store and memory connections; a ``backend`` given here must pickle (each
+    worker gets a copy). The bar, the callbacks and the summary are the same as with ``local``.
     """
     if resume and run_dir is None:
         raise AgentloopError("--resume needs --run-dir: the run directory of the run to finish")
@@ -96,19 +102,32 @@ async def run_suite(
     # A resume refuses a user graph whose nodes or edges changed since the run began.
     hashed = None if spec.graph in GRAPHS else graph_hash(graph)
     directory = Path(run_dir) if run_dir is not None else default_run_dir(spec)
+    ray_pool = _ray_executor() if spec.executor == "ray" else None
+    # With Ray, the workers resolve the backend (a model loads there, not here); a started Ray
+    # is shut down at the end, one that was running is left as it was.
+    started_ray = ray_pool is not None and ray_pool.connect(spec.ray_address)
     own_backend = backend is None
-    if backend is None:
+    if backend is None and ray_pool is None:
         options = BackendOptions(base_url=spec.base_url, concurrency=spec.concurrency)
         backend = resolve_backend(spec.backend, options=options)
-    if tracing.configure_from_env() and not isinstance(backend, tracing.TracingBackend):
+    if (
+        backend is not None
+        and ray_pool is None
+        and tracing.configure_from_env()
+        and not isinstance(backend, tracing.TracingBackend)
+    ):
         backend = tracing.TracingBackend(backend)  # on with --otel, or when an OTLP endpoint is set
     store: RunStore | None = None
     memory: ConceptMemory | None = None
+    pool: _ray.RayPool | None = None
+    memory_counts: dict[str, int] | None = None
     run_id: int | None = None
     interrupted = False
     try:
+        if ray_pool is not None:
+            ray_pool.check_shared_stores(spec, directory, store_url)
         items = suite.items(spec, backend)
-        if spec.memory is not None:
+        if spec.memory is not None and backend is not None and ray_pool is None:
             # Before the run store: a memory URL that does not open leaves no run dir behind.
             memory = _open_memory(spec, backend)
         store = RunStore.for_run_dir(directory, store=store_url)
@@ -131,6 +150,13 @@ async def run_suite(
         )
         done = store.finished_task_ids(run_id)
         todo = [item for item in items if item.task_id not in done]
+        if ray_pool is not None and todo:
+            memory_id = _memory_run_id(directory, store.load().created) if spec.memory else None
+            shipped = None if own_backend else backend
+            pool = ray_pool.RayPool(
+                spec, store=store, run_id=run_id, memory_run_id=memory_id, backend=shipped
+            )
+            await pool.start()
         if memory is not None:
             # The memory's run id comes from the run (the same on resume).
             memory.run_id = _memory_run_id(directory, store.load().created)
@@ -138,7 +164,7 @@ async def run_suite(
                 await memory.resume()
         if on_start is not None:
             on_start(directory, len(items), len(items) - len(todo))
-        session = _Session(spec, suite, backend, store, run_id, abort_after, on_task, memory)
+        session = _Session(spec, suite, backend, store, run_id, abort_after, on_task, memory)  # type: ignore[arg-type]
         session.run_dir = directory
         title = f"[bold]{reference_label(spec.suite)}[/] {reference_label(spec.graph)}"
         run_attributes = {
@@ -159,12 +185,14 @@ async def run_suite(
             ) as bar,
         ):
             session.bar = bar
-            await session.run(todo)
+            await session.run(todo, pool)
     except BaseException as exc:
         interrupted = not isinstance(exc, Exception)
         raise
     finally:
         try:
+            if pool is not None:
+                memory_counts = await pool.close(flush=not interrupted)
             if memory is not None:
                 # A batch waiting for writes came from finished tasks: flush it even when the run
                 # failed, but not on Ctrl-C (abstraction calls the model and takes a while).
@@ -174,15 +202,32 @@ async def run_suite(
         finally:
             if store is not None:
                 store.close()
-            if own_backend:
+            if own_backend and backend is not None:
                 await backend.aclose()
             tracing.flush()
+            if started_ray:
+                import ray
+
+                ray.shutdown()
 
     report = RunReport.load(directory, store=store_url)
     summary = report.summary(skipped=len(items) - len(todo))
     if memory is not None:
         summary = replace(summary, memory=memory.counters.to_dict())
+    elif spec.memory is not None and ray_pool is not None:
+        summary = replace(summary, memory=memory_counts or {"retrieved": 0, "written": 0})
     return summary
+
+
+def _ray_executor() -> ModuleType:
+    """The Ray executor's module, or one line that says how to install Ray."""
+    try:
+        import ray  # noqa: F401
+    except ImportError:
+        raise MissingExtraError("ray", "ray") from None
+    from agentloop.evals import _ray
+
+    return _ray
 
 
 def _store_unclaimed(store: RunStore, run_id: int, memory: ConceptMemory) -> None:
@@ -260,23 +305,30 @@ class _Session:
         self.succeeded = 0
         self.failed: list[str] = []
 
-    async def run(self, items: list[SuiteItem]) -> None:
+    async def run(self, items: list[SuiteItem], pool: _ray.RayPool | None = None) -> None:
+        """Run ``items``, ``concurrency`` at a time, here or on ``pool``'s workers (which store them)."""
         if not items:
             return
         base_wall = self.store.run_wall(self.run_id)
         start = time.perf_counter()
+        wall_origin = time.time() - base_wall  # the workers' clock for the run's wall time
         gate = asyncio.Semaphore(self.spec.concurrency)
 
-        async def gated(item: SuiteItem) -> TaskOutcome:
+        async def gated(item: SuiteItem) -> tuple[TaskOutcome, bool]:
             async with gate:
-                return await self.run_one(item)
+                if pool is not None:
+                    return await pool.run(item, wall_origin)
+                return await self.run_one(item), False
 
         tasks = [asyncio.create_task(gated(item)) for item in items]
         try:
             for next_done in asyncio.as_completed(tasks):
-                outcome = await next_done
-                # One transaction per task: result row, trajectory and the run's wall time.
-                self.store.record(self.run_id, outcome, run_wall_s=base_wall + time.perf_counter() - start)
+                outcome, stored = await next_done
+                if not stored:
+                    # One transaction per task: result row, trajectory and the run's wall time.
+                    self.store.record(
+                        self.run_id, outcome, run_wall_s=base_wall + time.perf_counter() - start
+                    )
                 if self.on_task is not None:
                     self.on_task(outcome)
                 if self.bar is not None:
