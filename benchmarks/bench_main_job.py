@@ -8,6 +8,7 @@ Variants, run interleaved (before, after, after, before, ...) in one process:
   after:    the working tree's backend with its defaults;
   nobatch:  the working tree's backend with ``batching=False`` (requests one at a time);
   int8:     the working tree's backend with int8 weights.
+A suffix ``@C`` runs a variant with C tasks in flight (``after@8``); without one, RunSpec's default.
 
 Each run gets a fresh backend (empty prefix cache, model loaded before the clock
 starts) and its own run dir, so each is a cold ``agentloop run``. Reported: wall
@@ -36,7 +37,11 @@ from agentloop.models import ensure_embedded_model
 async def one_run(name: str, backend: Any, run_dir: Path, limit: int) -> dict[str, Any]:
     shutil.rmtree(run_dir, ignore_errors=True)
     backend.load()
+    # ``after@8``: the variant ``after`` with 8 tasks in flight (default: RunSpec's).
+    _, _, inflight = name.partition("@")
     spec = RunSpec(suite="text2sql", graph="iad", limit=limit)
+    if inflight and inflight.split(" ")[0].isdigit():
+        spec = RunSpec(suite="text2sql", graph="iad", limit=limit, concurrency=int(inflight.split(" ")[0]))
     with Clock() as clock:
         summary = await run_suite(spec, run_dir=run_dir, backend=backend)
     row: dict[str, Any] = {
@@ -83,13 +88,13 @@ async def main() -> None:
     # costs (kernel set-up, the grammar compiler) that would otherwise fall on one side.
     for name in variants:
         for _ in range(args.warmup_runs):
-            backend = makers[name]()
+            backend = makers[name.partition("@")[0]]()
             await one_run(f"{name} (warm-up)", backend, root / f"{name}-warmup", min(args.limit, 4))
             await backend.aclose()
     for rep in range(args.repeats):
         # A B, B A, ...: neither variant always runs first.
         for name in variants if rep % 2 == 0 else variants[::-1]:
-            backend = makers[name]()
+            backend = makers[name.partition("@")[0]]()
             rows.append(await one_run(name, backend, root / f"{name}-{rep}", args.limit))
             await backend.aclose()
     import torch

@@ -165,6 +165,10 @@ def test_int8_weights_keep_the_next_token_distribution_close(backend):
     linears = [m for m in q._model.modules() if hasattr(m, "w_int8")]
     assert len(linears) == 30 * 7 + 1  # every projection of the 30 layers, and the LM head
     assert all(m.weight is None for m in linears)
+    assert all(m.in_scale is not None for m in linears)  # smoothed on the shipped calibration text
+    # The LM head is tied to the embeddings: smoothing it must leave the embeddings as they were.
+    emb, emb_fp = q._model.get_input_embeddings().weight, backend._model.get_input_embeddings().weight
+    assert torch.equal(emb, emb_fp)
     with torch.inference_mode():
         for prompt in PROMPTS[:3]:
             ids = torch.tensor([backend.encode(ChatRequest.from_prompt(prompt))])

@@ -162,7 +162,7 @@ class TransformersBackend(Backend):
                 from transformers.utils import logging as hf_logging
             except ImportError as exc:  # pragma: no cover - core deps
                 raise MissingExtraError(exc.name or "transformers", "dev") from exc
-            from agentloop.backends._int8 import quantize_int8, quiet_torchao
+            from agentloop.backends._int8 import calibration_ids, quantize_int8, quiet_torchao
 
             quiet_torchao()  # transformers imports it on load when installed; its log lines are noise
             os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -183,7 +183,7 @@ class TransformersBackend(Backend):
             model = model.to(device)  # type: ignore[arg-type]
             model.eval()
             if int8:
-                quantize_int8(model)
+                quantize_int8(model, calibration_ids(tokenizer))
             self._tokenizer, self._model, self._device = tokenizer, model, device
             self._dtype = dtype
             eos = model.generation_config.eos_token_id
