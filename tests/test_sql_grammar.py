@@ -309,3 +309,89 @@ def test_joinable_pairs_come_from_foreign_keys_and_shared_columns() -> None:
     assert grammar.accepts("SELECT x, y FROM a JOIN b ON a.id = b.a_id")
     assert not grammar.accepts("SELECT y FROM b JOIN c ON b.a_id = c.id")  # b and c: no link
     assert grammar.accepts("SELECT T1.w FROM d AS T1 JOIN d AS T2 ON T1.w = T2.w")
+
+
+# Qualifiers, stars and aggregates: each pair is (SQL that SQLite refuses, the grammar must
+# too; the nearest SQL that SQLite runs, the grammar must accept).
+_QUALIFIER_AND_AGGREGATE_CASES = [
+    # Once a table has an alias, SQLite knows it only by the alias.
+    ("SELECT singer.name FROM singer AS T1", "SELECT T1.name FROM singer AS T1"),
+    ("SELECT singer.name FROM singer T1 WHERE T1.age > 1", "SELECT name FROM singer T1 WHERE T1.age > 1"),
+    (
+        "SELECT singer.name FROM singer AS T1 JOIN singer_in_concert AS T2 ON T1.singer_id = T2.singer_id",
+        "SELECT T1.name FROM singer AS T1 JOIN singer_in_concert AS T2 ON T1.singer_id = T2.singer_id",
+    ),
+    (
+        "SELECT T1.name FROM concert AS T1 JOIN singer_in_concert AS T2 ON T1.concert_id = T2.concert_id "
+        "JOIN singer AS T3 ON T2.singer_id = singer.singer_id",
+        "SELECT T1.concert_name FROM concert AS T1 JOIN singer_in_concert AS T2 ON T1.concert_id = T2.concert_id "
+        "JOIN singer AS T3 ON T2.singer_id = T3.singer_id",
+    ),
+    # An alias that FROM does not give.
+    ("SELECT T1.name FROM singer", "SELECT singer.name FROM singer"),
+    # t.* only of a table (or alias) in FROM.
+    ("SELECT concert.* FROM singer", "SELECT singer.* FROM singer"),
+    ("SELECT singer.* FROM singer AS T1", "SELECT T1.* FROM singer AS T1"),
+    ("SELECT T1.* FROM singer", "SELECT * FROM singer"),
+    (
+        "SELECT stadium.* FROM singer JOIN singer_in_concert ON singer.singer_id = singer_in_concert.singer_id",
+        "SELECT singer_in_concert.* FROM singer JOIN singer_in_concert "
+        "ON singer.singer_id = singer_in_concert.singer_id",
+    ),
+    # No aggregates in WHERE, GROUP BY or ON, nor inside another aggregate; a subquery there may.
+    (
+        "SELECT name FROM singer WHERE age = max(age)",
+        "SELECT name FROM singer WHERE age = (SELECT max(age) FROM singer)",
+    ),
+    (
+        "SELECT max(age) FROM singer WHERE singer.age = max(age)",
+        "SELECT max(age) FROM singer WHERE singer.age > 20",
+    ),
+    (
+        "SELECT name FROM singer WHERE CASE WHEN count(*) > 1 THEN 1 END",
+        "SELECT CASE WHEN count(*) > 1 THEN 1 END FROM singer",
+    ),
+    (
+        "SELECT T1.name FROM singer AS T1 WHERE T1.age > avg(T1.age)",
+        "SELECT T1.name FROM singer AS T1 WHERE T1.age > (SELECT avg(T2.age) FROM singer AS T2 WHERE T2.country = T1.country)",
+    ),
+    (
+        "SELECT country FROM singer GROUP BY max(age)",
+        "SELECT country FROM singer GROUP BY country HAVING max(age) > 30",
+    ),
+    (
+        "SELECT T1.name FROM singer AS T1 JOIN singer_in_concert AS T2 ON count(*) > 1",
+        "SELECT T1.name FROM singer AS T1 JOIN singer_in_concert AS T2 ON T1.singer_id = T2.singer_id "
+        "GROUP BY T1.name HAVING count(*) > 1",
+    ),
+    ("SELECT max(count(*)) FROM singer", "SELECT max(age) + count(*) FROM singer"),
+    (
+        "SELECT count(DISTINCT max(age)) FROM singer",
+        "SELECT count(DISTINCT age) FROM singer ORDER BY max(age)",
+    ),
+]
+
+
+@pytest.mark.parametrize(("refused", "runs"), _QUALIFIER_AND_AGGREGATE_CASES)
+def test_qualifiers_stars_and_aggregates_follow_sqlite(singer: SqlAcceptor, refused: str, runs: str) -> None:
+    conn = sqlite3.connect(f"{db_path('concert_singer').resolve().as_uri()}?mode=ro", uri=True)
+    try:
+        with pytest.raises(sqlite3.OperationalError):
+            conn.execute(refused)
+        conn.execute(runs).fetchall()
+    finally:
+        conn.close()
+    assert singer.error(refused) is not None
+    assert singer.error(runs) is None
+
+
+def test_a_column_name_most_tables_share_links_nothing() -> None:
+    tables = {name: [f"{name}_id", "other_details"] for name in "abcd"}
+    tables["b"].append("a_id")
+    schema = SqlSchema.from_mapping(tables)
+    assert schema.joinable() == [(0, 1)]  # a~b by a_id; other_details is in all four
+    grammar = SqlAcceptor(schema_grammar(schema))
+    assert grammar.accepts("SELECT a.other_details FROM a JOIN b ON a.a_id = b.a_id")
+    assert not grammar.accepts("SELECT c.other_details FROM c JOIN d ON c.other_details = d.other_details")
+    three = SqlSchema.from_mapping({name: ["x", f"{name}_y"] for name in "abc"})
+    assert three.joinable() == [(0, 1), (0, 2), (1, 2)]  # a name three tables share still links

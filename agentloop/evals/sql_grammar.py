@@ -3,14 +3,14 @@
 ``schema_grammar(db)`` returns the grammar text in llguidance's Lark dialect for a database
 (a ``.sqlite`` path, whose tables, views and columns are read from SQLite itself, or a
 ``SqlSchema``); the text is cached per schema. Names are the database's own, matched
-case-insensitively, bare or quoted (``"x"``, ```x```, ``[x]``). In a SELECT over one table,
-bare columns must be that table's; with joins, subqueries in FROM or set operations they may
-be any column of the database. ``table.col`` accepts only ``table``'s columns, and
-``T1.col`` (aliases ``T`` and one or two digits, any case; after a table name
-without ``AS``, whitespace first) any column. Keywords are case-insensitive,
-whitespace between lexemes is free where SQLite needs none (``name DESC``, not ``nameDESC``;
-``count(*)`` and ``a,b`` either way), and nothing may follow the optional final ``;`` (so a
-decoder stops there).
+case-insensitively, bare or quoted (``"x"``, ```x```, ``[x]``). Columns are scoped by the
+tables in FROM (one table, or two that a foreign key or a shared column name links): bare
+columns must be theirs, ``table.col`` / ``table.*`` only while the table has no alias, and
+``T1.col`` / ``T1.*`` (aliases ``T`` and one or two digits, any case) only once it has one;
+three or more tables need aliases and allow no bare column. WHERE, GROUP BY and ON take no
+aggregates (a subquery there may). Keywords are case-insensitive, whitespace between lexemes
+is free where SQLite needs none (``name DESC``, not ``nameDESC``), and nothing may follow the
+optional final ``;`` (so a decoder stops there).
 
 ``SqlAcceptor(grammar)`` checks SQL strings against a grammar with llguidance's own
 matcher, the one that constrained decoding uses: byte by byte by default, or through a
@@ -30,15 +30,18 @@ double-quoted strings, numbers and ``NULL``.
 
 Not covered, on purpose: ``WITH``, window functions, other table aliases than
 ``T<digits>``, references to column aliases or to a subquery's computed columns
-(``ORDER BY cnt`` after ``count(*) AS cnt``), and any statement but ``SELECT``. The grammar
-is looser than SQLite in small ways: ``T1.col`` is not checked against the table that ``T1`` names, and a double-quoted unknown
-name is a string literal (as SQLite itself reads it; Spider quotes values that way).
+(``ORDER BY cnt`` after ``count(*) AS cnt``), a join that aliases one of two tables only,
+a subquery whose tables have no alias naming an outer query's alias, and any statement but
+``SELECT``. The grammar is looser than SQLite in small ways: ``T1.col`` is not checked
+against the table that ``T1`` names, and a double-quoted unknown name is a string literal
+(as SQLite itself reads it; Spider quotes values that way).
 """
 
 from __future__ import annotations
 
 import re
 import sqlite3
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -84,6 +87,7 @@ _KEYWORDS: dict[str, tuple[bool, bool]] = {
         (True, True),
     ),
 }
+_MAX_SHARING = 3  # tables that may share a column name that links two of them
 _BARE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 # Characters that mean something in a regex, plus the '/' that ends a Lark regex literal.
 _REGEX_SPECIAL = set("\\.+*?()|[]{}^$#&-~/")
@@ -110,8 +114,8 @@ class SqlSchema:
 
     def joinable(self) -> list[tuple[int, int]]:
         """Pairs of tables (indices, ``i <= j``) a two-table join may name: linked by a foreign
-        key, or sharing a column name (Spider's gold joins are all one or the other). A table
-        joins itself only through a foreign key to itself."""
+        key, or sharing a column name that at most three tables have (Spider's gold joins are
+        all one or the other). A table joins itself only through a foreign key to itself."""
         index = {name.lower(): i for i, (name, _) in enumerate(self.tables)}
         pairs = {
             tuple(sorted((index[a.lower()], index[b.lower()])))
@@ -119,9 +123,12 @@ class SqlSchema:
             if a.lower() in index and b.lower() in index
         }
         lowered = [{c.lower() for c in columns} for _, columns in self.tables]
+        # A name that most tables have (other_details in 7 of 11) links nothing: each pair
+        # is a scope, and scopes are what a mask costs (28 pairs there, 11 without it).
+        shared = Counter(c for names in lowered for c in names)
         for i in range(len(lowered)):
             for j in range(i + 1, len(lowered)):
-                if lowered[i] & lowered[j]:
+                if any(shared[c] <= _MAX_SHARING for c in lowered[i] & lowered[j]):
                     pairs.add((i, j))
         return sorted((i, j) for i, j in pairs if self.tables[i][1] and self.tables[j][1])
 
@@ -186,44 +193,6 @@ def schema_grammar(
     return grammar if newlines else grammar.replace(_WHITESPACE, r"[ \t]")
 
 
-# The expression rules, instantiated once unscoped (suffix "") and once per table scope
-# ("_0" for one table, "_0_2" for a join of two). Layered by precedence (or > and > not >
-# comparison > additive > multiplicative > unary) so each expression has one parse. `{bare}`
-# is the primary alternative for a bare column (empty when a scope has none) and
-# `qualified{s}` the scope's own ``table.col`` / ``T1.col`` rule.
-_SCOPED_RULES = """
-items{s}: item{s} ("," item{s})*
-item{s}: "*" | star_ref | expr{s} (AS column_alias)?
-where{s}: WHERE expr{s}
-group_by{s}: GROUP BY expr{s} ("," expr{s})*
-having{s}: HAVING expr{s}
-order_by{s}: ORDER BY ordering{s} ("," ordering{s})*
-ordering{s}: expr{s} (ASC | DESC)?
-expr{s}: and_expr{s} (OR and_expr{s})*
-and_expr{s}: not_expr{s} (AND not_expr{s})*
-not_expr{s}: NOT_PREFIX not_expr{s} | predicate{s}
-predicate{s}: sum_expr{s}
-    | sum_expr{s} CMP_OP sum_expr{s}
-    | sum_expr{s} NOT? LIKE sum_expr{s}
-    | sum_expr{s} NOT? BETWEEN sum_expr{s} AND sum_expr{s}
-    | sum_expr{s} NOT? IN "(" (query | expr{s} ("," expr{s})*)? ")"
-    | sum_expr{s} IS NOT_PREFIX? sum_expr{s}
-    | EXISTS "(" query ")"
-sum_expr{s}: product{s} (ADD_OP product{s})*
-product{s}: unary{s} (MUL_OP unary{s})*
-unary{s}: ("-" | "+") unary{s} | primary{s}
-primary{s}: literal{bare}
-    | qualified{s}
-    | function_call{s}
-    | "(" expr{s} ")"
-    | "(" query ")"
-    | CAST "(" expr{s} AS TYPE_NAME ")"
-    | CASE expr{s}? (WHEN expr{s} THEN expr{s})+ (ELSE expr{s})? END
-function_call{s}: COUNT "(" "*" ")"
-    | AGGREGATE "(" DISTINCT? expr{s} ("," expr{s})* ")"
-    | FUNCTION "(" (expr{s} ("," expr{s})*)? ")"
-"""
-
 # The repetition in every `items` rule (one per table scope), which max_items bounds.
 _MORE_ITEMS = re.compile(r'^(items\w*: item\w* \("," item\w*\))\*$', re.MULTILINE)
 # Whitespace between lexemes, wherever the grammar allows it (newlines=False narrows it).
@@ -239,6 +208,53 @@ query_tail: select_multi_tail order_by? limit?
 select_multi_tail: (DISTINCT | ALL)? items from_multi where? group_by? having?
     | literal ("," literal)*
 """
+# The expression rules, instantiated for the unscoped case (suffix "") and for each table
+# scope ("_0" for table 0 by name, "_0a" for it under an alias, "_0_2" / "_0_2a" for a join
+# of two), each twice: `{s}` may call aggregates, `{s}w` may not (WHERE, GROUP BY, ON and an
+# aggregate's own arguments, where SQLite says "misuse of aggregate"; a subquery there is a
+# new query and may). Few layers (the Earley items predicted at every expression start are
+# most of a mask's cost): a predicate's operands are arithmetic with `+ - * / % ||` at one
+# level, predicates are joined by AND/OR at one level, which accepts the same strings as
+# precedence layers would. `{bare}` is the primary alternative for a bare column (empty when
+# a scope has none) and `qualified{q}` the scope's own ``table.col`` / ``T1.col`` rule.
+_EXPR_RULES = """
+expr{s}: NOT_PREFIX* pred{s} ((AND | OR) NOT_PREFIX* pred{s})*
+pred{s}: arith{s} pred_tail{s}? | EXISTS "(" query ")"
+pred_tail{s}: CMP_OP arith{s}
+    | NOT? LIKE arith{s}
+    | NOT? BETWEEN arith{s} AND arith{s}
+    | NOT? IN "(" (query | expr{s} ("," expr{s})*)? ")"
+    | IS NOT_PREFIX? arith{s}
+arith{s}: ("-" | "+")* primary{s} ((ADD_OP | MUL_OP) ("-" | "+")* primary{s})*
+primary{s}: literal{bare}
+    | {qualified}
+    | "(" (expr{s} | query) ")"
+    | CAST "(" expr{s} AS TYPE_NAME ")"
+    | CASE expr{s}? (WHEN expr{s} THEN expr{s})+ (ELSE expr{s})? END
+    | FUNCTION "(" (expr{s} ("," expr{s})*)? ")"{aggregates}
+"""
+_AGGREGATE_CALLS = '\n    | COUNT "(" "*" ")"\n    | AGGREGATE "(" DISTINCT? expr{q}w ("," expr{q}w)* ")"'
+_CLAUSE_RULES = """
+items{s}: item{s} ("," item{s})*
+item{s}: "*" | star{s} | expr{s} (AS column_alias)?
+where{s}: WHERE expr{s}w
+group_by{s}: GROUP BY expr{s}w ("," expr{s}w)*
+having{s}: HAVING expr{s}
+order_by{s}: ORDER BY ordering{s} ("," ordering{s})*
+ordering{s}: expr{s} (ASC | DESC)?
+"""
+
+
+def _scoped_rules(s: str, qualified: str, bare: str) -> str:
+    """The clause and expression rules of scope ``s`` (both expression variants)."""
+    alt = f"\n    | {bare}" if bare else ""
+    qualified = qualified.replace("|", "\n    |")
+    aggregates = _AGGREGATE_CALLS.format(q=s)
+    with_aggregates = _EXPR_RULES.format(s=s, qualified=qualified, bare=alt, aggregates=aggregates)
+    without = _EXPR_RULES.format(s=s + "w", qualified=qualified, bare=alt, aggregates="")
+    return _CLAUSE_RULES.format(s=s) + with_aggregates + without
+
+
 # A SELECT in one scope: its own items, FROM clause, WHERE, GROUP BY and HAVING.
 _SCOPED_SELECT = """
 query{s}: select{s} order_by{s}? limit?
@@ -260,45 +276,58 @@ class _Scope:
     rules: list[str]
 
 
-def _single_scope(i: int, columns: Sequence[str]) -> _Scope:
-    s = f"_{i}"
-    return _Scope(
-        s,
-        [
-            f'qualified{s}: TABLE_{i} "." COLUMNS_{i} | ALIAS "." COLUMNS_{i}',
-            f"from{s}: FROM TABLE_{i} {_TABLE_ALIAS}?",
-            _SCOPED_RULES.format(s=s, bare=f"\n    | COLUMNS_{i}"),
-        ],
-    )
+def _scope(s: str, qualifiers: Sequence[tuple[str, str]], from_clause: str, bare: str) -> _Scope:
+    """A scope whose ``Q.col`` / ``Q.*`` take each (qualifier, its columns) pair."""
+    qualified = " | ".join(f'{q} "." {columns}' for q, columns in qualifiers)
+    stars = " | ".join(dict.fromkeys(q for q, _ in qualifiers))
+    rules = [f'star{s}: ({stars}) "." "*"', f"from{s}: {from_clause}"]
+    return _Scope(s, [*rules, _scoped_rules(s, qualified, bare)])
 
 
-def _join_scope(i: int, a: Sequence[str], j: int, b: Sequence[str]) -> _Scope:
-    """Two tables joined: a bare column must be in exactly one of them (else SQLite calls it
-    ambiguous), ``table.col`` must be that table's, ``T1.col`` either's. A table joined to
-    itself needs aliases, and then only ``T1.col`` names a column."""
-    s = f"_{i}_{j}"
-    rules = []
+def _table_scopes(i: int) -> list[_Scope]:
+    """One table, by its name (``singer.col``) or under an alias (``T1.col``; SQLite then
+    knows it only by the alias): two scopes, so that each refuses the other's qualifier."""
+    table, columns = f"TABLE_{i}", f"COLUMNS_{i}"
+    return [
+        _scope(f"_{i}", [(table, columns)], f"FROM {table}", columns),
+        _scope(f"_{i}a", [("ALIAS", columns)], f"FROM {table} {_TABLE_ALIAS}", columns),
+    ]
+
+
+def _join_scopes(i: int, a: Sequence[str], j: int, b: Sequence[str]) -> tuple[list[str], list[_Scope]]:
+    """Two tables joined (its terminals, its scopes): a bare column must be in exactly one of
+    them (else SQLite calls it ambiguous); either both go by name and ``table.col`` names
+    that table's columns, or both have aliases and ``T1.col`` names either's (a query that
+    aliases one only is not covered; Spider's gold never does). A table joined to itself
+    needs aliases, and then only ``T1.col`` names a column."""
+    s, ti, tj = f"_{i}_{j}", f"TABLE_{i}", f"TABLE_{j}"
     if i == j:
-        rules.append(f'qualified{s}: ALIAS "." COLUMNS_{i}')
-        rules.append(
-            f"from{s}: FROM TABLE_{i} {_TABLE_ALIAS} join_op TABLE_{i} {_TABLE_ALIAS} join_constraint{s}?"
-        )
-        rules.append(f'join_constraint{s}: ON expr{s} | USING "(" COLUMNS_{i} ("," COLUMNS_{i})* ")"')
-        rules.append(_SCOPED_RULES.format(s=s, bare=""))
-        return _Scope(s, rules)
+        from_clause = f"FROM {ti} {_TABLE_ALIAS} join_op {ti} {_TABLE_ALIAS} join_constraint{s}?"
+        constraint = f'join_constraint{s}: ON expr{s}w | USING "(" COLUMNS_{i} ("," COLUMNS_{i})* ")"'
+        scope = _scope(s, [("ALIAS", f"COLUMNS_{i}")], from_clause, "")
+        return [], [_Scope(s, [*scope.rules, constraint])]
     in_a, in_b = {c.lower() for c in a}, {c.lower() for c in b}
     bare = _dedupe([c for c in a if c.lower() not in in_b] + [c for c in b if c.lower() not in in_a])
-    union = _dedupe([*a, *b])
-    rules.append(f"UNION{s}: {_name_terminal(union)}")
-    rules.append(f'qualified{s}: TABLE_{i} "." COLUMNS_{i} | TABLE_{j} "." COLUMNS_{j} | ALIAS "." UNION{s}')
-    pair = f"TABLE_{i} {_TABLE_ALIAS}? join_op TABLE_{j} {_TABLE_ALIAS}?"
-    flipped = f"TABLE_{j} {_TABLE_ALIAS}? join_op TABLE_{i} {_TABLE_ALIAS}?"
-    rules.append(f"from{s}: FROM ({pair} | {flipped}) join_constraint{s}?")
-    rules.append(f'join_constraint{s}: ON expr{s} | USING "(" UNION{s} ("," UNION{s})* ")"')
+    terminals = [f"UNION{s.upper()}: {_name_terminal(_dedupe([*a, *b]))}"]
     if bare:
-        rules.append(f"BARE{s}: {_name_terminal(bare)}")
-    rules.append(_SCOPED_RULES.format(s=s, bare=f"\n    | BARE{s}" if bare else ""))
-    return _Scope(s, rules)
+        terminals.append(f"BARE{s.upper()}: {_name_terminal(bare)}")
+    scopes = []
+    for k, (alias, qualifiers) in enumerate(
+        [
+            ("", [(ti, f"COLUMNS_{i}"), (tj, f"COLUMNS_{j}")]),
+            (f" {_TABLE_ALIAS}", [("ALIAS", f"UNION{s.upper()}")]),
+        ]
+    ):
+        sk = s + "a" * k
+        pair = f"{ti}{alias} join_op {tj}{alias} | {tj}{alias} join_op {ti}{alias}"
+        scope = _scope(
+            sk, qualifiers, f"FROM ({pair}) join_constraint{sk}?", f"BARE{s.upper()}" if bare else ""
+        )
+        constraint = (
+            f'join_constraint{sk}: ON expr{sk}w | USING "(" UNION{s.upper()} ("," UNION{s.upper()})* ")"'
+        )
+        scopes.append(_Scope(sk, [*scope.rules, constraint]))
+    return terminals, scopes
 
 
 @lru_cache(maxsize=64)
@@ -313,20 +342,23 @@ def _grammar_for_schema(schema: SqlSchema, after_select: bool = False) -> str:
         f"TYPE_NAME: /(?i)({'|'.join(_TYPE_NAMES)})/ " + r"/(\([0-9]+(,[0-9]+)?\))?/",
         f"COLUMN: {_name_terminal(all_columns)}",
         *(_keyword(word, before, after) for word, (before, after) in _KEYWORDS.items()),
-        # Unscoped (three or more tables, a subquery in FROM, ORDER BY after a compound):
-        # no bare columns, so a decoder cannot name a column that none of the tables has.
-        _SCOPED_RULES.format(s="", bare=""),
+        # Unscoped (three or more tables, each with an alias, a subquery in FROM, ORDER BY
+        # after a compound): no bare columns, so a decoder cannot name a column that none of
+        # the tables has, and only aliases qualify.
+        'star: ALIAS "." "*"',
+        _scoped_rules("", 'ALIAS "." COLUMN', ""),
     ]
-    qualified, tables, scopes = ['ALIAS "." COLUMN'], [], []
+    tables, scopes = [], []
     for i, (table, columns) in enumerate(schema.tables):
         tables.append(f"TABLE_{i}")
         lines.append(f"TABLE_{i}: {_name_terminal([table])}")
         if columns:
             lines.append(f"COLUMNS_{i}: {_name_terminal(_dedupe(columns))}")
-            qualified.append(f'TABLE_{i} "." COLUMNS_{i}')
-            scopes.append(_single_scope(i, columns))
+            scopes.extend(_table_scopes(i))
     for i, j in schema.joinable():
-        scopes.append(_join_scope(i, schema.tables[i][1], j, schema.tables[j][1]))
+        terminals, pair_scopes = _join_scopes(i, schema.tables[i][1], j, schema.tables[j][1])
+        lines.extend(terminals)
+        scopes.extend(pair_scopes)
     for scope in scopes:
         lines.extend(scope.rules)
         body = _SCOPED_BODY.format(s=scope.suffix)
@@ -334,7 +366,6 @@ def _grammar_for_schema(schema: SqlSchema, after_select: bool = False) -> str:
         if after_select:
             lines.append(_SCOPED_TAIL.format(s=scope.suffix, body=body))
     lines.append(f"TABLE: {' | '.join(tables)}")
-    lines.append("qualified: " + "\n    | ".join(qualified))
     lines.append(f"scoped_query: {' | '.join('query' + sc.suffix for sc in scopes)}")
     lines.append(f"select_scoped: {' | '.join('select' + sc.suffix for sc in scopes)}")
     lines.append("select_any: select_multi | select_scoped")
@@ -472,11 +503,10 @@ def _name_terminal(names: Sequence[str]) -> str:
 # keyword is a single lexeme; repetition uses `*` rather than recursion, which llguidance's
 # Earley parser handles best.
 #
-# A SELECT over one table gets its own copy of the expression rules in which bare columns are
-# that table's only (`query_0`, `expr_0`, ...): a small model otherwise names a column of
-# another table. Joins, subqueries in FROM and compound queries use the unscoped copy, where a
-# bare column is any column of the database. Each SQL string has one parse: single-table
-# cores never match `select_multi`.
+# A SELECT over one table or two joinable ones gets its own copies of the expression rules
+# (`query_0`, `expr_0a`, ...): a small model otherwise names a column of another table. Three
+# or more tables, subqueries in FROM and ORDER BY after a compound use the unscoped copy,
+# which has no bare columns. Scoped cores never match `select_multi`.
 _GRAMMAR_CORE = r"""
 %ignore /[ \t\r\n]+/
 
@@ -491,7 +521,7 @@ query: select_multi order_by? limit?
 compound_op: UNION ALL? | INTERSECT | EXCEPT
 // After a compound, ORDER BY names a result column (bare) or an expression without bare columns.
 compound_order: ORDER BY compound_ordering ("," compound_ordering)*
-compound_ordering: (COLUMN | expr) (ASC | DESC)?
+compound_ordering: (COLUMN | TABLE "." COLUMN | expr) (ASC | DESC)?
 // Without FROM only constants: a column there is an error that a decoder would otherwise reach.
 select_multi: SELECT (DISTINCT | ALL)? items from_multi where? group_by? having?
     | SELECT literal ("," literal)*
@@ -502,13 +532,12 @@ select_multi: SELECT (DISTINCT | ALL)? items from_multi where? group_by? having?
 from_multi: FROM aliased_ref join_op aliased_ref join_constraint? (join_op aliased_ref join_constraint?)+
     | FROM subquery_ref
 join_op: "," | NATURAL? (LEFT OUTER? | INNER | CROSS)? JOIN
-join_constraint: ON expr | USING "(" COLUMN ("," COLUMN)* ")"
+join_constraint: ON exprw | USING "(" COLUMN ("," COLUMN)* ")"
 aliased_ref: TABLE (AS ALIAS | SPACED_ALIAS)
 // A subquery in FROM reads tables only, so it cannot nest another one there: a decoder whose
 // column no table in FROM has would otherwise nest "JOIN (SELECT ..." to the token limit.
 subquery_ref: "(" (scoped_query | select_scoped (compound_op select_scoped)+ compound_order? limit?) ")" (AS? ALIAS)?
-limit: LIMIT sum_expr ((OFFSET | ",") sum_expr)?
-star_ref: (ALIAS | TABLE) "." "*"
+limit: LIMIT arithw ((OFFSET | ",") arithw)?
 column_alias: IDENT | STRING
 literal: NUMBER | STRING | NULL
 
