@@ -264,6 +264,24 @@ def test_a_run_in_postgres_is_found_again_from_its_run_dir(
 
 
 @pytest.mark.postgres
+def test_the_viewer_reads_a_run_in_postgres_and_sees_new_tasks(pg_url: str, tmp_path: Path) -> None:
+    from agentloop.view import open_runs
+
+    run_dir = tmp_path / "v"
+    asyncio.run(run_suite(SPEC, run_dir=run_dir, backend=FunctionBackend(gold.answer), store_url=pg_url))
+    (source,) = open_runs([run_dir], store=pg_url)
+    try:
+        before = source.version()
+        detail = source.task("dev-0")
+        assert detail is not None and detail.rounds and detail.prompts_stored
+        with open_store(run_dir, store=pg_url) as store:
+            store.record(store.run_id(), outcome("dev-9"))
+        assert source.version() != before and source.position("dev-9") == 3
+    finally:
+        source.close()
+
+
+@pytest.mark.postgres
 def test_resume_in_postgres_retries_only_failed_tasks_and_counts_each_once(
     pg_url: str, tmp_path: Path
 ) -> None:

@@ -235,7 +235,11 @@ def with_password(recorded: str, given: str | None) -> str:
     if make_url(recorded).password is not None:
         return recorded
     env = os.environ.get(STORE_ENV)
-    for candidate in (given, resolve_store_url(env) if env else None):
+    try:
+        env_url = resolve_store_url(env) if env else None
+    except RunStoreError:
+        env_url = None  # only a source of passwords here; a command that uses it as a store says why
+    for candidate in (given, env_url):
         if candidate is None or not same_database(candidate, recorded):
             continue
         password = make_url(candidate).password

@@ -144,7 +144,9 @@ class RunStore(ReadMixin):
     """Runs, task results and trajectories behind a SQLAlchemy engine.
 
     Calls are short and synchronous; the runner makes them from its event loop, one
-    transaction per finished task. ``url`` is a SQLAlchemy URL or a SQLite file path;
+    transaction per finished task. ``url`` is a SQLAlchemy URL or a SQLite file path (a
+    PostgreSQL URL without a password takes it from :data:`STORE_ENV` when that names the same
+    database, else from the driver's own sources: ``PGPASSWORD``, ``~/.pgpass``);
     ``run_name`` is the run that :meth:`load` and friends read when given no name.
     With ``create=False`` a store that does not exist raises :class:`RunNotFoundError`.
     An older store is upgraded to the current schema when it opens.
@@ -158,7 +160,8 @@ class RunStore(ReadMixin):
         run_name: str = DEFAULT_RUN_NAME,
         retry_s: float = DEFAULT_RETRY_S,
     ):
-        self.url = resolve_store_url(url)
+        # A URL without a password takes the one AGENTLOOP_STORE_URL gives for the same database.
+        self.url = with_password(resolve_store_url(url), None)
         self.safe_url = safe_url(self.url)
         self.run_name = run_name
         self.retry_s = retry_s
@@ -472,7 +475,7 @@ def open_store(
     if create or database is None or Path(s).is_dir():
         out = RunStore.for_run_dir(s, create=create, store=store, retry_s=retry_s)
     else:
-        out = RunStore(with_password(resolve_store_url(database), None), create=False, retry_s=retry_s)
+        out = RunStore(database, create=False, retry_s=retry_s)
         out.run_name = s
         try:
             out.run_id(s)  # fail here, naming the run and where it was looked for
