@@ -608,6 +608,9 @@ def test_cli_runs_reports_resumes_and_views_a_run_in_postgres(
     assert by_name["metrics"] == report["metrics"]
     compared = ok_json(cli(site, "report", str(local), "--compare", str(run_dir), "--json", env=env))
     assert [r["tasks"] for r in compared["runs"]] == [3, 3]
+    # --store names where names are found; a SQLite run dir beside them is read as ever.
+    by_store = ok_json(cli(site, "report", str(local), "--compare", "pg-run", "--store", pg_plain, "--json"))
+    assert [r["tasks"] for r in by_store["runs"]] == [3, 3]
     listing = ok_json(cli(site, "report", "--store", pg_plain, "--json"))
     assert [r["name"] for r in listing["runs"]] == ["pg-run"] and "***" in listing["store"]
 

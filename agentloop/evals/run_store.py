@@ -203,7 +203,8 @@ class RunStore(ReadMixin):
         ``store`` (a URL) puts a new run in that database, or gives the password of the one
         ``store.json`` names; without a password there, it comes from :data:`STORE_ENV` when that
         names the same database, else from the driver's own sources (``PGPASSWORD``, ``~/.pgpass``).
-        ``create=False`` requires the run to exist already.
+        ``create=False`` requires the run to exist already; reading, a ``store`` that is not the
+        run's own is only passed over (``agentloop report`` reads runs of several stores at once).
         """
         directory = Path(run_dir)
         marker = directory / STORE_FILE
@@ -211,22 +212,22 @@ class RunStore(ReadMixin):
         given = resolve_store_url(store) if store is not None else None
         if marker.is_file():
             recorded, name = read_marker(marker)
-            if given is not None and not same_database(given, recorded):
+            if create and given is not None and not same_database(given, recorded):
                 raise RunStoreError(
                     f"{directory} keeps its run in {safe_url(recorded)}, not in {safe_url(given)}; drop "
                     "--store to use the recorded store, or choose a new --run-dir"
                 )
             return cls(with_password(recorded, given), create=create, run_name=name, retry_s=retry_s)
-        if given is None:
-            if not create and not path.is_file():
-                raise RunNotFoundError(f"no run found in {run_dir} (expected {path} or {marker.name})")
-            path.parent.mkdir(parents=True, exist_ok=True)
-            return cls(f"sqlite:///{path}", create=create, retry_s=retry_s)
-        if path.is_file():
+        if create and given is not None and path.is_file():
             raise RunStoreError(
                 f"{directory} holds a run in its own {RUN_DB}; drop --store to use it, or choose a new "
                 f"--run-dir for a run in {safe_url(given)}"
             )
+        if not create or given is None:
+            if not create and not path.is_file():
+                raise RunNotFoundError(f"no run found in {run_dir} (expected {path} or {marker.name})")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            return cls(f"sqlite:///{path}", create=create, retry_s=retry_s)
         # A new run in the database at ``store`` (or one whose run dir is gone): named by the dir.
         out = cls(given, create=create, run_name=directory.resolve().name, retry_s=retry_s)
         out._pending_marker = marker
