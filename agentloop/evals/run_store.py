@@ -177,9 +177,13 @@ class RunStore(ReadMixin):
         except DBAPIError as exc:
             self.engine.dispose()
             # One line for the CLI: a server that is down, a wrong password, a file that is not a database.
+            hint = (
+                "check the path"
+                if self.engine.dialect.name == "sqlite"
+                else f"check the URL, that the server is running, and the password (give it in --store or {STORE_ENV})"
+            )
             raise RunStoreError(
-                f"cannot open the run store {self.safe_url}: {db_reason(exc)}; check the URL, that the "
-                f"server is running, and the password (give it in --store or {STORE_ENV})"
+                f"cannot open the run store {self.safe_url}: {db_reason(exc)}; {hint}"
             ) from None
         except BaseException:
             self.engine.dispose()
