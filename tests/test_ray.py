@@ -156,6 +156,37 @@ def _fields(spec: RunSpec) -> dict:
     return {k: getattr(spec, k) for k in RunSpec.__dataclass_fields__}
 
 
+def with_lessons(request: ChatRequest) -> str | list[str]:
+    """``answer``, and a JSON concept for memory's abstraction prompt."""
+    prompt = request.raw_prompt or request.messages[-1].content
+    if "memory of lessons" in prompt:
+        question = prompt.split("Task:\n", 1)[1].split("\n", 1)[0]
+        concept = {
+            "title": f"Lesson from: {question[:60]}",
+            "situation": f"A question about singers, like: {question}",
+            "cues": ["singers", "age"],
+            "suggestion": "Read the age column of the singer table.",
+            "parameters": [],
+            "kind": "strategy",
+        }
+        return json.dumps({"concepts": [concept]})
+    return answer(request)
+
+
+async def test_memory_on_ray_shows_and_writes_what_local_does(
+    cluster: str, pg_url: str, tmp_path: Path
+) -> None:
+    # One task at a time: which lessons a task sees then depends on no timing, under either executor.
+    base = RunSpec(graph="greedy", backend="function", limit=6, concurrency=1, max_tokens=64, memory=pg_url)
+    runs = {}
+    for executor in ("local", "ray"):
+        spec = RunSpec(**{**_fields(base), "executor": executor, "memory_namespace": f"ns-{executor}"})
+        summary = await run_suite(spec, run_dir=tmp_path / executor, backend=FunctionBackend(with_lessons))
+        assert summary.errors == 0 and summary.memory is not None
+        runs[executor] = summary.memory
+    assert runs["local"] == runs["ray"] and runs["ray"]["written"] > 0 and runs["ray"]["retrieved"] > 0
+
+
 # --- endpoints and the CLI --------------------------------------------------------------------------
 
 
