@@ -16,7 +16,7 @@ from typing import Any, Literal
 from agentloop.backends._constraint import Constraint, UnsupportedCapabilityError
 from agentloop.errors import MissingExtraError
 
-__all__ = ["ConstraintCompiler", "RowMatchers", "constraint_to_lark", "parser_limits"]
+__all__ = ["ConstraintCompiler", "MaskCache", "RowMatchers", "constraint_to_lark", "parser_limits"]
 
 StepResult = Literal["continue", "done", "error"]
 
@@ -55,11 +55,59 @@ def constraint_to_lark(constraint: Constraint) -> str:
     return "start: " + " | ".join(json.dumps(o) for o in constraint.options)
 
 
+class MaskCache:
+    """Token masks of one compiled constraint, keyed by the tokens consumed so far.
+
+    A matcher's state is a function of its token history, so rows that have consumed the same
+    tokens, in one request or in later ones, need the same mask: it is computed once. This is
+    most of a schema grammar's cost: its dearest masks come first (after ``SELECT``, every
+    scope is open), where all rows of a request, and many requests on one database, agree.
+    A history is an integer id: (parent id, token) -> id, ids never reused.
+    """
+
+    def __init__(self, capacity: int = 1024, max_histories: int = 200_000):
+        self.capacity = capacity
+        self.max_histories = max_histories
+        self.hits = self.misses = 0
+        self._children: dict[tuple[int, int], int] = {}
+        self._masks: OrderedDict[int, Any] = OrderedDict()
+        self._next_id = 1  # 0 is the empty history
+
+    def child(self, state: int, token: int) -> int:
+        """The id of history ``state`` followed by ``token``."""
+        key = (state, token)
+        found = self._children.get(key)
+        if found is None:
+            if len(self._children) >= self.max_histories:
+                self._children.clear()  # old ids then miss; they are never reused, so never wrong
+            found = self._children[key] = self._next_id
+            self._next_id += 1
+        return found
+
+    def get(self, state: int) -> Any:
+        bits = self._masks.get(state)
+        if bits is None:
+            self.misses += 1
+            return None
+        self.hits += 1
+        self._masks.move_to_end(state)
+        return bits
+
+    def put(self, state: int, bits: Any) -> None:
+        self._masks[state] = bits
+        while len(self._masks) > self.capacity:
+            self._masks.popitem(last=False)
+
+    def clear(self) -> None:
+        self._children.clear()
+        self._masks.clear()
+
+
 class ConstraintCompiler:
     """Compiles constraints into llguidance matchers for one HF tokenizer.
 
     Building the llguidance tokenizer costs about 0.3 s once; each compiled
-    constraint is kept (LRU) as a fresh matcher that rows deep-copy.
+    constraint is kept (LRU) as a fresh matcher that rows deep-copy, with its ``MaskCache``.
     """
 
     def __init__(self, hf_tokenizer: Any, vocab_size: int, *, capacity: int = 64):
@@ -72,6 +120,12 @@ class ConstraintCompiler:
         self._llg = llg
         self._capacity = capacity
         self._compiled: OrderedDict[Constraint, Any] = OrderedDict()
+        self._masks: dict[Constraint, MaskCache] = {}
+
+    def masks(self, constraint: Constraint) -> MaskCache:
+        """The mask cache of a compiled constraint."""
+        self.compile(constraint)
+        return self._masks[constraint]
 
     def compile(self, constraint: Constraint) -> Any:
         """A fresh matcher for ``constraint``; raises a one-line error for a bad grammar or regex."""
@@ -84,24 +138,37 @@ class ConstraintCompiler:
                 first = matcher.get_error().strip().splitlines()[0]
                 raise UnsupportedCapabilityError(f"invalid {constraint.kind} constraint: {first}")
             self._compiled[constraint] = matcher
+            self._masks[constraint] = MaskCache()
             while len(self._compiled) > self._capacity:
-                self._compiled.popitem(last=False)
+                del self._masks[self._compiled.popitem(last=False)[0]]
         self._compiled.move_to_end(constraint)
         return matcher.deep_copy()
 
     def rows(self, constraint: Constraint, n: int, *, forbid_eos: bool = False) -> RowMatchers:
         first = self.compile(constraint)
         matchers = [first] + [first.deep_copy() for _ in range(n - 1)]
-        return RowMatchers(matchers, self.vocab_size, self.eos_id, forbid_eos=forbid_eos)
+        return RowMatchers(
+            matchers, self.vocab_size, self.eos_id, forbid_eos=forbid_eos, cache=self._masks[constraint]
+        )
 
 
 class RowMatchers:
     """One matcher per decode row: masks a step's logits, then advances on the sampled tokens."""
 
-    def __init__(self, matchers: list[Any], vocab_size: int, eos_id: int, *, forbid_eos: bool = False):
+    def __init__(
+        self,
+        matchers: list[Any],
+        vocab_size: int,
+        eos_id: int,
+        *,
+        forbid_eos: bool = False,
+        cache: MaskCache | None = None,
+    ):
         import numpy as np
 
         self.matchers = matchers
+        self.cache = cache if cache is not None else MaskCache()
+        self._states = [0] * len(matchers)  # each row's history in the cache
         self.vocab_size = vocab_size
         self.eos_id = eos_id
         self.forbid_eos = forbid_eos
@@ -116,7 +183,14 @@ class RowMatchers:
         bits = self._bits[: len(rows)]
         nbytes = self._words * 4
         for pos, row in enumerate(rows):
-            self.matchers[row].unsafe_compute_mask_ptr(bits[pos].ctypes.data, nbytes)
+            cached = self.cache.get(self._states[row])
+            if cached is not None:
+                bits[pos] = cached
+                continue
+            matcher = self.matchers[row]
+            matcher.unsafe_compute_mask_ptr(bits[pos].ctypes.data, nbytes)
+            if not matcher.is_error():  # a failed computation is the row's own; never shared
+                self.cache.put(self._states[row], bits[pos].copy())
         allowed = np.unpackbits(bits.view(np.uint8), axis=1, bitorder="little")[:, : self.vocab_size]
         allowed_t = torch.from_numpy(allowed).view(torch.bool)
         if self.forbid_eos:
@@ -133,4 +207,5 @@ class RowMatchers:
         m = self.matchers[row]
         if not m.consume_token(token) or m.is_error():
             return "error"
+        self._states[row] = self.cache.child(self._states[row], token)
         return "done" if m.is_stopped() else "continue"
