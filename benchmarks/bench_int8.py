@@ -13,6 +13,9 @@ Usage: python benchmarks/bench_int8.py [--parts agreement,batching,accuracy] [--
   accuracy:  execution accuracy of greedy decoding on the first 100 Text2SQL questions,
              fp32 against int8, each stored as a run; the paired difference and its
              interval come from ``agentloop report FP32_RUN --compare INT8_RUN``.
+  teacher:   teacher-forced, every position of ``--teacher-prompts`` Text2SQL prompts: how often
+             int8's next-token argmax equals fp32's, and the total variation distance of the
+             two next-token distributions, for int8 without and with SmoothQuant smoothing.
   batching:  not about int8: fp32 greedy outputs served 8 at a time in one batch against
              the same prompts served one at a time (``batching=False``), on
              ``--batching-prompts`` prompts per suite: how often batched kernels flip a
@@ -219,12 +222,50 @@ async def part_accuracy(args: argparse.Namespace) -> dict[str, Any]:
     return runs
 
 
+def part_teacher(args: argparse.Namespace) -> dict[str, Any]:
+    """Teacher-forced next-token agreement with fp32 at every prompt position: int8 unsmoothed vs smoothed."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from agentloop.backends._int8 import calibration_ids, quantize_int8
+
+    model_dir = ensure_embedded_model()
+    tok = AutoTokenizer.from_pretrained(str(model_dir))
+    prompts = [r.raw_prompt for r in text2sql_requests(args.teacher_prompts)]
+
+    def load() -> Any:
+        return AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32).eval()
+
+    def logits(model: Any, text: str) -> Any:
+        with torch.inference_mode():
+            return model(tok(text, return_tensors="pt").input_ids).logits[0]
+
+    ref = load()
+    expected = [logits(ref, p) for p in prompts]
+    out: dict[str, Any] = {"prompts": len(prompts), "positions": sum(e.shape[0] for e in expected)}
+    for name, calibration in (("unsmoothed", None), ("smoothed", calibration_ids(tok))):
+        model = load()
+        quantize_int8(model, calibration)
+        same, tv = 0, 0.0
+        for p, e in zip(prompts, expected, strict=True):
+            got = logits(model, p)
+            same += int((got.argmax(-1) == e.argmax(-1)).sum())
+            tv += float(0.5 * (got.softmax(-1) - e.softmax(-1)).abs().sum(-1).sum())
+        out[name] = {
+            "argmax_agreement": round(same / out["positions"], 4),
+            "total_variation": round(tv / out["positions"], 4),
+        }
+        print(name, out[name], flush=True)
+    return out
+
+
 async def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--parts", default="agreement,accuracy")
     ap.add_argument("--prompts", type=int, default=100, help="prompts per suite")
     ap.add_argument("--questions", type=int, default=100)
     ap.add_argument("--batching-prompts", type=int, default=25, help="prompts per suite for --parts batching")
+    ap.add_argument("--teacher-prompts", type=int, default=6, help="Text2SQL prompts for --parts teacher")
     ap.add_argument("--runs-root", default=None)
     ap.add_argument("--out", default="benchmarks/results/int8.json")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
@@ -240,6 +281,8 @@ async def main() -> None:
         results["batching"] = await part_batching(args)
     if "accuracy" in parts:
         results["accuracy"] = await part_accuracy(args)
+    if "teacher" in parts:
+        results["teacher"] = part_teacher(args)
     results["load_average_end"] = load_average()
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(results, indent=2) + "\n")

@@ -197,3 +197,21 @@ def test_debug_env_shows_the_traceback() -> None:
     proc = run_cli("generate", "x", "--backend", "antropic:claude", env={"AGENTLOOP_DEBUG": "1"})
     assert proc.returncode != 0 and "unknown backend" in proc.stderr
     assert len(proc.stderr.splitlines()) > 1
+
+
+@pytest.mark.parametrize("command", [["run", "text2sql", "--memory"], ["memory", "stats", "--db"]])
+def test_a_database_password_never_reaches_the_error_line(scratch: Path, command: list[str]) -> None:
+    url = "postgresql://nobody:hunter2secret@127.0.0.1:1/x"
+    extra = ["--run-dir", str(scratch / "pw")] if command[0] == "run" else []
+    line = assert_one_line(invoke([*command, url, *extra]), ["127.0.0.1:1"])
+    assert "hunter2secret" not in line
+
+
+def test_the_check_hint_shows_database_urls_without_their_password() -> None:
+    from agentloop.cli._common import _where
+
+    def command(memory: str, db: str) -> None: ...
+
+    hint = _where(command, {"memory": "postgresql://u:hunter2secret@h/x", "db": "not a url"})
+    assert "hunter2secret" not in hint
+    assert "--memory postgresql://u:***@h/x" in hint and "--db not a url" in hint

@@ -123,6 +123,18 @@ def describe_error(exc: BaseException, where: str = "") -> tuple[str, bool]:
     return f"unexpected {type(exc).__name__}: {detail} ({_DEBUG_HINT})", False
 
 
+def _no_password(value: str) -> str:
+    """A database URL with its password shown as ``***``; anything else as it is."""
+    if "://" not in value:
+        return value
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(value).render_as_string(hide_password=True)
+    except Exception:  # noqa: BLE001 - not a URL SQLAlchemy reads: hide what follows the scheme
+        return value.split("://", 1)[0] + "://***"
+
+
 def _where(fn: Callable[..., Any], options: Mapping[str, Any]) -> str:
     """`` (check --db URL, RUN_DIR x)``: the paths and database URLs the command was given."""
     try:
@@ -136,7 +148,7 @@ def _where(fn: Callable[..., Any], options: Mapping[str, Any]) -> str:
         meta = getattr(hints.get(name), "__metadata__", ())
         is_argument = any(isinstance(m, typer.models.ArgumentInfo) for m in meta)
         label = name.upper() if is_argument else f"--{name.replace('_', '-')}"
-        given += [f"{label} {v}" for v in named]
+        given += [f"{label} {_no_password(v) if isinstance(v, str) else v}" for v in named]
     return f" (check {', '.join(given)})" if given else ""
 
 
