@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import os
 import platform
 import statistics
@@ -64,13 +65,17 @@ async def one_run(
     )
     run_dir = root / label
     marks: dict[str, float] = {}
+
+    def started(*_: object) -> None:
+        marks["start"] = time.perf_counter()
+
     t0 = time.perf_counter()
     summary = await run_suite(
         spec,
         run_dir=run_dir,
         backend=FunctionBackend(answer, latency_s=latency),
         store_url=store,
-        on_start=lambda *_: marks.setdefault("start", time.perf_counter()),
+        on_start=started,
     )
     end = time.perf_counter()
     assert summary.tasks == tasks and summary.errors == 0, summary
@@ -85,7 +90,7 @@ async def one_run(
 async def measure(args: argparse.Namespace, root: Path, pg: str | None) -> dict[str, Any]:
     # Ray is started here, once, and timed: run_suite then joins it, as it would a cluster.
     t0 = time.perf_counter()
-    ray.init(num_cpus=args.cpus, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+    ray.init(num_cpus=args.cpus, include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
     cluster_start = time.perf_counter() - t0
     points = [
         # (name, executor, workers, concurrency, latency, graph, n)
@@ -160,18 +165,29 @@ def mva(tasks_in_flight: int, delay_s: float, cpu_s: float) -> float:
     return throughput
 
 
-def model_check(points: dict[str, Any]) -> dict[str, Any]:
-    """The docs/scale.md model's predictions for the measured points (the CPU cost from latency 0)."""
-    out = {}
+def model_check(points: dict[str, Any], tasks: int) -> dict[str, Any]:
+    """The docs/scale.md model's predictions for the measured points.
+
+    ``s`` (CPU seconds per task, all processes together) comes from the latency-0 point; Ray's
+    dispatch latency ``delta`` (a task's extra time in flight: the round trip to a worker) from
+    the pair at 4 in flight, where the CPU hardly queues.
+    """
+    out: dict[str, Any] = {}
+    delta = 0.0
+    if "local_c4" in points and "ray2_c4" in points:
+        c4 = points["local_c4"]["concurrency"]
+        delta = max(0.0, (points["ray2_c4"]["tasks_s"] - points["local_c4"]["tasks_s"]) * c4 / tasks)
+        out["ray_dispatch_ms"] = round(delta * 1000, 2)
     for name, cpu_point in MODEL_POINTS.items():
         if name not in points or cpu_point not in points:
             continue
         p = points[name]
-        cpu_s = 1 / points[cpu_point]["tasks_per_s"]  # the CPU's seconds per task, all processes together
-        predicted = mva(p["concurrency"], p["latency_s"], cpu_s)
+        cpu_s = 1 / points[cpu_point]["tasks_per_s"]
+        delay = p["latency_s"] + (delta if p["executor"] == "ray" else 0.0)
+        predicted = mva(p["concurrency"], delay, cpu_s)
         out[name] = {
             "cpu_ms_per_task": round(cpu_s * 1000, 2),
-            "bound_little": round(p["concurrency"] / (p["latency_s"] + cpu_s), 1),
+            "bound_little": round(p["concurrency"] / (delay + cpu_s), 1),
             "bound_cpu": round(1 / cpu_s, 1),
             "predicted_tasks_per_s": round(predicted, 1),
             "measured_tasks_per_s": p["tasks_per_s"],
@@ -192,12 +208,20 @@ def main() -> None:
     )
     parser.add_argument("--quick", action="store_true", help="only the headline pair")
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument(
+        "--model-only", action="store_true", help="recompute the model's predictions in --out from its points"
+    )
     args = parser.parse_args()
+    if args.model_only:
+        result = json.loads(args.out.read_text())
+        result["model"] = model_check(result["points"], args.tasks)
+        args.out.write_text(json.dumps(result, indent=2) + "\n")
+        return
     with tempfile.TemporaryDirectory() as tmp, _schema(args.postgres) as pg:
         result = asyncio.run(measure(args, Path(tmp), pg))
     points = result["points"]
     local, remote = points["local"], points["ray"]
-    result["model"] = model_check(points)
+    result["model"] = model_check(points, args.tasks)
     result.update(
         {
             "benchmark": "bench_scale",
