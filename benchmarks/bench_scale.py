@@ -242,7 +242,10 @@ def main() -> None:
                 "ray": ray.__version__,
                 "load_avg_after": [round(x, 2) for x in os.getloadavg()],
             },
-            "command": "python benchmarks/bench_scale.py" + (" --postgres URL" if args.postgres else ""),
+            "command": "python benchmarks/bench_scale.py"
+            + (f" --repeats {args.repeats}" if args.repeats != 3 else "")
+            + (" --quick" if args.quick else "")
+            + (" --postgres URL" if args.postgres else ""),
         }
     )
     args.out.parent.mkdir(parents=True, exist_ok=True)
