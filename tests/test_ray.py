@@ -297,6 +297,22 @@ def test_bad_executor_input_is_one_line(tmp_path: Path) -> None:
     assert not (tmp_path / "r").exists()
 
 
+def test_a_worker_that_cannot_set_up_fails_in_one_line_and_leaves_no_run(
+    cluster: str, tmp_path: Path
+) -> None:
+    run_dir = tmp_path / "run"
+    args = ["text2sql", "--executor", "ray", "--ray-address", cluster, "--run-dir", str(run_dir)]
+    proc = cli(*args, "--backend", "nosuch:model", timeout=180)
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "unknown backend 'nosuch:model'" in lines[0], proc.stderr
+    with (
+        RunStore(f"sqlite:///{run_dir / 'run.sqlite'}", create=False) as store,
+        store.engine.connect() as conn,
+    ):
+        assert conn.execute(text("SELECT count(*) FROM runs")).scalar() == 0  # so no --resume is needed
+
+
 def test_without_ray_installed_the_error_names_the_extra(tmp_path: Path) -> None:
     shadow = tmp_path / "shadow" / "ray"
     shadow.mkdir(parents=True)

@@ -16,8 +16,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import pickle
 import socket
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -46,6 +49,10 @@ WORKER_RETRIES = 3
 # How long connecting to --ray-address may take before it counts as unreachable (ray.init
 # itself retries an address that does not answer for minutes).
 PROBE_TIMEOUT_S = 10.0
+# How long the workers get to flush memory and close their connections at the end of a run.
+CLOSE_TIMEOUT_S = 120.0
+# A worker's run id before the driver has opened the run.
+_UNBOUND = -1
 
 
 # --- the cluster ----------------------------------------------------------------------------
@@ -129,8 +136,6 @@ class WorkerJob:
     spec: RunSpec
     store_url: str  # with its password: the worker connects with it
     run_name: str
-    run_id: int
-    memory_run_id: str | None
     endpoint: str | None  # this worker's server, one of the run's endpoints
     backend: Backend | None  # a backend object given to run_suite: each worker gets a copy
 
@@ -147,30 +152,37 @@ class TaskWorker:
 
     async def ready(self) -> dict[str, Any]:
         """Set up (once; again after a restart) and say where this worker runs."""
-        session = await self._setup()
+        with _portable_errors():
+            session = await self._setup()
         return {
             "pid": os.getpid(),
             "node": ray.get_runtime_context().get_node_id(),
             "backend": session.backend.id,
         }
 
-    async def run(self, task_id: str, wall_origin: float) -> TaskOutcome:
+    async def run(self, task_id: str, run: tuple[int, str | None], wall_origin: float) -> TaskOutcome:
         """Run the task ``task_id``, store it, and return its outcome.
 
+        ``run`` is the run's id in the store and its memory run id (the driver opens the run
+        after the workers are set up, so that a worker that cannot set up leaves no run behind);
         ``wall_origin`` is the driver's clock at which the run's wall time would have been 0.
         """
-        session = await self._setup()
-        item = self.items.get(task_id)
-        if item is None:
-            raise AgentloopError(
-                f"task {task_id!r} is not among the suite's tasks on worker {os.getpid()}: the suite "
-                "must build the same tasks on every node (the same data, code and version)"
-            )
-        outcome = await session.run_one(item)
-        # On the event loop, as the local runner does: a thread hop per task cost more CPU than it
-        # saved, and while the store retries a restarting database, no other task could store either.
-        session.store.record(session.run_id, outcome, run_wall_s=time.time() - wall_origin)
-        return outcome
+        with _portable_errors():
+            session = await self._setup()
+            if session.run_id != run[0]:
+                await self._bind(session, *run)
+            item = self.items.get(task_id)
+            if item is None:
+                raise AgentloopError(
+                    f"task {task_id!r} is not among the suite's tasks on worker {os.getpid()}: the "
+                    "suite must build the same tasks on every node (the same data, code and version)"
+                )
+            outcome = await session.run_one(item)
+            # On the event loop, as the local runner does: a thread hop per task cost more CPU than
+            # it saved, and while the store retries a restarting database, no other task could
+            # store either.
+            session.store.record(session.run_id, outcome, run_wall_s=time.time() - wall_origin)
+            return outcome
 
     async def close(self, flush: bool) -> dict[str, int] | None:
         """Flush and close memory (returns its counts), the store and the backend."""
@@ -178,21 +190,35 @@ class TaskWorker:
         if session is None:
             return None
         memory = session.memory
-        try:
-            if memory is not None:
-                await memory.aclose(flush=flush)
-                _store_unclaimed(session.store, session.run_id, memory)
-                return memory.counters.to_dict()
-            return None
-        finally:
-            session.store.close()
-            await session.backend.aclose()
+        with _portable_errors():
+            try:
+                if memory is not None:
+                    await memory.aclose(flush=flush)
+                    if session.run_id != _UNBOUND:
+                        _store_unclaimed(session.store, session.run_id, memory)
+                    return memory.counters.to_dict()
+                return None
+            finally:
+                session.store.close()
+                await session.backend.aclose()
 
     async def _setup(self) -> _Session:
         async with self.lock:
             if self.session is None:
                 self.session = await self._open()
             return self.session
+
+    async def _bind(self, session: _Session, run_id: int, memory_run_id: str | None) -> None:
+        async with self.lock:
+            if session.run_id == run_id:
+                return
+            if session.memory is not None:
+                assert memory_run_id is not None
+                session.memory.run_id = memory_run_id
+                # Always, not only on --resume: a task rerun after its worker died must not write
+                # its concepts twice, whichever worker wrote them first.
+                await session.memory.resume()
+            session.run_id = run_id  # last: a task that sees it bound finds memory resumed
 
     async def _open(self) -> _Session:
         job, spec = self.job, self.job.spec
@@ -204,16 +230,9 @@ class TaskWorker:
             backend = tracing.TracingBackend(backend)
         suite = get_suite(spec.suite)
         self.items = {item.task_id: item for item in suite.items(spec, backend)}
-        memory: ConceptMemory | None = None
-        if spec.memory is not None:
-            memory = _open_memory(spec, backend)
-            assert job.memory_run_id is not None
-            memory.run_id = job.memory_run_id
-            # Always, not only on --resume: a task rerun after its worker died must not write
-            # its concepts twice, whichever worker wrote them first.
-            await memory.resume()
+        memory: ConceptMemory | None = _open_memory(spec, backend) if spec.memory is not None else None
         store = open_store(job.store_url, run_name=job.run_name)
-        return _Session(spec, suite, backend, store, job.run_id, 0, None, memory)
+        return _Session(spec, suite, backend, store, _UNBOUND, 0, None, memory)
 
 
 # --- the pool, on the driver ------------------------------------------------------------------
@@ -227,11 +246,10 @@ class RayPool:
         spec: RunSpec,
         *,
         store: RunStore,
-        run_id: int,
-        memory_run_id: str | None,
         backend: Backend | None,
     ):
         self.spec = spec
+        self.bound: tuple[int, str | None] = (_UNBOUND, None)
         endpoints = spec.endpoints()
         cpus = float(ray.cluster_resources().get("CPU", 1.0))
         workers = spec.workers or min(spec.concurrency, max(int(cpus), len(endpoints), 1))
@@ -249,8 +267,6 @@ class RayPool:
                     spec=spec,
                     store_url=store.url,
                     run_name=store.run_name,
-                    run_id=run_id,
-                    memory_run_id=memory_run_id,
                     endpoint=endpoints[i % len(endpoints)] if endpoints else None,
                     backend=backend,
                 )
@@ -268,13 +284,18 @@ class RayPool:
             raise _cause(exc) from None
         return self.workers
 
+    def bind(self, run_id: int, memory_run_id: str | None) -> None:
+        """The run the tasks go to, once the driver has opened it."""
+        self.bound = (run_id, memory_run_id)
+
     async def run(self, item: SuiteItem, wall_origin: float) -> tuple[TaskOutcome, bool]:
         """Run ``item`` on the least busy worker: its outcome, and whether the worker stored it."""
+        assert self.bound[0] != _UNBOUND, "bind() the pool to its run first"
         k = min(range(len(self.actors)), key=self.load.__getitem__)
         self.load[k] += 1
         started = time.time()
         try:
-            return await self.actors[k].run.remote(item.task_id, wall_origin), True
+            return await self.actors[k].run.remote(item.task_id, self.bound, wall_origin), True
         except RayTaskError as exc:  # the store gave up, or the suite differs on the worker
             raise _cause(exc) from None
         except RayActorError as exc:
@@ -290,9 +311,11 @@ class RayPool:
         """Close every worker (flushing memory unless ``flush=False``), then end them; the summed memory counts."""
         totals: dict[str, int] | None = None
         try:
-            results = await asyncio.gather(
-                *(a.close.remote(flush) for a in self.actors), return_exceptions=True
-            )
+            closing = asyncio.gather(*(a.close.remote(flush) for a in self.actors), return_exceptions=True)
+            try:
+                results = await asyncio.wait_for(closing, CLOSE_TIMEOUT_S)
+            except TimeoutError:  # a worker stuck in its backend: end it anyway
+                return totals
             for r in results:
                 if isinstance(r, RayTaskError):
                     raise _cause(r) from None
@@ -302,6 +325,27 @@ class RayPool:
             for a in self.actors:
                 ray.kill(a)
         return totals
+
+
+@contextmanager
+def _portable_errors() -> Iterator[None]:
+    """Raise a worker's error as one the driver can unpickle.
+
+    Errors whose ``__init__`` takes other arguments than their message (``UnknownBackendError``,
+    ``MissingExtraError``, ...) do not unpickle, and Ray would hand the driver an
+    ``UnserializableException`` instead: they cross as their message, an ``AgentloopError``
+    when they were one (the CLI prints it as one line).
+    """
+    try:
+        yield
+    except Exception as exc:
+        try:
+            pickle.loads(pickle.dumps(exc))
+        except Exception:
+            if isinstance(exc, AgentloopError):
+                raise AgentloopError(str(exc)) from None
+            raise RuntimeError(f"{type(exc).__name__}: {exc}") from None
+        raise
 
 
 def _cause(exc: RayTaskError) -> BaseException:

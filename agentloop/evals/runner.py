@@ -131,6 +131,11 @@ async def run_suite(
             # Before the run store: a memory URL that does not open leaves no run dir behind.
             memory = _open_memory(spec, backend)
         store = RunStore.for_run_dir(directory, store=store_url)
+        if ray_pool is not None:
+            # Before the run opens: a worker that cannot set up (a backend id, an API key, a
+            # missing extra on the cluster) leaves no run behind, and the same command can rerun.
+            pool = ray_pool.RayPool(spec, store=store, backend=None if own_backend else backend)
+            await pool.start()
         run_id = store.open_run(
             suite=spec.suite,
             graph=spec.graph,
@@ -150,13 +155,8 @@ async def run_suite(
         )
         done = store.finished_task_ids(run_id)
         todo = [item for item in items if item.task_id not in done]
-        if ray_pool is not None and todo:
-            memory_id = _memory_run_id(directory, store.load().created) if spec.memory else None
-            shipped = None if own_backend else backend
-            pool = ray_pool.RayPool(
-                spec, store=store, run_id=run_id, memory_run_id=memory_id, backend=shipped
-            )
-            await pool.start()
+        if pool is not None:
+            pool.bind(run_id, _memory_run_id(directory, store.load().created) if spec.memory else None)
         if memory is not None:
             # The memory's run id comes from the run (the same on resume).
             memory.run_id = _memory_run_id(directory, store.load().created)
