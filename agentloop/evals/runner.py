@@ -164,6 +164,7 @@ async def run_suite(
                 await memory.resume()
         if on_start is not None:
             on_start(directory, len(items), len(items) - len(todo))
+        # With Ray the driver has no backend (None): the workers run the tasks.
         session = _Session(spec, suite, backend, store, run_id, abort_after, on_task, memory)  # type: ignore[arg-type]
         session.run_dir = directory
         title = f"[bold]{reference_label(spec.suite)}[/] {reference_label(spec.graph)}"
