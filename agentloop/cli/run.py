@@ -75,7 +75,7 @@ def run(
         str,
         typer.Option(
             help="Where tasks run: local (this process) or ray (a pool of Ray actors; pip install "
-            "'agentloop[ray]'; docs/scale.md)."
+            "'agentloop\\[ray]'; docs/scale.md)."
         ),
     ] = "local",
     ray_address: Annotated[
