@@ -389,6 +389,29 @@ async def test_a_worker_killed_mid_task_is_rerun_and_every_task_stored_once(
     assert task.correct and task.error is None  # the killed task's answer is the rerun's
 
 
+def always_kills(request: ChatRequest) -> list[str]:
+    """``answer``, except that KILL_TASK's question SIGKILLs the worker every time."""
+    prompt = request.raw_prompt or request.messages[-1].content
+    if "maximum age of all singers from France" in prompt:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return answer(request)
+
+
+async def test_a_task_that_kills_every_worker_is_stored_as_failed_and_the_run_goes_on(
+    cluster: str, tmp_path: Path
+) -> None:
+    # One task at a time: only the killer task is on the worker when it dies.
+    spec = RunSpec(graph="greedy", backend="function", limit=5, concurrency=1, max_tokens=64, executor="ray")
+    summary = await run_suite(spec, run_dir=tmp_path / "run", backend=FunctionBackend(always_kills))
+    assert summary.tasks == 5 and summary.errors == 1
+    with open_store(tmp_path / "run") as store:
+        errors = {t.task_id: t.error for t in store.load().tasks}
+    assert errors.pop(KILL_TASK).startswith(
+        f"WorkerDied: the Ray worker running this task died {_ray.WORKER_RETRIES + 1} times"
+    )
+    assert set(errors.values()) == {None}
+
+
 def test_the_driver_killed_mid_run_resumes_and_finishes_the_rest(
     cluster: str, pg_url: str, tmp_path: Path
 ) -> None:
