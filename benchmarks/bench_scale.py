@@ -89,6 +89,7 @@ async def one_run(
 
 async def measure(args: argparse.Namespace, root: Path, pg: str | None) -> dict[str, Any]:
     # Ray is started here, once, and timed: run_suite then joins it, as it would a cluster.
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     t0 = time.perf_counter()
     ray.init(num_cpus=args.cpus, include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
     cluster_start = time.perf_counter() - t0

@@ -66,6 +66,7 @@ def answer(request: ChatRequest) -> list[str]:
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[str]:
     """A 2-CPU Ray cluster for the module; yields its address for CLI drivers."""
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # no reports from test clusters
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
     try:
         yield ray.get_runtime_context().gcs_address
