@@ -37,7 +37,7 @@ def report(
     plot: Annotated[
         Path | None,
         typer.Option(
-            "--plot", help="Write accuracy vs tokens per task to this .png (needs agentloop[plot])."
+            "--plot", help="Write accuracy vs tokens per task to this .png (needs agentloop\\[plot])."
         ),
     ] = None,
     as_json: Annotated[

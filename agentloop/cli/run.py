@@ -193,7 +193,7 @@ def run(
         typer.Option(
             "--otel",
             help="Emit OpenTelemetry traces over OTLP/HTTP (OTEL_EXPORTER_OTLP_ENDPOINT, default "
-            "http://localhost:4318; on by itself when that is set). Needs agentloop[otel].",
+            "http://localhost:4318; on by itself when that is set). Needs agentloop\\[otel].",
         ),
     ] = False,
     otel_content: Annotated[
