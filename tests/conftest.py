@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -81,35 +82,67 @@ def _tail(log, lines: int = 30) -> str:
     return "\n".join(log.read().splitlines()[-lines:])
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def memory_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """An empty memory database: a temp SQLite file, or a fresh schema in the test PostgreSQL.
+@pytest.fixture
+def pg_base_url() -> str:
+    """The test PostgreSQL database's URL, with the psycopg 3 driver.
 
     PostgreSQL runs when ``AGENTLOOP_TEST_POSTGRES_URL`` is set; CI also sets
     ``AGENTLOOP_REQUIRE_POSTGRES`` so that a missing server fails instead of skipping.
     """
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'memory.sqlite'}"
-        return
-    from sqlalchemy import create_engine, text
     from sqlalchemy.engine import make_url
 
-    from agentloop.memory import resolve_memory_url
-
-    pg_url = os.environ.get("AGENTLOOP_TEST_POSTGRES_URL")
-    if not pg_url:
+    url = os.environ.get("AGENTLOOP_TEST_POSTGRES_URL")
+    if not url:
         if os.environ.get("AGENTLOOP_REQUIRE_POSTGRES"):
             pytest.fail("AGENTLOOP_REQUIRE_POSTGRES is set but AGENTLOOP_TEST_POSTGRES_URL is not")
         pytest.skip("PostgreSQL: set AGENTLOOP_TEST_POSTGRES_URL=postgresql://USER:PASS@HOST/DB")
-    base = resolve_memory_url(pg_url)
+    return make_url(url).set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
+
+
+@pytest.fixture
+def pg_url(pg_base_url: str) -> Iterator[str]:
+    """An empty schema of the test PostgreSQL database (dropped afterwards), as a URL with its password."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
     schema = f"t_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(base)
+    admin = create_engine(pg_base_url, pool_pre_ping=True)  # pre-ping: restart tests drop connections
     with admin.begin() as conn:
         conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    url = make_url(base).update_query_dict({"options": f"-csearch_path={schema}"})
+    url = make_url(pg_base_url).update_query_dict({"options": f"-csearch_path={schema}"})
     try:
         yield url.render_as_string(hide_password=False)
     finally:
         with admin.begin() as conn:
             conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
         admin.dispose()
+
+
+@pytest.fixture
+def pg_cluster(pg_base_url: str) -> tuple[str, str]:
+    """The (version, name) of the local PostgreSQL cluster that serves the test database, for pg_ctlcluster.
+
+    Restart tests skip where there is none they may restart.
+    """
+    from sqlalchemy.engine import make_url
+
+    port = make_url(pg_base_url).port or 5432
+    if shutil.which("pg_ctlcluster") is None or shutil.which("pg_lsclusters") is None:
+        pytest.skip("pg_ctlcluster is not installed: the restart test needs a local Debian PostgreSQL")
+    if os.geteuid() != 0:
+        pytest.skip("restarting PostgreSQL needs root (the tests run as root in CI)")
+    listed = subprocess.run(["pg_lsclusters", "-h"], capture_output=True, text=True, check=True).stdout
+    for line in listed.splitlines():
+        version, name, cluster_port, *_ = line.split()
+        if int(cluster_port) == port:
+            return version, name
+    pytest.skip(f"no local cluster listens on port {port}")
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def memory_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """An empty memory database: a temp SQLite file, or a fresh schema in the test PostgreSQL (``pg_url``)."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'memory.sqlite'}"
+    else:
+        yield request.getfixturevalue("pg_url")

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -26,7 +25,6 @@ from pathlib import Path
 import pytest
 import ray
 from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
 
 from agentloop.backends import ChatRequest, FunctionBackend
 from agentloop.errors import AgentloopError
@@ -36,7 +34,6 @@ from agentloop.evals.runner import RunSpec, run_suite
 
 pytestmark = pytest.mark.ray
 
-BASE_PG = os.environ.get("AGENTLOOP_TEST_POSTGRES_URL")
 GOLD = {
     "What is the total number of singers?": "SELECT count(*) FROM singer",
     "What is the average, minimum, and maximum age of all singers from France?": (
@@ -72,30 +69,6 @@ def cluster() -> Iterator[str]:
         yield ray.get_runtime_context().gcs_address
     finally:
         ray.shutdown()
-
-
-def _need_postgres() -> str:
-    if not BASE_PG:
-        if os.environ.get("AGENTLOOP_REQUIRE_POSTGRES"):
-            pytest.fail("AGENTLOOP_REQUIRE_POSTGRES is set but AGENTLOOP_TEST_POSTGRES_URL is not")
-        pytest.skip("PostgreSQL: set AGENTLOOP_TEST_POSTGRES_URL=postgresql://USER:PASS@HOST/DB")
-    return BASE_PG.replace("postgresql://", "postgresql+psycopg://", 1)
-
-
-@pytest.fixture
-def pg_url() -> Iterator[str]:
-    """An empty schema of the test database, as a URL with its password."""
-    base = _need_postgres()
-    schema = f"ray_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(base, pool_pre_ping=True)  # pre-ping: the restart test drops connections
-    with admin.begin() as conn:
-        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    try:
-        yield make_url(base).update_query_dict({"options": f"-csearch_path={schema}"}).render_as_string(False)
-    finally:
-        with admin.begin() as conn:
-            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
 
 
 def stored(run_dir: Path, store: str | None = None) -> dict[str, dict]:
@@ -469,23 +442,10 @@ def _finished(url: str) -> dict[str, float]:
     return {task_id: finished for task_id, finished in rows}
 
 
-def _cluster_for(url: str) -> tuple[str, str]:
-    """The (version, name) of the local PostgreSQL cluster that serves ``url``'s port."""
-    port = make_url(url).port or 5432
-    if shutil.which("pg_ctlcluster") is None or shutil.which("pg_lsclusters") is None:
-        pytest.skip("pg_ctlcluster is not installed: the restart test needs a local Debian PostgreSQL")
-    if os.geteuid() != 0:
-        pytest.skip("restarting PostgreSQL needs root (the tests run as root in CI)")
-    listed = subprocess.run(["pg_lsclusters", "-h"], capture_output=True, text=True, check=True).stdout
-    for line in listed.splitlines():
-        version, name, cluster_port, *_ = line.split()
-        if int(cluster_port) == port:
-            return version, name
-    pytest.skip(f"no local cluster listens on port {port}")
-
-
-async def test_postgres_restarted_mid_run_loses_nothing(cluster: str, pg_url: str, tmp_path: Path) -> None:
-    version, name = _cluster_for(pg_url)
+async def test_postgres_restarted_mid_run_loses_nothing(
+    cluster: str, pg_url: str, pg_cluster: tuple[str, str], tmp_path: Path
+) -> None:
+    version, name = pg_cluster
     restarted = threading.Event()
     failure: list[str] = []
 

@@ -74,12 +74,7 @@ def store(request, tmp_path: Path) -> Iterator[RunStore]:
     if request.param == "sqlite":
         s = RunStore.for_run_dir(tmp_path / "run")
     else:
-        url = os.environ.get("AGENTLOOP_TEST_POSTGRES_URL")
-        if not url:
-            if os.environ.get("AGENTLOOP_REQUIRE_POSTGRES"):
-                pytest.fail("AGENTLOOP_REQUIRE_POSTGRES is set but AGENTLOOP_TEST_POSTGRES_URL is not")
-            pytest.skip("set AGENTLOOP_TEST_POSTGRES_URL to run the store tests on PostgreSQL")
-        s = RunStore(url)
+        s = RunStore(request.getfixturevalue("pg_url"))  # a fresh schema (conftest.py)
     try:
         yield s
     finally:

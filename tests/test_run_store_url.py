@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -47,35 +46,10 @@ from agentloop.graphs import Candidate, LoopUsage, Verdict
 
 FIXTURES = Path(__file__).parent / "fixtures"
 WRITER = FIXTURES / "run_store_writer.py"
-BASE_PG = os.environ.get("AGENTLOOP_TEST_POSTGRES_URL")
 SPEC = RunSpec(graph="greedy", backend="function", limit=3, concurrency=2, max_tokens=64)
 
 sys.path.insert(0, str(FIXTURES))
 import slow_text2sql_run as gold  # noqa: E402
-
-
-def _need_postgres() -> str:
-    if not BASE_PG:
-        if os.environ.get("AGENTLOOP_REQUIRE_POSTGRES"):
-            pytest.fail("AGENTLOOP_REQUIRE_POSTGRES is set but AGENTLOOP_TEST_POSTGRES_URL is not")
-        pytest.skip("PostgreSQL: set AGENTLOOP_TEST_POSTGRES_URL=postgresql://USER:PASS@HOST/DB")
-    return BASE_PG.replace("postgresql://", "postgresql+psycopg://", 1)
-
-
-@pytest.fixture
-def pg_url() -> Iterator[str]:
-    """An empty schema of the test database, as a URL with its password."""
-    base = _need_postgres()
-    schema = f"r_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(base, pool_pre_ping=True)  # pre-ping: the restart test drops connections
-    with admin.begin() as conn:
-        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    try:
-        yield make_url(base).update_query_dict({"options": f"-csearch_path={schema}"}).render_as_string(False)
-    finally:
-        with admin.begin() as conn:
-            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -510,25 +484,9 @@ def test_writes_wait_out_an_outage_and_a_long_one_fails_with_one_line(pg_url: st
     assert "\n" not in message and f":{password(pg_url)}@" not in message
 
 
-def _cluster_for(url: str) -> tuple[str, str]:
-    """The (version, name) of the local cluster that serves ``url``'s port, for pg_ctlcluster."""
-    port = make_url(url).port or 5432
-    if shutil.which("pg_ctlcluster") is None or shutil.which("pg_lsclusters") is None:
-        pytest.skip("pg_ctlcluster is not installed: the restart test needs a local Debian PostgreSQL")
-    if os.geteuid() != 0:
-        pytest.skip("restarting PostgreSQL needs root (the tests run as root in CI)")
-    for line in subprocess.run(
-        ["pg_lsclusters", "-h"], capture_output=True, text=True, check=True
-    ).stdout.splitlines():
-        version, name, cluster_port, *_ = line.split()
-        if int(cluster_port) == port:
-            return version, name
-    pytest.skip(f"no local cluster listens on port {port}")
-
-
 @pytest.mark.postgres
-def test_writes_survive_a_real_postgres_restart(pg_url: str) -> None:
-    version, name = _cluster_for(pg_url)
+def test_writes_survive_a_real_postgres_restart(pg_url: str, pg_cluster: tuple[str, str]) -> None:
+    version, name = pg_cluster
     count = 60
     with RunStore(pg_url) as store:
         run_id = open_run(store)
@@ -660,8 +618,8 @@ def test_cli_store_errors_are_one_line_without_the_password(site: Path, tmp_path
 
 
 @pytest.mark.postgres
-def test_cli_wrong_password_is_one_line(site: Path, tmp_path: Path) -> None:
-    url = make_url(_need_postgres()).set(password="wrong-pw").render_as_string(False)
+def test_cli_wrong_password_is_one_line(site: Path, tmp_path: Path, pg_base_url: str) -> None:
+    url = make_url(pg_base_url).set(password="wrong-pw").render_as_string(False)
     proc = cli(site, "run", "text2sql", "--store", url, "--run-dir", str(tmp_path / "w"))
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert proc.returncode == 2 and len(lines) == 1, proc.stderr

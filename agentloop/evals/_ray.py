@@ -35,7 +35,7 @@ from agentloop.errors import AgentloopError
 from agentloop.evals._run_db import read_marker, resolve_store_url
 from agentloop.evals.run_spec import RunSpec
 from agentloop.evals.run_store import STORE_FILE, RunStore, TaskOutcome, open_store
-from agentloop.evals.runner import _open_memory, _Session, _store_unclaimed
+from agentloop.evals.runner import _open_memory, _Session, _store_unclaimed, _task_outcome
 from agentloop.evals.suites import SuiteItem, get_suite
 
 if TYPE_CHECKING:
@@ -356,17 +356,6 @@ def _cause(exc: RayTaskError) -> BaseException:
 
 def _failed(item: SuiteItem, started: float, error: str) -> TaskOutcome:
     now = time.time()
-    return TaskOutcome(
-        task_id=item.task_id,
-        index=item.index,
-        question=item.question,
-        db_id=item.db_id,
-        difficulty=item.difficulty,
-        source=item.source,
-        content_hash=item.content_hash,
-        correct=False,
-        started=started,
-        finished=now,
-        wall_s=now - started,
-        error=error,
+    return _task_outcome(
+        item, started=started, finished=now, wall_s=now - started, correct=False, error=error
     )

@@ -9,13 +9,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from alembic import command
 from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
-from alembic.util.exc import CommandError
-from sqlalchemy import Connection, Engine, inspect, text
+from sqlalchemy import Connection, Engine, inspect
 
+from agentloop._migrate import Migrations
 from agentloop.errors import AgentloopError
 
 __all__ = [
@@ -32,24 +29,38 @@ MIGRATIONS = Path(__file__).resolve().parent / "run_migrations"
 VERSION_TABLE = "agentloop_run_store_version"
 # The revision whose schema a store made before migrations has at least.
 LEGACY_REVISION = "0001"
-# Any constant works; it only has to be the same in every process that migrates.
-_PG_MIGRATION_LOCK = 0x6167_7275_6E00
+
+
+def _legacy_revision(conn: Connection) -> str | None:
+    return LEGACY_REVISION if inspect(conn).has_table("runs") else None  # see the module docstring
+
+
+def _unknown_revision(current: str) -> AgentloopError:
+    return AgentloopError(
+        f"this run store is at schema revision {current!r}, which this version of agentloop does "
+        "not know: it was written by a newer agentloop. Upgrade agentloop (or use another --store)."
+    )
+
+
+_RUN_STORE = Migrations(
+    MIGRATIONS,
+    lock_key=0x6167_7275_6E00,
+    unknown_revision=_unknown_revision,
+    version_table=VERSION_TABLE,
+    legacy_revision=_legacy_revision,
+)
 
 
 def alembic_config() -> Config:
-    cfg = Config()
-    cfg.set_main_option("script_location", str(MIGRATIONS))
-    return cfg
+    return _RUN_STORE.config()
 
 
 def head_revision() -> str:
-    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
-    assert head is not None
-    return head
+    return _RUN_STORE.head()
 
 
 def current_revision(conn: Connection) -> str | None:
-    return MigrationContext.configure(conn, opts={"version_table": VERSION_TABLE}).get_current_revision()
+    return _RUN_STORE.current(conn)
 
 
 def has_store(conn: Connection) -> bool:
@@ -60,36 +71,6 @@ def has_store(conn: Connection) -> bool:
 def upgrade(engine: Engine, revision: str = "head") -> str | None:
     """Upgrade ``engine``'s database to ``revision`` and return the revision it is at.
 
-    Processes that open one new database at once each get here; the migration runs in
-    one transaction under a lock (SQLite: ``BEGIN IMMEDIATE``; PostgreSQL: an advisory
-    lock), so the first one migrates and the others find the work done.
+    Safe when several processes open one new database at once: see ``Migrations.upgrade``.
     """
-    script = ScriptDirectory.from_config(alembic_config())
-    target = script.get_current_head() if revision == "head" else revision
-    with engine.connect() as conn:
-        current = current_revision(conn)
-    if current == target:
-        return current
-    _check_known(script, current)
-    with engine.execution_options(agentloop_write=True).connect() as conn, conn.begin():
-        if conn.dialect.name == "postgresql":
-            conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_MIGRATION_LOCK})
-        if current_revision(conn) != target:
-            cfg = alembic_config()
-            cfg.attributes["connection"] = conn
-            if current_revision(conn) is None and inspect(conn).has_table("runs"):
-                command.stamp(cfg, LEGACY_REVISION)  # made before migrations: see the module docstring
-            command.upgrade(cfg, revision)
-        return current_revision(conn)
-
-
-def _check_known(script: ScriptDirectory, current: str | None) -> None:
-    if current is None:
-        return
-    try:
-        script.get_revision(current)
-    except CommandError:
-        raise AgentloopError(
-            f"this run store is at schema revision {current!r}, which this version of agentloop does "
-            "not know: it was written by a newer agentloop. Upgrade agentloop (or use another --store)."
-        ) from None
+    return _RUN_STORE.upgrade(engine, revision)

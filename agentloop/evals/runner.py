@@ -273,6 +273,25 @@ def _open_memory(spec: RunSpec, backend: Backend) -> ConceptMemory:
     )
 
 
+def _task_outcome(
+    item: SuiteItem, *, started: float, finished: float, wall_s: float, **fields: Any
+) -> TaskOutcome:
+    """``item``'s outcome: the fields that say which task it is come from the item."""
+    return TaskOutcome(
+        task_id=item.task_id,
+        index=item.index,
+        question=item.question,
+        db_id=item.db_id,
+        difficulty=item.difficulty,
+        source=item.source,
+        content_hash=item.content_hash,
+        started=started,
+        finished=finished,
+        wall_s=wall_s,
+        **fields,
+    )
+
+
 def run_suite_sync(spec: RunSpec, **kwargs: Any) -> RunSummary:
     """Blocking wrapper around :func:`run_suite`."""
     return asyncio.run(run_suite(spec, **kwargs))
@@ -344,18 +363,8 @@ class _Session:
         started, t0 = time.time(), time.perf_counter()
 
         def outcome(**fields: Any) -> TaskOutcome:
-            return TaskOutcome(
-                task_id=item.task_id,
-                index=item.index,
-                question=item.question,
-                db_id=item.db_id,
-                difficulty=item.difficulty,
-                source=item.source,
-                content_hash=item.content_hash,
-                started=started,
-                finished=time.time(),
-                wall_s=time.perf_counter() - t0,
-                **fields,
+            return _task_outcome(
+                item, started=started, finished=time.time(), wall_s=time.perf_counter() - t0, **fields
             )
 
         graph = reference_label(self.spec.graph)
