@@ -216,7 +216,7 @@ select_multi_tail: (DISTINCT | ALL)? items from_multi where? group_by? having?
 # most of a mask's cost): a predicate's operands are arithmetic with `+ - * / % ||` at one
 # level, predicates are joined by AND/OR at one level, which accepts the same strings as
 # precedence layers would. `{bare}` is the primary alternative for a bare column (empty when
-# a scope has none) and `qualified{q}` the scope's own ``table.col`` / ``T1.col`` rule.
+# a scope has none) and `{qualified}` the scope's own ``table.col`` / ``T1.col`` alternatives.
 _EXPR_RULES = """
 expr{s}: NOT_PREFIX* pred{s} ((AND | OR) NOT_PREFIX* pred{s})*
 pred{s}: arith{s} pred_tail{s}? | EXISTS "(" query ")"
