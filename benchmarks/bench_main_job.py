@@ -34,14 +34,20 @@ from agentloop.evals import RunSpec, run_suite
 from agentloop.models import ensure_embedded_model
 
 
-async def one_run(name: str, backend: Any, run_dir: Path, limit: int) -> dict[str, Any]:
+def variant(name: str) -> tuple[str, int | None]:
+    """``after@8`` -> (``after``, 8): the backend variant and the tasks in flight (None: RunSpec's default)."""
+    base, _, inflight = name.partition("@")
+    return base, int(inflight) if inflight else None
+
+
+async def one_run(
+    name: str, backend: Any, run_dir: Path, limit: int, concurrency: int | None
+) -> dict[str, Any]:
     shutil.rmtree(run_dir, ignore_errors=True)
     backend.load()
-    # ``after@8``: the variant ``after`` with 8 tasks in flight (default: RunSpec's).
-    _, _, inflight = name.partition("@")
     spec = RunSpec(suite="text2sql", graph="iad", limit=limit)
-    if inflight and inflight.split(" ")[0].isdigit():
-        spec = RunSpec(suite="text2sql", graph="iad", limit=limit, concurrency=int(inflight.split(" ")[0]))
+    if concurrency is not None:
+        spec = RunSpec(suite="text2sql", graph="iad", limit=limit, concurrency=concurrency)
     with Clock() as clock:
         summary = await run_suite(spec, run_dir=run_dir, backend=backend)
     row: dict[str, Any] = {
@@ -88,14 +94,18 @@ async def main() -> None:
     # costs (kernel set-up, the grammar compiler) that would otherwise fall on one side.
     for name in variants:
         for _ in range(args.warmup_runs):
-            backend = makers[name.partition("@")[0]]()
-            await one_run(f"{name} (warm-up)", backend, root / f"{name}-warmup", min(args.limit, 4))
+            base, concurrency = variant(name)
+            backend = makers[base]()
+            await one_run(
+                f"{name} (warm-up)", backend, root / f"{name}-warmup", min(args.limit, 4), concurrency
+            )
             await backend.aclose()
     for rep in range(args.repeats):
         # A B, B A, ...: neither variant always runs first.
         for name in variants if rep % 2 == 0 else variants[::-1]:
-            backend = makers[name.partition("@")[0]]()
-            rows.append(await one_run(name, backend, root / f"{name}-{rep}", args.limit))
+            base, concurrency = variant(name)
+            backend = makers[base]()
+            rows.append(await one_run(name, backend, root / f"{name}-{rep}", args.limit, concurrency))
             await backend.aclose()
     import torch
 
