@@ -176,11 +176,58 @@ def test_accepts(singer: SqlAcceptor, sql: str) -> None:
     assert singer.error(sql) is None
 
 
-def test_double_quoted_unknown_name_is_a_string_literal(singer: SqlAcceptor) -> None:
-    # SQLite reads "nme" as the string 'nme' when no column has that name, and Spider writes
-    # string values in double quotes, so the grammar cannot tell the two apart.
-    assert singer.accepts('SELECT "nme" FROM singer')
+def test_double_quoted_strings_are_predicate_operands_only(singer: SqlAcceptor) -> None:
+    # Spider writes values in double quotes (name = "Joe"), which SQLite reads as a string when
+    # no column has that name; anywhere else an unknown "name" is a column the schema lacks.
+    assert singer.accepts('SELECT name FROM singer WHERE country = "France" AND name LIKE "%a%"')
+    assert singer.accepts('SELECT name FROM singer WHERE name IN ("a", "b") OR age BETWEEN "1" AND "2"')
+    assert singer.accepts('SELECT count(*) AS "total" FROM singer')  # an alias, not a value
+    assert not singer.accepts('SELECT "nme" FROM singer')
+    assert not singer.accepts('SELECT name FROM singer WHERE name = "%" || "a"')
+    assert not singer.accepts('SELECT name FROM singer ORDER BY "x"')
     assert not singer.accepts('SELECT "name" FROM "singers"')
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        # Bounds a decoder meets before Spider's gold does: it otherwise repeats what the
+        # mask allows until the token limit.
+        "SELECT name FROM singer WHERE age = 1 + 1 + 1 + 1 + 1 + 1",
+        "SELECT name FROM singer WHERE age = 1 AND age = 2 AND age = 3 AND age = 4 AND age = 5 "
+        "AND age = 6 AND age = 7",
+        "SELECT length(lower(name)) FROM singer",
+        "SELECT CAST(CAST(age AS TEXT) AS INT) FROM singer",
+        "SELECT substr(name) FROM singer",  # substr takes 2 or 3 arguments
+        "SELECT replace(name, 'a') FROM singer",
+        "SELECT coalesce(name) FROM singer",
+        "SELECT count(name, age) FROM singer",
+        "SELECT name FROM singer LIMIT 'one'",
+        "SELECT name FROM singer WHERE age > (SELECT age, name FROM singer)",
+        "SELECT name FROM singer WHERE age IN (SELECT * FROM singer)",
+        "SELECT 1, 2, 3, 4, 5, 6, 7",
+        "SELECT name FROM singer ORDER BY age, age, age, age, age, age, age",
+    ],
+)
+def test_rejects_runaway_and_wrong_arity(singer: SqlAcceptor, sql: str) -> None:
+    assert singer.error(sql) is not None
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "SELECT name FROM singer WHERE age = 1 + 2 * 3 - 4 / 5",
+        "SELECT sum(length(name)), round(avg(age), 2), max(age) - min(age) FROM singer",
+        "SELECT substr(name, 1, 3), substring(name, 2), instr(name, 'a'), replace(name, 'a', 'b') FROM singer",
+        "SELECT date(), julianday('now'), strftime('%Y', 'now', 'start of year'), coalesce(name, 'x', 'y') "
+        "FROM singer",
+        "SELECT name FROM singer WHERE age > (SELECT avg(age) FROM singer) LIMIT 5, 10",
+        "SELECT name FROM singer WHERE singer_id IN (SELECT singer_id FROM singer_in_concert "
+        "INTERSECT SELECT singer_id FROM singer_in_concert)",
+    ],
+)
+def test_accepts_within_bounds(singer: SqlAcceptor, sql: str) -> None:
+    assert singer.error(sql) is None
 
 
 def test_error_names_the_byte(singer: SqlAcceptor) -> None:

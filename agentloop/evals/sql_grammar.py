@@ -18,23 +18,30 @@ model's tokenizer (``llguidance.hf.from_tokenizer``). ``sql_accepted(db, sql)`` 
 one-call form over the cached grammar of a database.
 
 Covered: ``SELECT [DISTINCT]``, ``*`` and ``t.*``, column aliases with ``AS``, arithmetic
-and ``||``, aggregates (``count(*)``, ``count/sum/avg/min/max`` with ``DISTINCT``),
-scalar functions (``abs length lower upper round substr instr replace trim ltrim rtrim
-coalesce ifnull nullif strftime date time datetime julianday typeof``), ``CAST``,
-``CASE``, comparisons (``= == != <> < <= > >=``), ``[NOT] LIKE``, ``[NOT] BETWEEN``,
-``[NOT] IN`` (list or subquery), ``IS [NOT] NULL``, ``[NOT] EXISTS``, ``AND/OR/NOT``,
-scalar subqueries, ``FROM`` with comma joins, ``[NATURAL] [LEFT [OUTER]|INNER|CROSS]
-JOIN ... ON/USING`` and subqueries, ``WHERE``, ``GROUP BY``, ``HAVING``, ``ORDER BY
-... ASC/DESC``, ``LIMIT n [OFFSET m | , m]``, ``UNION/INTERSECT/EXCEPT [ALL]``, single- and
-double-quoted strings, numbers and ``NULL``.
+and ``||``, aggregates (``count(*)``, ``count/sum/avg/min/max`` of one argument, with
+``DISTINCT``), scalar functions with the argument counts SQLite takes (``abs length lower
+upper typeof``: 1; ``round trim ltrim rtrim``: 1-2; ``instr ifnull nullif``: 2; ``substr
+substring``: 2-3; ``replace``: 3; ``coalesce``: 2+; ``strftime``: 1+; ``date time datetime
+julianday``: 0+), ``CAST``, ``CASE``, comparisons (``= == != <> < <= > >=``), ``[NOT]
+LIKE``, ``[NOT] BETWEEN``, ``[NOT] IN`` (list or one-column subquery), ``IS [NOT] NULL``,
+``[NOT] EXISTS``, ``AND/OR/NOT``, one-column scalar subqueries, ``FROM`` with comma joins,
+``[NATURAL] [LEFT [OUTER]|INNER|CROSS] JOIN ... ON/USING`` and subqueries, ``WHERE``,
+``GROUP BY``, ``HAVING``, ``ORDER BY ... ASC/DESC``, ``LIMIT n [OFFSET m | , m]``,
+``UNION/INTERSECT/EXCEPT [ALL]``, single-quoted strings, double-quoted ones as a
+predicate's operand (``name = "Joe"``, Spider's way of writing values), numbers and ``NULL``.
+
+Bounded, well above Spider's gold queries (a masked small model otherwise repeats what is
+allowed until the token limit): 6 predicates in an AND/OR chain, 4 operators in an
+arithmetic chain, 4 WHENs, 20 values in an IN list, 6 GROUP BY and ORDER BY terms, no
+function, CASE or subquery inside a scalar function's or CAST's arguments.
 
 Not covered, on purpose: ``WITH``, window functions, other table aliases than
 ``T<digits>``, references to column aliases or to a subquery's computed columns
 (``ORDER BY cnt`` after ``count(*) AS cnt``), a join that aliases one of two tables only,
-a subquery whose tables have no alias naming an outer query's alias, and any statement but
-``SELECT``. The grammar is looser than SQLite in small ways: ``T1.col`` is not checked
-against the table that ``T1`` names, and a double-quoted unknown name is a string literal
-(as SQLite itself reads it; Spider quotes values that way).
+a subquery whose tables have no alias naming an outer query's alias, ``LIMIT`` by an
+expression, and any statement but ``SELECT``. The grammar is looser than SQLite in small
+ways: ``T1.col`` is not checked against the table that ``T1`` names, and the two sides of
+a compound may select different numbers of columns.
 """
 
 from __future__ import annotations
@@ -46,13 +53,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from agentloop.errors import AgentloopError
 from agentloop.evals.sql_accept import MissingLlguidanceError, SqlAcceptor
-
-if TYPE_CHECKING:
-    pass
 
 __all__ = [
     "MissingLlguidanceError",
@@ -62,10 +65,6 @@ __all__ = [
     "sql_accepted",
 ]
 
-_SCALAR_FUNCTIONS = (
-    "abs length lower upper round substr substring instr replace trim ltrim rtrim coalesce ifnull "
-    "nullif strftime date time datetime julianday typeof"
-).split()
 _AGGREGATES = ("count", "sum", "avg", "min", "max")
 _TYPE_NAMES = (
     "integer int real text numeric float double varchar char blob boolean date datetime decimal".split()
@@ -201,7 +200,7 @@ query_tail: select_multi_tail order_by? limit?
     | select_any_tail (compound_op select_any)+ compound_order? limit?
     | scoped_tail
 select_multi_tail: (DISTINCT | ALL)? items from_multi where? group_by? having?
-    | literal ("," literal)*
+    | literal ("," literal){0,5}
 """
 # The expression rules, instantiated for the unscoped case (suffix "") and for each table
 # scope ("_0" for table 0 by name, "_0a" for it under an alias, "_0_2" / "_0_2a" for a join
@@ -212,48 +211,117 @@ select_multi_tail: (DISTINCT | ALL)? items from_multi where? group_by? having?
 # level, predicates are joined by AND/OR at one level, which accepts the same strings as
 # precedence layers would. `{bare}` is the primary alternative for a bare column (empty when
 # a scope has none) and `{qualified}` the scope's own ``table.col`` / ``T1.col`` alternatives.
+# Lists and chains are bounded (see the module docstring): a scalar function's arguments
+# (`farith`) hold only columns, literals, arithmetic and, outside `{s}w`, aggregates. A
+# double-quoted string is a predicate's operand only (`operand`): anywhere else SQLite reads
+# an unknown "name" as a column first.
 _EXPR_RULES = """
-expr{s}: NOT_PREFIX* pred{s} ((AND | OR) NOT_PREFIX* pred{s})*
+expr{s}: NOT_PREFIX? pred{s} ((AND | OR) NOT_PREFIX? pred{s}){{0,{more_preds}}}
 pred{s}: arith{s} pred_tail{s}? | EXISTS "(" query ")"
-pred_tail{s}: CMP_OP arith{s}
-    | NOT? LIKE arith{s}
-    | NOT? BETWEEN arith{s} AND arith{s}
-    | NOT? IN "(" (query | expr{s} ("," expr{s})*)? ")"
+pred_tail{s}: CMP_OP operand{s}
+    | NOT? LIKE operand{s}
+    | NOT? BETWEEN operand{s} AND operand{s}
+    | NOT? IN "(" (scalar_query | operand{s} ("," operand{s}){{0,{more_values}}})? ")"
     | IS NOT_PREFIX? arith{s}
-arith{s}: ("-" | "+")* primary{s} ((ADD_OP | MUL_OP) ("-" | "+")* primary{s})*
+operand{s}: arith{s} | DQ_STRING
+arith{s}: SIGN? primary{s} ((ADD_OP | MUL_OP) SIGN? primary{s}){{0,{more_ops}}}
 primary{s}: literal{bare}
     | {qualified}
-    | "(" (expr{s} | query) ")"
-    | CAST "(" expr{s} AS TYPE_NAME ")"
-    | CASE expr{s}? (WHEN expr{s} THEN expr{s})+ (ELSE expr{s})? END
-    | FUNCTION "(" (expr{s} ("," expr{s})*)? ")"{aggregates}
+    | "(" (expr{s} | scalar_query) ")"
+    | CAST "(" farith{s} AS TYPE_NAME ")"
+    | CASE expr{s}? (WHEN expr{s} THEN expr{s}){{1,{whens}}} (ELSE expr{s})? END{functions}{aggregates}
+farith{s}: SIGN? fprimary{s} ((ADD_OP | MUL_OP) SIGN? fprimary{s}){{0,{more_ops}}}
+fprimary{s}: literal{bare}
+    | {qualified}
+    | "(" farith{s} ")"{flat_aggregates}
 """
-_AGGREGATE_CALLS = '\n    | COUNT "(" "*" ")"\n    | AGGREGATE "(" DISTINCT? expr{q}w ("," expr{q}w)* ")"'
+_MAX_PREDICATES = 6
+_MAX_OPERATORS = 4  # arithmetic operators in one chain
+_MAX_WHENS = 4
+_MAX_VALUES = 20  # in an IN list
+_MAX_TERMS = 6  # GROUP BY and ORDER BY terms (and constants in a SELECT without FROM: {0,5})
+_MAX_VARIADIC = 6  # arguments of coalesce, strftime, date, ...
+# Scalar functions by the number of arguments SQLite takes (None: any number from the least).
+_FUNCTION_ARITY: dict[str, tuple[int, int | None]] = {
+    **dict.fromkeys("abs length lower upper typeof".split(), (1, 1)),
+    **dict.fromkeys("round trim ltrim rtrim".split(), (1, 2)),
+    **dict.fromkeys("instr ifnull nullif".split(), (2, 2)),
+    **dict.fromkeys("substr substring".split(), (2, 3)),
+    "replace": (3, 3),
+    "coalesce": (2, None),
+    "strftime": (1, None),
+    **dict.fromkeys("date time datetime julianday".split(), (0, None)),
+}
+_AGGREGATE_CALLS = '\n    | COUNT "(" "*" ")"\n    | AGGREGATE "(" DISTINCT? {arg}{q}w ")"'
 _CLAUSE_RULES = """
 items{s}: item{s} ("," item{s})*
 item{s}: "*" | star{s} | expr{s} (AS column_alias)?
 where{s}: WHERE expr{s}w
-group_by{s}: GROUP BY expr{s}w ("," expr{s}w)*
+group_by{s}: GROUP BY expr{s}w ("," expr{s}w){{0,{more_terms}}}
 having{s}: HAVING expr{s}
-order_by{s}: ORDER BY ordering{s} ("," ordering{s})*
+order_by{s}: ORDER BY ordering{s} ("," ordering{s}){{0,{more_terms}}}
 ordering{s}: expr{s} (ASC | DESC)?
 """
+
+
+def _arity_groups() -> dict[tuple[int, int | None], list[str]]:
+    groups: dict[tuple[int, int | None], list[str]] = {}
+    for name, arity in _FUNCTION_ARITY.items():
+        groups.setdefault(arity, []).append(name)
+    return groups
+
+
+def _function_terminals() -> list[str]:
+    # Longest first, so that "substr" does not end "substring" early.
+    return [
+        f"FUNCTION_{least}_{most or 'N'}: /(?i)({'|'.join(sorted(names, key=len, reverse=True))})/"
+        for (least, most), names in _arity_groups().items()
+    ]
+
+
+def _function_calls(s: str) -> str:
+    """The primary alternatives of scalar function calls in scope ``s``, one per arity."""
+    calls = []
+    for least, most in _arity_groups():
+        arg = f"farith{s}"
+        more = (most if most is not None else _MAX_VARIADIC) - max(least, 1)
+        args = " ".join([arg] + [f'"," {arg}'] * (least - 1)) + (f' ("," {arg}){{0,{more}}}' if more else "")
+        calls.append(f'FUNCTION_{least}_{most or "N"} "(" {f"({args})?" if least == 0 else args} ")"')
+    return "".join("\n    | " + call for call in calls)
 
 
 def _scoped_rules(s: str, qualified: str, bare: str) -> str:
     """The clause and expression rules of scope ``s`` (both expression variants)."""
     alt = f"\n    | {bare}" if bare else ""
     qualified = qualified.replace("|", "\n    |")
-    aggregates = _AGGREGATE_CALLS.format(q=s)
-    with_aggregates = _EXPR_RULES.format(s=s, qualified=qualified, bare=alt, aggregates=aggregates)
-    without = _EXPR_RULES.format(s=s + "w", qualified=qualified, bare=alt, aggregates="")
-    return _CLAUSE_RULES.format(s=s) + with_aggregates + without
+    bounds = {
+        "more_preds": _MAX_PREDICATES - 1,
+        "more_values": _MAX_VALUES - 1,
+        "more_ops": _MAX_OPERATORS,
+        "whens": _MAX_WHENS,
+    }
+    rules = [_CLAUSE_RULES.format(s=s, more_terms=_MAX_TERMS - 1)]
+    for variant, aggregates in ((s, True), (s + "w", False)):
+        rules.append(
+            _EXPR_RULES.format(
+                s=variant,
+                qualified=qualified,
+                bare=alt,
+                functions=_function_calls(variant),
+                aggregates=_AGGREGATE_CALLS.format(arg="expr", q=s) if aggregates else "",
+                flat_aggregates=_AGGREGATE_CALLS.format(arg="farith", q=s) if aggregates else "",
+                **bounds,
+            )
+        )
+    return "".join(rules)
 
 
 # A SELECT in one scope: its own items, FROM clause, WHERE, GROUP BY and HAVING.
 _SCOPED_SELECT = """
 query{s}: select{s} order_by{s}? limit?
 select{s}: SELECT {body}
+squery{s}: sselect{s} order_by{s}? limit?
+sselect{s}: SELECT (DISTINCT | ALL)? expr{s} (AS column_alias)? from{s} where{s}? group_by{s}? having{s}?
 """
 _SCOPED_TAIL = """
 query{s}_tail: select{s}_tail order_by{s}? limit?
@@ -333,7 +401,7 @@ def _grammar_for_schema(schema: SqlSchema, after_select: bool = False) -> str:
     lines = [
         _GRAMMAR_CORE.replace(_START_RULE, _TAIL_START_RULE) if after_select else _GRAMMAR_CORE,
         f"AGGREGATE: /(?i)({'|'.join(_AGGREGATES)})/",
-        f"FUNCTION: /(?i)({'|'.join(_SCALAR_FUNCTIONS)})/",
+        *_function_terminals(),
         f"TYPE_NAME: /(?i)({'|'.join(_TYPE_NAMES)})/ " + r"/(\([0-9]+(,[0-9]+)?\))?/",
         f"COLUMN: {_name_terminal(all_columns)}",
         *(_keyword(word, before, after) for word, (before, after) in _KEYWORDS.items()),
@@ -364,6 +432,8 @@ def _grammar_for_schema(schema: SqlSchema, after_select: bool = False) -> str:
     lines.append(f"scoped_query: {' | '.join('query' + sc.suffix for sc in scopes)}")
     lines.append(f"select_scoped: {' | '.join('select' + sc.suffix for sc in scopes)}")
     lines.append("select_any: select_multi | select_scoped")
+    lines.append(f"scalar_scoped: {' | '.join('squery' + sc.suffix for sc in scopes)}")
+    lines.append(f"sselect_scoped: {' | '.join('sselect' + sc.suffix for sc in scopes)}")
     if after_select:
         # The same statements as `query` with their first SELECT keyword already written.
         lines.append(_TAIL_RULES)
@@ -439,7 +509,13 @@ compound_order: ORDER BY compound_ordering ("," compound_ordering)*
 compound_ordering: (COLUMN | TABLE "." COLUMN | expr) (ASC | DESC)?
 // Without FROM only constants: a column there is an error that a decoder would otherwise reach.
 select_multi: SELECT (DISTINCT | ALL)? items from_multi where? group_by? having?
-    | SELECT literal ("," literal)*
+    | SELECT literal ("," literal){0,5}
+// A subquery that gives one value (in an expression, or after IN) selects one column.
+scalar_query: select_multi1 order_by? limit?
+    | sselect_any (compound_op sselect_any)+ compound_order? limit?
+    | scalar_scoped
+select_multi1: SELECT (DISTINCT | ALL)? expr (AS column_alias)? from_multi where? group_by? having?
+sselect_any: select_multi1 | sselect_scoped
 // Two plain tables have their own scopes (query_0_2, ...); here three or more, each with an
 // alias (so a table may appear twice), or one subquery alone. A table joined to a subquery is
 // left out: Spider's gold never does it, and its bare columns could not be scoped, so a
@@ -452,8 +528,9 @@ aliased_ref: TABLE (AS ALIAS | SPACED_ALIAS)
 // A subquery in FROM reads tables only, so it cannot nest another one there: a decoder whose
 // column no table in FROM has would otherwise nest "JOIN (SELECT ..." to the token limit.
 subquery_ref: "(" (scoped_query | select_scoped (compound_op select_scoped)+ compound_order? limit?) ")" (AS? ALIAS)?
-limit: LIMIT arithw ((OFFSET | ",") arithw)?
-column_alias: IDENT | STRING
+// Spider limits by a number; an expression there let a decoder write LIMIT 'Germany'.
+limit: LIMIT COUNT_NUMBER ((OFFSET | ",") COUNT_NUMBER)?
+column_alias: IDENT | STRING | DQ_STRING
 literal: NUMBER | STRING | NULL
 
 CMP_OP: "=" | "==" | "!=" | "<>" | "<" | "<=" | ">" | ">="
@@ -462,7 +539,10 @@ MUL_OP: "*" | "/" | "%"
 // At most 18 digits before and after the point: a decoder otherwise writes 1000000... to the
 // token limit.
 NUMBER: /[0-9]{1,18}(\.[0-9]{0,18})?([eE][+-]?[0-9]{1,3})?/ | /\.[0-9]{1,18}([eE][+-]?[0-9]{1,3})?/
-STRING: /'([^']|'')*'/ | /"([^"]|"")*"/
+COUNT_NUMBER: /[0-9]{1,9}/
+STRING: /'([^']|'')*'/
+DQ_STRING: /"([^"]|"")*"/
+SIGN: "-" | "+"
 IDENT: /[A-Za-z_][A-Za-z0-9_]{0,29}/
 // At most two digits (Spider's are T1 to T9): a decoder otherwise writes "T1111..." to the
 // token limit. Without AS, an alias after a table name needs whitespace: "Pets T1", not
@@ -473,44 +553,7 @@ SPACED_ALIAS: /[ \t\r\n]+(?i:t)[0-9]{1,2}/
 """
 
 
-def _main(argv: Sequence[str] | None = None) -> int:
-    """Time the grammars of a Spider-layout dir and check its gold queries against them."""
-    import argparse
-    import time
-
-    from agentloop.evals.spider_data import load_text2sql
-
-    parser = argparse.ArgumentParser(prog="python -m agentloop.evals.sql_grammar", description=_main.__doc__)
-    parser.add_argument(
-        "data", nargs="?", help="Spider-layout dir or questions file (default: the shipped subset)"
-    )
-    parser.add_argument(
-        "--tokenizer", help="feed a Hugging Face tokenizer's tokens (a model dir) instead of bytes"
-    )
-    args = parser.parse_args(argv)
-    tokenizer = None
-    if args.tokenizer:
-        import llguidance.hf
-        from transformers import PreTrainedTokenizerFast
-
-        # llguidance reads the Rust tokenizer, so only fast tokenizers work.
-        tokenizer = llguidance.hf.from_tokenizer(PreTrainedTokenizerFast.from_pretrained(args.tokenizer))
-    examples = [e for e in load_text2sql(args.data) if e.gold_sql is not None]
-    acceptors: dict[Path, SqlAcceptor] = {}
-    for path in sorted({e.db_path for e in examples}):
-        start = time.perf_counter()
-        grammar = schema_grammar(path)
-        acceptors[path] = SqlAcceptor(grammar, tokenizer)
-        # Constructing the matcher compiles lexer and parser; the first mask is computed lazily.
-        print(f"{path.stem:32} {len(grammar):6} chars  {1000 * (time.perf_counter() - start):6.1f} ms")
-    start = time.perf_counter()
-    rejected = [(e, err) for e in examples if (err := acceptors[e.db_path].error(e.gold_sql or ""))]
-    elapsed = time.perf_counter() - start
-    print(f"accepted {len(examples) - len(rejected)}/{len(examples)} gold queries in {elapsed:.2f} s")
-    for example, err in rejected:
-        print(f"  {example.id} [{example.db_id}] {err}\n    {example.gold_sql}")
-    return 0
-
-
 if __name__ == "__main__":
-    raise SystemExit(_main())
+    from agentloop.evals.sql_accept import check_gold
+
+    raise SystemExit(check_gold())
