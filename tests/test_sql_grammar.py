@@ -207,6 +207,11 @@ def test_double_quoted_strings_are_predicate_operands_only(singer: SqlAcceptor) 
         "SELECT name FROM singer WHERE age IN (SELECT * FROM singer)",
         "SELECT 1, 2, 3, 4, 5, 6, 7",
         "SELECT name FROM singer ORDER BY age, age, age, age, age, age, age",
+        "SELECT name" + " " * 9 + "FROM singer",  # at most 8 whitespace characters in a row
+        "SELECT name FROM singer WHERE age =" + " " * 9 + "1",
+        "SELECT name FROM singer WHERE age = 1 - -1",  # "--" starts a comment in SQLite
+        "SELECT name FROM singer WHERE NOTage > 1",  # one name to SQLite
+        "SELECT CASEage WHEN 1 THEN 2 END FROM singer",
     ],
 )
 def test_rejects_runaway_and_wrong_arity(singer: SqlAcceptor, sql: str) -> None:
@@ -224,10 +229,17 @@ def test_rejects_runaway_and_wrong_arity(singer: SqlAcceptor, sql: str) -> None:
         "SELECT name FROM singer WHERE age > (SELECT avg(age) FROM singer) LIMIT 5, 10",
         "SELECT name FROM singer WHERE singer_id IN (SELECT singer_id FROM singer_in_concert "
         "INTERSECT SELECT singer_id FROM singer_in_concert)",
+        "SELECT name" + " " * 8 + "FROM singer WHERE age = 1 - (-1) AND NOT age > 1 AND NOT (age < 1)",
+        "SELECT CASE age WHEN 1 THEN 2 END, CASE WHEN age > 1 THEN 3 END FROM singer  ",
     ],
 )
 def test_accepts_within_bounds(singer: SqlAcceptor, sql: str) -> None:
     assert singer.error(sql) is None
+    conn = sqlite3.connect(f"{db_path('concert_singer').as_uri()}?mode=ro", uri=True)
+    try:
+        conn.execute(sql).fetchall()  # and SQLite runs it
+    finally:
+        conn.close()
 
 
 def test_error_names_the_byte(singer: SqlAcceptor) -> None:

@@ -18,7 +18,7 @@ GRAMMAR = schema_grammar(
     default_spider_dir() / "database" / "concert_singer" / "concert_singer.sqlite",
     after_select=True,
     newlines=False,
-    max_items=8,
+    max_items=6,
 )
 VOCAB, EOS = 257, 256  # the 256 bytes and an end-of-sequence token
 

@@ -38,7 +38,7 @@ OTHER = next(e for e in EXAMPLES if e.db_id != FIRST.db_id)
 
 def expected(example, prompt_format: str) -> Constraint:
     fewshot = prompt_format == "fewshot"
-    grammar = schema_grammar(example.db_path, after_select=fewshot, newlines=not fewshot, max_items=8)
+    grammar = schema_grammar(example.db_path, after_select=fewshot, newlines=not fewshot, max_items=6)
     return Constraint.grammar(grammar)
 
 

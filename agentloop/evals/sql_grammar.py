@@ -76,7 +76,10 @@ _KEYWORDS: dict[str, tuple[bool, bool]] = {
     # No "after" where another keyword that needs space before it may follow (NOT IN, LEFT JOIN).
     **dict.fromkeys(["select", "distinct", "all"], (False, True)),
     # NOT is two lexemes: infix (x NOT IN ...) follows a word; prefix (WHERE NOT, IS NOT) a keyword.
-    **dict.fromkeys(["null", "exists", "cast", "count", "case", "not_prefix"], (False, False)),
+    # CASE takes its operand after a SPACE (WHEN, which needs whitespace before it, may follow).
+    **dict.fromkeys(["null", "exists", "cast", "count", "case"], (False, False)),
+    # Prefix NOT may be followed by a name, and "NOTx" is a name to SQLite.
+    "not_prefix": (False, True),
     **dict.fromkeys(
         "asc desc end in using group order natural left outer inner cross not".split(), (True, False)
     ),
@@ -188,13 +191,19 @@ def schema_grammar(
 
 
 # The repetition in every `items` rule (one per table scope), which max_items bounds.
-_MORE_ITEMS = re.compile(r'^(items\w*: item\w* \("," item\w*\))\*$', re.MULTILINE)
+_MORE_ITEMS = re.compile(r"^(items\w*: item\w* \(COMMA item\w*\))\*$", re.MULTILINE)
 # Whitespace between lexemes, wherever the grammar allows it (newlines=False narrows it).
 _WHITESPACE = r"[ \t\r\n]"
+# Whitespace before a lexeme, or where SQLite needs some, is at most 8 characters: a decoder
+# otherwise writes spaces to the token limit (llguidance's %ignore skips any number of runs).
+_GAP = "{1,8}"
+# The punctuation that rules write inline, as terminals that take the whitespace before them.
+_PUNCTUATION = {"(": "LPAR", ")": "RPAR", ",": "COMMA", ".": "DOT", "*": "STAR", ";": "SEMI"}
+_TERMINAL_DEF = re.compile(r"^([A-Z][A-Z0-9_]*): (.*)$")
 # The continuation after a leading SELECT (schema_grammar(after_select=True)): the SELECT
 # lexeme carries the whitespace after it, so the continuation must start with whitespace.
-_START_RULE = 'start: SPACE? query ";"?\n'
-_TAIL_START_RULE = 'start: SPACE query_tail ";"?\n'
+_START_RULE = 'start: SPACE? query (";" | SPACE)?\n'
+_TAIL_START_RULE = 'start: SPACE query_tail (";" | SPACE)?\n'
 _TAIL_RULES = """
 query_tail: select_multi_tail order_by? limit?
     | select_any_tail (compound_op select_any)+ compound_order? limit?
@@ -224,13 +233,13 @@ pred_tail{s}: CMP_OP operand{s}
     | NOT? IN "(" (scalar_query | operand{s} ("," operand{s}){{0,{more_values}}})? ")"
     | IS NOT_PREFIX? arith{s}
 operand{s}: arith{s} | DQ_STRING
-arith{s}: SIGN? primary{s} ((ADD_OP | MUL_OP) SIGN? primary{s}){{0,{more_ops}}}
+arith{s}: SIGN? primary{s} ((ADD_OP | MUL_OP) primary{s}){{0,{more_ops}}}
 primary{s}: literal{bare}
     | {qualified}
     | "(" (expr{s} | scalar_query) ")"
     | CAST "(" farith{s} AS TYPE_NAME ")"
-    | CASE expr{s}? (WHEN expr{s} THEN expr{s}){{1,{whens}}} (ELSE expr{s})? END{functions}{aggregates}
-farith{s}: SIGN? fprimary{s} ((ADD_OP | MUL_OP) SIGN? fprimary{s}){{0,{more_ops}}}
+    | CASE (SPACE expr{s})? (WHEN expr{s} THEN expr{s}){{1,{whens}}} (ELSE expr{s})? END{functions}{aggregates}
+farith{s}: SIGN? fprimary{s} ((ADD_OP | MUL_OP) fprimary{s}){{0,{more_ops}}}
 fprimary{s}: literal{bare}
     | {qualified}
     | "(" farith{s} ")"{flat_aggregates}
@@ -441,6 +450,23 @@ def _grammar_for_schema(schema: SqlSchema, after_select: bool = False) -> str:
         lines.append(
             f"select_any_tail: select_multi_tail | {' | '.join('select' + sc.suffix + '_tail' for sc in scopes)}"
         )
+    return _explicit_whitespace("\n".join(lines) + "\n")
+
+
+def _explicit_whitespace(grammar: str) -> str:
+    """The grammar with the whitespace between lexemes bounded: every terminal takes up to 8
+    whitespace characters before it (keywords that need whitespace carry 1 to 8 already), and
+    the punctuation that rules write inline (``"("``) becomes such a terminal (``LPAR``)."""
+    lines = []
+    for line in grammar.splitlines():
+        match = _TERMINAL_DEF.match(line)
+        if match is None:  # a rule, a continuation line or a comment
+            for text, name in _PUNCTUATION.items():
+                line = line.replace(f'"{text}"', name)
+        elif not re.fullmatch(r"[A-Z0-9_ |]+", match[2]) and not match[2].startswith("/" + _WHITESPACE):
+            line = f"{match[1]}: /{_WHITESPACE}{{0,8}}/ ({match[2]})"  # not one made of terminals
+        lines.append(line)
+    lines += [f"{name}: /{_WHITESPACE}{{0,8}}{_regex_escape(text)}/" for text, name in _PUNCTUATION.items()]
     return "\n".join(lines) + "\n"
 
 
@@ -466,7 +492,7 @@ def _regex_escape(text: str) -> str:
 
 
 def _keyword(word: str, before: bool, after: bool) -> str:
-    space = _WHITESPACE + "+"
+    space = _WHITESPACE + _GAP
     text = word.split("_")[0]
     return f"{word.upper()}: /{space if before else ''}(?i:{text}){space if after else ''}/"
 
@@ -493,12 +519,11 @@ def _name_terminal(names: Sequence[str]) -> str:
 # or more tables, subqueries in FROM and ORDER BY after a compound use the unscoped copy,
 # which has no bare columns. Scoped cores never match `select_multi`.
 _GRAMMAR_CORE = r"""
-%ignore /[ \t\r\n]+/
-
-// %ignore skips whitespace between lexemes only, so leading whitespace is a lexeme. Nothing
-// may follow the ';', so a decoder stops there instead of emitting whitespace forever.
-start: SPACE? query ";"?
-SPACE: /[ \t\r\n]+/
+// Every lexeme takes up to 8 whitespace characters before it (_explicit_whitespace); the
+// statement may end in whitespace or a ';', after which nothing may follow, so a decoder
+// stops there.
+start: SPACE? query (";" | SPACE)?
+SPACE: /[ \t\r\n]{1,8}/
 
 query: select_multi order_by? limit?
     | select_any (compound_op select_any)+ compound_order? limit?
@@ -548,7 +573,7 @@ IDENT: /[A-Za-z_][A-Za-z0-9_]{0,29}/
 // token limit. Without AS, an alias after a table name needs whitespace: "Pets T1", not
 // "PetsT1", which SQLite reads as one unknown name.
 ALIAS: /(?i:t)[0-9]{1,2}/
-SPACED_ALIAS: /[ \t\r\n]+(?i:t)[0-9]{1,2}/
+SPACED_ALIAS: /[ \t\r\n]{1,8}(?i:t)[0-9]{1,2}/
 
 """
 

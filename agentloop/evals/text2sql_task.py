@@ -50,7 +50,7 @@ PROMPT_FORMATS: tuple[str, ...] = ("chat", "fewshot")  # as in agentloop.evals.s
 FEWSHOT_STOP = (";", "\n\n", "\nQuestion:", "\nTables:", "\n--")
 # Expressions in one SELECT list under --constrain schema (Spider's gold has at most 6): a
 # small model whose wanted column the mask refuses tends to list valid ones to the token limit.
-MAX_SELECT_ITEMS = 8
+MAX_SELECT_ITEMS = 6
 # Rows a candidate's query may return while it is verified or voted on.
 RESULT_ROWS = 200
 QUERY_TIMEOUT_S = 10.0
