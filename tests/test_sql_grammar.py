@@ -212,6 +212,12 @@ def test_double_quoted_strings_are_predicate_operands_only(singer: SqlAcceptor) 
         "SELECT name FROM singer WHERE age = 1 - -1",  # "--" starts a comment in SQLite
         "SELECT name FROM singer WHERE NOTage > 1",  # one name to SQLite
         "SELECT CASEage WHEN 1 THEN 2 END FROM singer",
+        "SELECT CASE CASE age WHEN 1 THEN 2 END WHEN 1 THEN 2 END FROM singer",  # operands nest no CASE
+        "SELECT name = 'Joe' FROM singer",  # a SELECT item or ORDER BY term is no predicate
+        "SELECT name FROM singer ORDER BY age > 1",
+        "SELECT max(age > 1) FROM singer",  # nor an aggregate's argument
+        "SELECT name FROM singer WHERE name = '" + "a" * 101 + "'",
+        "SELECT name FROM singer WHERE age > 12345678901",
     ],
 )
 def test_rejects_runaway_and_wrong_arity(singer: SqlAcceptor, sql: str) -> None:
@@ -231,6 +237,7 @@ def test_rejects_runaway_and_wrong_arity(singer: SqlAcceptor, sql: str) -> None:
         "INTERSECT SELECT singer_id FROM singer_in_concert)",
         "SELECT name" + " " * 8 + "FROM singer WHERE age = 1 - (-1) AND NOT age > 1 AND NOT (age < 1)",
         "SELECT CASE age WHEN 1 THEN 2 END, CASE WHEN age > 1 THEN 3 END FROM singer  ",
+        "SELECT name FROM singer WHERE name = '" + "a" * 100 + "' AND age > 1234567890.5",
     ],
 )
 def test_accepts_within_bounds(singer: SqlAcceptor, sql: str) -> None:

@@ -32,8 +32,11 @@ predicate's operand (``name = "Joe"``, Spider's way of writing values), numbers 
 
 Bounded, well above Spider's gold queries (a masked small model otherwise repeats what is
 allowed until the token limit): 6 predicates in an AND/OR chain, 4 operators in an
-arithmetic chain, 4 WHENs, 20 values in an IN list, 6 GROUP BY and ORDER BY terms, no
-function, CASE or subquery inside a scalar function's or CAST's arguments.
+arithmetic chain, 4 WHENs, 20 values in an IN list, 6 GROUP BY and ORDER BY terms, 10
+digits in a number, 100 characters in a string, 8 whitespace characters in a row; no
+function, CASE or subquery inside a scalar function's or CAST's arguments or a CASE's
+operand; a SELECT item, an ORDER BY term and an aggregate's argument are arithmetic, not a
+predicate (``SELECT a = b`` and ``max(EXISTS ...)`` are out).
 
 Not covered, on purpose: ``WITH``, window functions, other table aliases than
 ``T<digits>``, references to column aliases or to a subquery's computed columns
@@ -238,7 +241,7 @@ primary{s}: literal{bare}
     | {qualified}
     | "(" (expr{s} | scalar_query) ")"
     | CAST "(" farith{s} AS TYPE_NAME ")"
-    | CASE (SPACE expr{s})? (WHEN expr{s} THEN expr{s}){{1,{whens}}} (ELSE expr{s})? END{functions}{aggregates}
+    | CASE (SPACE farith{s})? (WHEN expr{s} THEN expr{s}){{1,{whens}}} (ELSE expr{s})? END{functions}{aggregates}
 farith{s}: SIGN? fprimary{s} ((ADD_OP | MUL_OP) fprimary{s}){{0,{more_ops}}}
 fprimary{s}: literal{bare}
     | {qualified}
@@ -264,12 +267,12 @@ _FUNCTION_ARITY: dict[str, tuple[int, int | None]] = {
 _AGGREGATE_CALLS = '\n    | COUNT "(" "*" ")"\n    | AGGREGATE "(" DISTINCT? {arg}{q}w ")"'
 _CLAUSE_RULES = """
 items{s}: item{s} ("," item{s})*
-item{s}: "*" | star{s} | expr{s} (AS column_alias)?
+item{s}: "*" | star{s} | arith{s} (AS column_alias)?
 where{s}: WHERE expr{s}w
 group_by{s}: GROUP BY expr{s}w ("," expr{s}w){{0,{more_terms}}}
 having{s}: HAVING expr{s}
 order_by{s}: ORDER BY ordering{s} ("," ordering{s}){{0,{more_terms}}}
-ordering{s}: expr{s} (ASC | DESC)?
+ordering{s}: arith{s} (ASC | DESC)?
 """
 
 
@@ -317,7 +320,7 @@ def _scoped_rules(s: str, qualified: str, bare: str) -> str:
                 qualified=qualified,
                 bare=alt,
                 functions=_function_calls(variant),
-                aggregates=_AGGREGATE_CALLS.format(arg="expr", q=s) if aggregates else "",
+                aggregates=_AGGREGATE_CALLS.format(arg="arith", q=s) if aggregates else "",
                 flat_aggregates=_AGGREGATE_CALLS.format(arg="farith", q=s) if aggregates else "",
                 **bounds,
             )
@@ -330,7 +333,7 @@ _SCOPED_SELECT = """
 query{s}: select{s} order_by{s}? limit?
 select{s}: SELECT {body}
 squery{s}: sselect{s} order_by{s}? limit?
-sselect{s}: SELECT (DISTINCT | ALL)? expr{s} (AS column_alias)? from{s} where{s}? group_by{s}? having{s}?
+sselect{s}: SELECT (DISTINCT | ALL)? arith{s} (AS column_alias)? from{s} where{s}? group_by{s}? having{s}?
 """
 _SCOPED_TAIL = """
 query{s}_tail: select{s}_tail order_by{s}? limit?
@@ -531,7 +534,7 @@ query: select_multi order_by? limit?
 compound_op: UNION ALL? | INTERSECT | EXCEPT
 // After a compound, ORDER BY names a result column (bare) or an expression without bare columns.
 compound_order: ORDER BY compound_ordering ("," compound_ordering)*
-compound_ordering: (COLUMN | TABLE "." COLUMN | expr) (ASC | DESC)?
+compound_ordering: (COLUMN | TABLE "." COLUMN | arith) (ASC | DESC)?
 // Without FROM only constants: a column there is an error that a decoder would otherwise reach.
 select_multi: SELECT (DISTINCT | ALL)? items from_multi where? group_by? having?
     | SELECT literal ("," literal){0,5}
@@ -539,7 +542,7 @@ select_multi: SELECT (DISTINCT | ALL)? items from_multi where? group_by? having?
 scalar_query: select_multi1 order_by? limit?
     | sselect_any (compound_op sselect_any)+ compound_order? limit?
     | scalar_scoped
-select_multi1: SELECT (DISTINCT | ALL)? expr (AS column_alias)? from_multi where? group_by? having?
+select_multi1: SELECT (DISTINCT | ALL)? arith (AS column_alias)? from_multi where? group_by? having?
 sselect_any: select_multi1 | sselect_scoped
 // Two plain tables have their own scopes (query_0_2, ...); here three or more, each with an
 // alias (so a table may appear twice), or one subquery alone. A table joined to a subquery is
@@ -561,12 +564,12 @@ literal: NUMBER | STRING | NULL
 CMP_OP: "=" | "==" | "!=" | "<>" | "<" | "<=" | ">" | ">="
 ADD_OP: "+" | "-" | "||"
 MUL_OP: "*" | "/" | "%"
-// At most 18 digits before and after the point: a decoder otherwise writes 1000000... to the
-// token limit.
-NUMBER: /[0-9]{1,18}(\.[0-9]{0,18})?([eE][+-]?[0-9]{1,3})?/ | /\.[0-9]{1,18}([eE][+-]?[0-9]{1,3})?/
+// At most 10 digits before and after the point, and 100 characters in a string (Spider's
+// gold has 6 and 30): a decoder otherwise writes 1000000... or '%c%c%c... to the token limit.
+NUMBER: /[0-9]{1,10}(\.[0-9]{0,10})?([eE][+-]?[0-9]{1,3})?/ | /\.[0-9]{1,10}([eE][+-]?[0-9]{1,3})?/
 COUNT_NUMBER: /[0-9]{1,9}/
-STRING: /'([^']|'')*'/
-DQ_STRING: /"([^"]|"")*"/
+STRING: /'([^']|''){0,100}'/
+DQ_STRING: /"([^"]|""){0,100}"/
 SIGN: "-" | "+"
 IDENT: /[A-Za-z_][A-Za-z0-9_]{0,29}/
 // At most two digits (Spider's are T1 to T9): a decoder otherwise writes "T1111..." to the
