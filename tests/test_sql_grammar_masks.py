@@ -58,7 +58,9 @@ def walk(compiled: object, cache: MaskCache, seed: int, steps: int = 40) -> tupl
         masks.append(got)
         picks = {}
         for pos, r in enumerate(active):
-            options = [t for t in torch.nonzero(got[pos]).flatten().tolist() if t != EOS]
+            # Row 0 does not end its query (";") while row 1 follows it.
+            ends = (EOS, ord(";")) if r == 0 and step < 8 else (EOS,)
+            options = [t for t in torch.nonzero(got[pos]).flatten().tolist() if t not in ends]
             if not options:
                 continue
             if r == 1 and step < 8 and 0 in picks:
