@@ -218,6 +218,10 @@ def test_double_quoted_strings_are_predicate_operands_only(singer: SqlAcceptor) 
         "SELECT max(age > 1) FROM singer",  # nor an aggregate's argument
         "SELECT name FROM singer WHERE name = '" + "a" * 101 + "'",
         "SELECT name FROM singer WHERE age > 12345678901",
+        # Case folds ASCII only, as SQLite does: "ſ" is not "s", nor the Kelvin sign "k".
+        "SELECT count(*) A\u017f total FROM singer",
+        "\u017fELECT name FROM singer",
+        "SELECT name FROM \u017finger",
     ],
 )
 def test_rejects_runaway_and_wrong_arity(singer: SqlAcceptor, sql: str) -> None:

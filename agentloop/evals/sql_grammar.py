@@ -286,7 +286,7 @@ def _arity_groups() -> dict[tuple[int, int | None], list[str]]:
 def _function_terminals() -> list[str]:
     # Longest first, so that "substr" does not end "substring" early.
     return [
-        f"FUNCTION_{least}_{most or 'N'}: /(?i)({'|'.join(sorted(names, key=len, reverse=True))})/"
+        f"FUNCTION_{least}_{most or 'N'}: /({_nocase('|'.join(sorted(names, key=len, reverse=True)))})/"
         for (least, most), names in _arity_groups().items()
     ]
 
@@ -412,9 +412,9 @@ def _grammar_for_schema(schema: SqlSchema, after_select: bool = False) -> str:
         raise AgentloopError("a SQL grammar needs at least one table with columns")
     lines = [
         _GRAMMAR_CORE.replace(_START_RULE, _TAIL_START_RULE) if after_select else _GRAMMAR_CORE,
-        f"AGGREGATE: /(?i)({'|'.join(_AGGREGATES)})/",
+        f"AGGREGATE: /({_nocase('|'.join(_AGGREGATES))})/",
         *_function_terminals(),
-        f"TYPE_NAME: /(?i)({'|'.join(_TYPE_NAMES)})/ " + r"/(\([0-9]+(,[0-9]+)?\))?/",
+        f"TYPE_NAME: /({_nocase('|'.join(_TYPE_NAMES))})/ " + r"/(\([0-9]+(,[0-9]+)?\))?/",
         f"COLUMN: {_name_terminal(all_columns)}",
         *(_keyword(word, before, after) for word, (before, after) in _KEYWORDS.items()),
         # Unscoped (three or more tables, each with an alias, a subquery in FROM, ORDER BY
@@ -494,10 +494,17 @@ def _regex_escape(text: str) -> str:
     return "".join("\\" + ch if ch in _REGEX_SPECIAL else ch for ch in text)
 
 
+def _nocase(pattern: str) -> str:
+    """``pattern`` (regex text whose letters are literal) matching ASCII letters in either case
+    and nothing else: SQLite folds ASCII only, and a regex's (?i) also matches "ſ" for "s"
+    and the Kelvin sign for "k" (a decoder wrote "Aſ t", which SQLite cannot parse)."""
+    return re.sub(r"[A-Za-z]", lambda m: f"[{m[0].upper()}{m[0].lower()}]", pattern)
+
+
 def _keyword(word: str, before: bool, after: bool) -> str:
     space = _WHITESPACE + _GAP
     text = word.split("_")[0]
-    return f"{word.upper()}: /{space if before else ''}(?i:{text}){space if after else ''}/"
+    return f"{word.upper()}: /{space if before else ''}{_nocase(text)}{space if after else ''}/"
 
 
 def _name_terminal(names: Sequence[str]) -> str:
@@ -510,7 +517,7 @@ def _name_terminal(names: Sequence[str]) -> str:
         return "|".join(_regex_escape(n.replace(quote, quote * 2)) for n in ordered)
 
     quoted = [f'"({within(chr(34))})"', f"`({within('`')})`", r"\[(" + within("]") + r")\]"]
-    return f"/(?i)({'|'.join(bare + quoted)})/"
+    return f"/({_nocase('|'.join(bare + quoted))})/"
 
 
 # The part of the grammar that does not depend on the schema. Every name, literal and
@@ -575,8 +582,8 @@ IDENT: /[A-Za-z_][A-Za-z0-9_]{0,29}/
 // At most two digits (Spider's are T1 to T9): a decoder otherwise writes "T1111..." to the
 // token limit. Without AS, an alias after a table name needs whitespace: "Pets T1", not
 // "PetsT1", which SQLite reads as one unknown name.
-ALIAS: /(?i:t)[0-9]{1,2}/
-SPACED_ALIAS: /[ \t\r\n]{1,8}(?i:t)[0-9]{1,2}/
+ALIAS: /[Tt][0-9]{1,2}/
+SPACED_ALIAS: /[ \t\r\n]{1,8}[Tt][0-9]{1,2}/
 
 """
 
