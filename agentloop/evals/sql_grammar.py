@@ -197,9 +197,10 @@ def schema_grammar(
 _MORE_ITEMS = re.compile(r"^(items\w*: item\w* \(COMMA item\w*\))\*$", re.MULTILINE)
 # Whitespace between lexemes, wherever the grammar allows it (newlines=False narrows it).
 _WHITESPACE = r"[ \t\r\n]"
-# Whitespace before a lexeme, or where SQLite needs some, is at most 8 characters: a decoder
-# otherwise writes spaces to the token limit (llguidance's %ignore skips any number of runs).
-_GAP = "{1,8}"
+# Whitespace before a lexeme, or where SQLite needs some, is at most 8 characters (as in
+# SPACE and SPACED_ALIAS below): a decoder otherwise writes spaces to the token limit, and
+# llguidance's %ignore skips any number of runs.
+_GAP, _OPTIONAL_GAP = "{1,8}", "{0,8}"
 # The punctuation that rules write inline, as terminals that take the whitespace before them.
 _PUNCTUATION = {"(": "LPAR", ")": "RPAR", ",": "COMMA", ".": "DOT", "*": "STAR", ";": "SEMI"}
 _TERMINAL_DEF = re.compile(r"^([A-Z][A-Z0-9_]*): (.*)$")
@@ -467,9 +468,11 @@ def _explicit_whitespace(grammar: str) -> str:
             for text, name in _PUNCTUATION.items():
                 line = line.replace(f'"{text}"', name)
         elif not re.fullmatch(r"[A-Z0-9_ |]+", match[2]) and not match[2].startswith("/" + _WHITESPACE):
-            line = f"{match[1]}: /{_WHITESPACE}{{0,8}}/ ({match[2]})"  # not one made of terminals
+            line = f"{match[1]}: /{_WHITESPACE}{_OPTIONAL_GAP}/ ({match[2]})"  # not one made of terminals
         lines.append(line)
-    lines += [f"{name}: /{_WHITESPACE}{{0,8}}{_regex_escape(text)}/" for text, name in _PUNCTUATION.items()]
+    lines += [
+        f"{name}: /{_WHITESPACE}{_OPTIONAL_GAP}{_regex_escape(text)}/" for text, name in _PUNCTUATION.items()
+    ]
     return "\n".join(lines) + "\n"
 
 
