@@ -2,7 +2,7 @@
 
 Usage:
   python benchmarks/bench_text2sql_constrain.py runs [--limit 100] [--search-limit K] [--root DIR]
-  python benchmarks/bench_text2sql_constrain.py speed [--repeats 3]
+  python benchmarks/bench_text2sql_constrain.py speed [--repeats 3] [--db DB_ID]
   python benchmarks/bench_text2sql_constrain.py summary [--root DIR] [--out FILE]
 
 ``runs`` runs ``agentloop run text2sql`` (SmolLM2-135M, few-shot prompt, 128 new tokens,
@@ -165,7 +165,8 @@ def unending(grammar: str) -> str:
 
 
 def do_speed(args: argparse.Namespace) -> None:
-    """Decode tokens/s at n=8, schema grammar against none, on dev-0's few-shot prompt."""
+    """Decode tokens/s at n=8, schema grammar against none, on one few-shot prompt: dev-0's, or
+    with ``--db`` the first question on that database."""
     import torch
 
     import agentloop.backends._guidance as guidance
@@ -177,7 +178,10 @@ def do_speed(args: argparse.Namespace) -> None:
 
     backend = TransformersBackend(ensure_embedded_model())
     backend.load()
-    example = load_text2sql(None)[0]
+    examples = load_text2sql(None)
+    example = next((e for e in examples if e.db_id == args.db), None) if args.db else examples[0]
+    if example is None:
+        sys.exit(f"no shipped question on database {args.db!r}")
     task = Text2SQLTask(example, "exec", prompt_format="fewshot", constrain=True)
     prompt = task.completion_prompt(task.build_messages())
     assert prompt is not None and task.constraint is not None
@@ -245,7 +249,7 @@ def do_speed(args: argparse.Namespace) -> None:
     }
     plain = speed["unconstrained"]["tokens_per_s"]
     results: dict[str, Any] = json.loads(args.out.read_text()) if args.out.exists() else {}
-    results["decode_n8"] = {
+    results["decode_n8" + (f"_{example.db_id}" if args.db else "")] = {
         **speed,
         "ratio": round(speed["schema_grammar"]["tokens_per_s"] / plain, 3),
         "ratio_cold": round(speed["schema_grammar_cold"]["tokens_per_s"] / plain, 3),
@@ -261,7 +265,7 @@ def do_speed(args: argparse.Namespace) -> None:
         "machine": f"{platform.processor() or platform.machine()}, torch threads {torch.get_num_threads()}, "
         "shared with other jobs",
     }
-    print(json.dumps(results["decode_n8"], indent=2))
+    print(json.dumps(results["decode_n8" + (f"_{example.db_id}" if args.db else "")], indent=2))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
 
@@ -277,6 +281,7 @@ def main() -> None:
     speed = sub.add_parser("speed")
     speed.add_argument("--repeats", type=int, default=3)
     speed.add_argument("--max-tokens", type=int, default=64)
+    speed.add_argument("--db", help="a database id: its first shipped question's prompt (default: dev-0)")
     summary = sub.add_parser("summary")
     for p in (runs, speed, summary):
         p.add_argument("--root", type=Path, default=ROOT)
