@@ -28,8 +28,8 @@ from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any
 from urllib.parse import urlsplit
 
-from agentloop.backends._types import Backend, ChatRequest, ChatResponse, ScorePrompt, ScoreResponse
 from agentloop.errors import MissingExtraError
+from agentloop.types import Backend, ChatRequest, ChatResponse, ScorePrompt, ScoreResponse
 
 __all__ = [
     "CONTENT_ENV",

@@ -39,12 +39,12 @@ from pathlib import Path
 from typing import Any
 
 from agentloop.backends import BackendOptions, ChatRequest, ChatResponse, Usage, resolve_backend
-from agentloop.backends._types import Backend
 from agentloop.evals.report import RunReport, paired_difference
 from agentloop.evals.run_store import RunStore
 from agentloop.evals.runner import RunSpec, memory_run_id, run_suite
 from agentloop.evals.suites import Text2SQLSuite
 from agentloop.memory import SQLMemoryStore
+from agentloop.types import Backend
 
 PHASES = ("write", "on", "off")
 ROOT = Path(__file__).resolve().parent

@@ -32,8 +32,8 @@ from typing import Annotated, Any, TypedDict
 from langgraph.graph import END, START, StateGraph
 from langgraph.types import Send
 
-from agentloop.backends._types import Backend, ChatRequest, ChatResponse, Completion, Message, Usage
 from agentloop.graphs import Candidate, LoopConfig, Task, Verdict, run_task
+from agentloop.types import Backend, ChatRequest, ChatResponse, Completion, Message, Usage
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "graph_overhead.json"

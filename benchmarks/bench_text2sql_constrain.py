@@ -169,7 +169,7 @@ def do_speed(args: argparse.Namespace) -> None:
     with ``--db`` the first question on that database."""
     import torch
 
-    import agentloop.backends._guidance as guidance
+    import agentloop.backends.guidance as guidance
     from agentloop.backends import ChatRequest, Constraint
     from agentloop.backends.transformers_backend import TransformersBackend
     from agentloop.evals.spider_data import load_text2sql

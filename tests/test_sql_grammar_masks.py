@@ -7,7 +7,7 @@ import random
 import pytest
 import torch
 
-from agentloop.backends._guidance import MaskCache, RowMatchers, parser_limits
+from agentloop.backends.guidance import MaskCache, RowMatchers, parser_limits
 from agentloop.evals.spider_data import default_spider_dir
 from agentloop.evals.sql_accept import _byte_tokenizer
 from agentloop.evals.sql_grammar import schema_grammar

@@ -6,7 +6,6 @@ import itertools
 
 import pytest
 
-from agentloop.backends._types import ChatRequest
 from agentloop.backends.testing import FunctionBackend, ScriptedBackend
 from agentloop.evals.webshop_task import (
     Outcome,
@@ -18,6 +17,7 @@ from agentloop.evals.webshop_task import (
 )
 from agentloop.evals.webshop_verifiers import judge_purchase, oracle_verdict
 from agentloop.graphs import Budget, LoopConfig, Verdict, run_task
+from agentloop.types import ChatRequest
 from agentloop.webshop import Purchase, load_catalog
 from agentloop.webshop import generate as gen
 

@@ -1,19 +1,21 @@
 """Model backends behind one async contract; see :class:`Backend`."""
 
-from agentloop.backends._constraint import Constraint, ConstraintKind, UnsupportedCapabilityError
-from agentloop.backends._types import (
+from agentloop.backends.registry import DEFAULT_BACKEND, BackendOptions, known_backends, resolve_backend
+from agentloop.backends.testing import FunctionBackend, ScriptedBackend
+from agentloop.types import (
     Backend,
     ChatRequest,
     ChatResponse,
     Completion,
+    Constraint,
+    ConstraintKind,
     ContinuationScore,
     Message,
     ScorePrompt,
     ScoreResponse,
+    UnsupportedCapabilityError,
     Usage,
 )
-from agentloop.backends.registry import DEFAULT_BACKEND, BackendOptions, known_backends, resolve_backend
-from agentloop.backends.testing import FunctionBackend, ScriptedBackend
 
 __all__ = [
     "DEFAULT_BACKEND",

@@ -26,7 +26,7 @@ import torch
 
 from agentloop.backends._kv import SlotCache
 from agentloop.backends._sampling import sample
-from agentloop.backends._types import ChatRequest, ChatResponse, Completion, FinishReason, Usage
+from agentloop.types import ChatRequest, ChatResponse, Completion, FinishReason, Usage
 
 __all__ = ["BatchStats", "Batcher", "Prepared"]
 

@@ -6,7 +6,7 @@ import abc
 import asyncio
 from typing import Any
 
-from agentloop.backends._types import Backend
+from agentloop.types import Backend
 
 __all__ = ["SDKClientBackend"]
 

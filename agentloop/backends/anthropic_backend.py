@@ -14,9 +14,9 @@ import time
 from typing import Any
 
 from agentloop.backends._sdk_client import SDKClientBackend
-from agentloop.backends._types import ChatRequest, ChatResponse, Completion, FinishReason, Usage
 from agentloop.backends.registry import BackendOptions
 from agentloop.errors import BackendError, BackendUnavailableError, MissingAPIKeyError, MissingExtraError
+from agentloop.types import ChatRequest, ChatResponse, Completion, FinishReason, Usage
 
 __all__ = ["ANTHROPIC_PRICES_PER_1M", "AnthropicBackend", "anthropic_cost_usd", "message_params"]
 

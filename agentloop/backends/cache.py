@@ -9,12 +9,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from agentloop.backends._aio import LoopLock
-from agentloop.backends._constraint import Constraint
-from agentloop.backends._types import (
+from agentloop.types import (
     Backend,
     ChatRequest,
     ChatResponse,
     Completion,
+    Constraint,
     ScorePrompt,
     ScoreResponse,
     Usage,

@@ -22,21 +22,23 @@ from dataclasses import dataclass
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from agentloop.backends._constraint import CONSTRAINT_KINDS, Constraint, UnsupportedCapabilityError
 from agentloop.backends._sdk_client import SDKClientBackend
-from agentloop.backends._types import (
+from agentloop.backends.registry import BackendOptions
+from agentloop.errors import BackendError, BackendUnavailableError, MissingAPIKeyError, MissingExtraError
+from agentloop.types import (
+    CONSTRAINT_KINDS,
     ChatRequest,
     ChatResponse,
     Completion,
+    Constraint,
     ContinuationScore,
     FinishReason,
     ScorePrompt,
     ScoreResponse,
+    UnsupportedCapabilityError,
     Usage,
     as_score_request,
 )
-from agentloop.backends.registry import BackendOptions
-from agentloop.errors import BackendError, BackendUnavailableError, MissingAPIKeyError, MissingExtraError
 
 __all__ = ["OPENAI_PRICES_PER_1M", "OpenAIBackend", "openai_cost_usd"]
 

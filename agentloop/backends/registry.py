@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from agentloop._plugins import BACKEND_GROUP, PluginError, load_plugin, plugin_names
-from agentloop.backends._types import Backend
 from agentloop.errors import UnknownBackendError
+from agentloop.types import Backend
 
 __all__ = ["DEFAULT_BACKEND", "BackendOptions", "known_backends", "resolve_backend"]
 

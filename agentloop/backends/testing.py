@@ -18,12 +18,13 @@ import inspect
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 
-from agentloop.backends._constraint import CONSTRAINT_KINDS, ConstraintKind
-from agentloop.backends._types import (
+from agentloop.types import (
+    CONSTRAINT_KINDS,
     Backend,
     ChatRequest,
     ChatResponse,
     Completion,
+    ConstraintKind,
     ContinuationScore,
     ScorePrompt,
     ScoreResponse,

@@ -39,13 +39,15 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl
 
-from agentloop.backends._constraint import CONSTRAINT_KINDS, ConstraintKind
 from agentloop.backends._prefix import PrefixCache, PrefixCacheStats, PrefixEntry
-from agentloop.backends._types import (
+from agentloop.errors import AgentloopError, MissingExtraError
+from agentloop.types import (
+    CONSTRAINT_KINDS,
     Backend,
     ChatRequest,
     ChatResponse,
     Completion,
+    ConstraintKind,
     ContinuationScore,
     FinishReason,
     ScorePrompt,
@@ -53,7 +55,6 @@ from agentloop.backends._types import (
     Usage,
     as_score_request,
 )
-from agentloop.errors import AgentloopError, MissingExtraError
 
 __all__ = ["TransformersBackend", "TransformersStats"]
 
@@ -362,7 +363,7 @@ class TransformersBackend(Backend):
 
     def _constraints(self) -> Any:
         if self._compiler is None:
-            from agentloop.backends._guidance import ConstraintCompiler
+            from agentloop.backends.guidance import ConstraintCompiler
 
             head = self._model.get_output_embeddings()
             # int8 layers keep no float weight, only their sizes.

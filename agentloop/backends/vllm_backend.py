@@ -30,12 +30,15 @@ import uuid
 from collections.abc import Coroutine, Mapping, Sequence
 from typing import Any, TypeVar
 
-from agentloop.backends._constraint import CONSTRAINT_KINDS, ConstraintKind
-from agentloop.backends._types import (
+from agentloop.backends.registry import BackendOptions
+from agentloop.errors import BackendError, MissingExtraError
+from agentloop.types import (
+    CONSTRAINT_KINDS,
     Backend,
     ChatRequest,
     ChatResponse,
     Completion,
+    ConstraintKind,
     ContinuationScore,
     FinishReason,
     ScorePrompt,
@@ -43,8 +46,6 @@ from agentloop.backends._types import (
     Usage,
     as_score_request,
 )
-from agentloop.backends.registry import BackendOptions
-from agentloop.errors import BackendError, MissingExtraError
 
 __all__ = ["VLLMBackend", "sampling_kwargs"]
 

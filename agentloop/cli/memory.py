@@ -44,7 +44,7 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JS
 @contextmanager
 def _store(db: str | None, *, create: bool = False) -> Iterator[Any]:
     """Open the store; only ``import`` (``create=True``) may create one that does not exist yet."""
-    from agentloop.memory._types import MemoryStoreError
+    from agentloop.memory import MemoryStoreError
     from agentloop.memory.store import SQLMemoryStore
 
     try:
@@ -130,7 +130,7 @@ def show(
     as_json: JsonOpt = False,
 ) -> None:
     """Show one concept in full, with its provenance."""
-    from agentloop.memory._types import MemoryStoreError
+    from agentloop.memory import MemoryStoreError
 
     with _store(db) as store:
         concept = store.get(ref)
@@ -222,7 +222,7 @@ def import_(
     as_json: JsonOpt = False,
 ) -> None:
     """Load an export. Known concepts (same uid) are updated if the file's copy is newer."""
-    from agentloop.memory._types import MemoryStoreError
+    from agentloop.memory import MemoryStoreError
 
     with _store(db, create=True) as store, err.status("importing..."):
         try:

@@ -29,7 +29,6 @@ import ray
 from ray.exceptions import RayActorError, RayTaskError
 
 from agentloop import tracing
-from agentloop.backends._types import Backend
 from agentloop.backends.registry import BackendOptions, resolve_backend
 from agentloop.errors import AgentloopError
 from agentloop.evals._run_db import read_marker, resolve_store_url
@@ -37,6 +36,7 @@ from agentloop.evals.run_spec import RunSpec
 from agentloop.evals.run_store import STORE_FILE, RunStore, TaskOutcome, open_store
 from agentloop.evals.runner import _open_memory, _Session, _store_unclaimed, _task_outcome
 from agentloop.evals.suites import SuiteItem, get_suite
+from agentloop.types import Backend
 
 if TYPE_CHECKING:
     from agentloop.memory import ConceptMemory

@@ -9,9 +9,9 @@ from typing import Any, TypeVar, cast
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from agentloop.backends._types import Message, Role
 from agentloop.evals._run_db import RunNotFoundError
 from agentloop.evals._run_schema import CandidateRow, PromptRow, RunRow, TaskResultRow
+from agentloop.types import Message, Role
 
 __all__ = ["DEFAULT_RUN_NAME", "ReadMixin", "RunInfo", "StoredRun", "StoredTask"]
 

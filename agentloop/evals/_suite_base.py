@@ -13,11 +13,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
-from agentloop.backends._types import Backend
 from agentloop.errors import AgentloopError
 from agentloop.evals.spider_data import DatasetError
 from agentloop.graphs.result import LoopResult
 from agentloop.graphs.task import Task
+from agentloop.types import Backend
 
 if TYPE_CHECKING:
     from agentloop.evals.run_spec import RunSpec

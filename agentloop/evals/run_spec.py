@@ -132,8 +132,7 @@ class RunSpec:
         return [u.strip() for u in (self.base_url or "").split(",") if u.strip()]
 
     def _check_memory(self) -> None:
-        from agentloop.memory import SELECT_MODES, UPDATE_MODES
-        from agentloop.memory._types import check_namespace
+        from agentloop.memory import SELECT_MODES, UPDATE_MODES, check_namespace
         from agentloop.memory.store import resolve_memory_url
 
         if self.memory_update not in UPDATE_MODES:

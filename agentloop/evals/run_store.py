@@ -31,7 +31,6 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
-from agentloop.backends._types import Message
 from agentloop.errors import AgentloopError
 from agentloop.evals import run_migrate
 from agentloop.evals._run_db import (
@@ -54,6 +53,7 @@ from agentloop.evals._run_read import DEFAULT_RUN_NAME, ReadMixin, RunInfo, Stor
 from agentloop.evals._run_schema import CandidateRow, PromptRow, RunRow, TaskResultRow
 from agentloop.graphs.budget import LoopUsage
 from agentloop.graphs.task import Candidate
+from agentloop.types import Message
 
 __all__ = [
     "DEFAULT_RETRY_S",

@@ -21,7 +21,6 @@ from rich.console import Console
 
 from agentloop import tracing
 from agentloop._plugins import reference_label
-from agentloop.backends._types import Backend
 from agentloop.backends.registry import BackendOptions, resolve_backend
 from agentloop.errors import AgentloopError, MissingExtraError
 from agentloop.evals._progress import Bar, progress_bar
@@ -29,10 +28,11 @@ from agentloop.evals.report import RunReport
 from agentloop.evals.run_spec import BUDGET_KEYS, RESULT_KEYS, STORED_DEFAULTS, RunSpec, RunSummary
 from agentloop.evals.run_store import RunStore, TaskOutcome
 from agentloop.evals.suites import Suite, SuiteItem, get_suite
-from agentloop.graphs._util import jsonable
+from agentloop.graphs import jsonable
 from agentloop.graphs.budget import LoopUsage
 from agentloop.graphs.library import GRAPHS, graph_hash, graph_spec
 from agentloop.graphs.run import run_task
+from agentloop.types import Backend
 
 if TYPE_CHECKING:
     from agentloop.evals import _ray

@@ -36,7 +36,7 @@ class SqlAcceptor:
         llg = _import_llguidance()
         self._tokenizer = tokenizer if tokenizer is not None else _byte_tokenizer()
         # A pristine matcher, copied for each check: reset() does not clear an error state.
-        from agentloop.backends._guidance import parser_limits  # the limits decoding runs with
+        from agentloop.backends.guidance import parser_limits  # the limits decoding runs with
 
         self._initial = llg.LLMatcher(
             self._tokenizer, llg.LLMatcher.grammar_from_lark(grammar), log_level=0, limits=parser_limits()

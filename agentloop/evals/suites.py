@@ -26,13 +26,13 @@ from agentloop._plugins import (
     normalize_reference,
     plugin_names,
 )
-from agentloop.backends._types import Backend
 from agentloop.errors import AgentloopError, did_you_mean
 from agentloop.evals._suite_base import PROMPT_FORMATS, Score, Suite, SuiteItem, content_hash
 from agentloop.evals.spider_data import DatasetError, Text2SQLExample, load_text2sql
 from agentloop.evals.spider_exec import score_one
 from agentloop.evals.webshop_suite import WebShopSuite
 from agentloop.graphs.result import LoopResult
+from agentloop.types import Backend
 
 if TYPE_CHECKING:
     from agentloop.evals.run_spec import RunSpec

@@ -16,13 +16,12 @@ from typing import TYPE_CHECKING, Literal
 import sqlglot
 from sqlglot import exp
 
-from agentloop.backends._constraint import Constraint
-from agentloop.backends._types import Message
 from agentloop.evals.spider_data import Text2SQLExample
 from agentloop.graphs.task import Candidate, Feedback, Task, Verdict, render_lessons
 from agentloop.prompts import render_prompt
 from agentloop.tools.sql import SQLResult, run_sql, split_sql_statements
 from agentloop.tools.sql_schema import render_compact_schema, render_schema
+from agentloop.types import Constraint, Message
 
 if TYPE_CHECKING:
     from agentloop.evals.text2sql_verifiers import Text2SQLVerifier

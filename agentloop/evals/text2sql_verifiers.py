@@ -20,13 +20,13 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 import sqlglot
 from sqlglot import exp
 
-from agentloop.backends._types import Backend, ChatRequest, Message
 from agentloop.errors import AgentloopError, did_you_mean
 from agentloop.evals.spider_data import Text2SQLExample
 from agentloop.evals.spider_exec import score_one
 from agentloop.graphs.task import Candidate, Verdict
 from agentloop.prompts import render_prompt
 from agentloop.tools.sql import SQLResult, readonly_connection
+from agentloop.types import Backend, ChatRequest, Message
 
 if TYPE_CHECKING:
     from agentloop.evals.text2sql_task import Text2SQLTask

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from agentloop.backends._types import Backend
 from agentloop.errors import AgentloopError, did_you_mean
 from agentloop.evals._suite_base import Score, Suite, SuiteItem, content_hash
 from agentloop.graphs.result import LoopResult
+from agentloop.types import Backend
 
 if TYPE_CHECKING:
     from agentloop.evals.run_spec import RunSpec

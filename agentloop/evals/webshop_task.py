@@ -20,7 +20,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from agentloop.backends._types import Message
 from agentloop.evals.webshop_policies import POLICIES, ChoicePolicy, FirstPolicy, PolicyName
 from agentloop.evals.webshop_verifiers import VERIFIERS, VerifierName, judge_purchase, oracle_verdict
 from agentloop.graphs.task import (
@@ -34,6 +33,7 @@ from agentloop.graphs.task import (
     render_lessons,
 )
 from agentloop.prompts import render_prompt
+from agentloop.types import Message
 from agentloop.webshop import (
     DEFAULT_MAX_STEPS,
     Catalog,

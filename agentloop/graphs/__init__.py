@@ -4,6 +4,7 @@ Run a task with :func:`run_task`; compose new graphs from :mod:`agentloop.graphs
 """
 
 from agentloop.graphs import nodes
+from agentloop.graphs._util import jsonable
 from agentloop.graphs.budget import Budget, BudgetTracker, LoopUsage, Reservation
 from agentloop.graphs.context import LessonSource, LoopConfig, LoopContext
 from agentloop.graphs.library import (
@@ -62,6 +63,7 @@ __all__ = [
     "evaluate",
     "graph_spec",
     "initial_state",
+    "jsonable",
     "known_graphs",
     "loop_graph",
     "nodes",

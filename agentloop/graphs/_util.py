@@ -8,7 +8,7 @@ import json
 from collections.abc import Awaitable, Sequence
 from typing import Any, TypeVar
 
-from agentloop.backends._types import Message
+from agentloop.types import Message
 
 T = TypeVar("T")
 

@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields, replace
 from typing import Any, Literal
 
-from agentloop.backends._types import ChatResponse, Completion
+from agentloop.types import ChatResponse, Completion
 
 __all__ = ["Budget", "BudgetTracker", "Exhausted", "LoopUsage", "Reservation"]
 

@@ -6,9 +6,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, fields, replace
 from typing import TYPE_CHECKING, Any, Protocol
 
-from agentloop.backends._types import Backend, ChatRequest, Message
 from agentloop.graphs.budget import BudgetTracker, LoopUsage, usage_since
 from agentloop.graphs.task import Task
+from agentloop.types import Backend, ChatRequest, Message
 
 if TYPE_CHECKING:
     from agentloop.graphs.result import LoopResult

@@ -21,22 +21,22 @@ from typing import Any, Literal, TypeVar
 from langgraph.runtime import Runtime
 
 from agentloop import tracing
-from agentloop.backends._constraint import Constraint
-from agentloop.backends._types import (
-    ChatRequest,
-    ChatResponse,
-    Completion,
-    Message,
-    ScorePrompt,
-    ScoreResponse,
-    Usage,
-)
 from agentloop.graphs._util import maybe_await, prompt_hash
 from agentloop.graphs.context import LoopConfig, LoopContext
 from agentloop.graphs.result import build_result
 from agentloop.graphs.state import LoopState
 from agentloop.graphs.stopping import evaluate
 from agentloop.graphs.task import Candidate, Feedback, Rollout, RolloutTask, Task, Verdict
+from agentloop.types import (
+    ChatRequest,
+    ChatResponse,
+    Completion,
+    Constraint,
+    Message,
+    ScorePrompt,
+    ScoreResponse,
+    Usage,
+)
 
 __all__ = [
     "Sampled",

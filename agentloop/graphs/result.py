@@ -5,12 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from agentloop.backends._types import Message
 from agentloop.graphs.budget import Budget, LoopUsage
 from agentloop.graphs.context import LoopConfig, LoopContext
 from agentloop.graphs.state import LoopState
 from agentloop.graphs.stopping import StopReason
 from agentloop.graphs.task import Candidate, Verdict
+from agentloop.types import Message
 
 __all__ = ["LoopResult", "build_result"]
 

@@ -8,13 +8,13 @@ from typing import cast
 from langgraph.graph import StateGraph
 
 from agentloop import tracing
-from agentloop.backends._types import Backend
 from agentloop.graphs.budget import Budget, BudgetTracker
 from agentloop.graphs.context import LessonSource, LoopConfig, LoopContext
 from agentloop.graphs.library import CompiledLoopGraph, LoopGraph, graph_spec
 from agentloop.graphs.result import LoopResult, build_result
 from agentloop.graphs.state import LoopState, initial_state
 from agentloop.graphs.task import Task
+from agentloop.types import Backend
 
 __all__ = ["run_task", "run_task_sync"]
 

@@ -9,10 +9,9 @@ from collections.abc import Awaitable, Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
-from agentloop.backends._constraint import Constraint
-from agentloop.backends._types import Message, ScorePrompt, ScoreResponse
 from agentloop.graphs._util import jsonable
 from agentloop.prompts import render_prompt
+from agentloop.types import Constraint, Message, ScorePrompt, ScoreResponse
 
 __all__ = [
     "Candidate",

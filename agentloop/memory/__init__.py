@@ -19,6 +19,7 @@ from agentloop.memory._types import (
     Provenance,
     PruneReport,
     SearchHit,
+    check_namespace,
 )
 from agentloop.memory.abstraction import (
     ABSTRACTION_STYLES,
@@ -61,6 +62,7 @@ __all__ = [
     "MemoryStats",
     "MemoryStore",
     "MemoryStoreError",
+    "check_namespace",
     "MergeEvent",
     "MiniLMEmbedder",
     "PruneReport",

@@ -21,9 +21,9 @@ import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, get_args
 
-from agentloop.backends._types import Backend, ChatRequest, Message, Usage
 from agentloop.memory._types import KINDS, ConceptDraft, ConceptParameter
 from agentloop.prompts import render_prompt
+from agentloop.types import Backend, ChatRequest, Message, Usage
 
 if TYPE_CHECKING:
     from agentloop.graphs.result import LoopResult

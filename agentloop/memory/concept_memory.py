@@ -24,7 +24,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal, get_args
 
-from agentloop.backends._types import Backend, ChatRequest, Message, Usage
 from agentloop.memory._types import AddResult, ConceptDraft, Provenance, SearchHit, check_namespace
 from agentloop.memory.abstraction import (
     ABSTRACTION_STYLES,
@@ -36,6 +35,7 @@ from agentloop.memory.abstraction import (
 from agentloop.memory.retrieval import Embedder, MiniLMEmbedder, rerank
 from agentloop.memory.store import MemoryStore, SQLMemoryStore
 from agentloop.prompts import render_prompt
+from agentloop.types import Backend, ChatRequest, Message, Usage
 
 if TYPE_CHECKING:
     from agentloop.graphs.result import LoopResult

@@ -19,10 +19,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
-from agentloop.backends._types import Message
 from agentloop.evals.report import PairedDifference, RunReport, pair_tasks, paired_difference
 from agentloop.evals.run_store import RUN_DB, STORE_FILE, RunStore, StoredTask, open_store
 from agentloop.evals.spider_hardness import DIFFICULTIES
+from agentloop.types import Message
 
 __all__ = [
     "SORT_KEYS",

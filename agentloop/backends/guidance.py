@@ -13,8 +13,8 @@ import json
 from collections import OrderedDict
 from typing import Any, Literal
 
-from agentloop.backends._constraint import Constraint, UnsupportedCapabilityError
 from agentloop.errors import MissingExtraError
+from agentloop.types import Constraint, UnsupportedCapabilityError
 
 __all__ = ["ConstraintCompiler", "MaskCache", "RowMatchers", "constraint_to_lark", "parser_limits"]
 
