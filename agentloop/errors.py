@@ -9,6 +9,7 @@ __all__ = [
     "AgentloopError",
     "BackendError",
     "BackendUnavailableError",
+    "DatasetError",
     "MissingAPIKeyError",
     "MissingExtraError",
     "ModelPullError",
@@ -20,6 +21,10 @@ __all__ = [
 
 class AgentloopError(Exception):
     """Base class. The CLI prints these as one line instead of a traceback."""
+
+
+class DatasetError(AgentloopError, ValueError):
+    """A dataset file is missing or malformed; the message names the file and the fix."""
 
 
 def close_match(name: str, known: Iterable[str]) -> str | None:

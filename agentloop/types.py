@@ -22,6 +22,8 @@ __all__ = [
     "ConstraintKind",
     "UnsupportedCapabilityError",
     "FinishReason",
+    "LoopUsage",
+    "combine_usage",
     "ChatRequest",
     "ChatResponse",
     "Completion",
@@ -481,3 +483,54 @@ class Backend(abc.ABC):
 
 def messages_from(items: Sequence[Message | Mapping[str, str]]) -> tuple[Message, ...]:
     return tuple(_as_message(m) for m in items)
+
+
+@dataclass(slots=True)
+class LoopUsage:
+    """What a run spent. ``llm_calls`` counts requests sent, failed and cached ones included."""
+
+    candidates: int = 0
+    llm_calls: int = 0
+    failed_calls: int = 0
+    cached_calls: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: float | None = None
+    wall_s: float = 0.0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+    def __add__(self, other: LoopUsage) -> LoopUsage:
+        return combine_usage(self, other, 1)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "candidates": self.candidates,
+            "llm_calls": self.llm_calls,
+            "failed_calls": self.failed_calls,
+            "cached_calls": self.cached_calls,
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "total_tokens": self.total_tokens,
+            "cost_usd": self.cost_usd,
+            "wall_s": round(self.wall_s, 4),
+        }
+
+
+def combine_usage(a: LoopUsage, b: LoopUsage, sign: int) -> LoopUsage:
+    """``a + sign * b``, field by field (a cost is None only when both are)."""
+    cost = None
+    if a.cost_usd is not None or b.cost_usd is not None:
+        cost = (a.cost_usd or 0.0) + sign * (b.cost_usd or 0.0)
+    return LoopUsage(
+        candidates=a.candidates + sign * b.candidates,
+        llm_calls=a.llm_calls + sign * b.llm_calls,
+        failed_calls=a.failed_calls + sign * b.failed_calls,
+        cached_calls=a.cached_calls + sign * b.cached_calls,
+        prompt_tokens=a.prompt_tokens + sign * b.prompt_tokens,
+        completion_tokens=a.completion_tokens + sign * b.completion_tokens,
+        cost_usd=cost,
+        wall_s=a.wall_s + sign * b.wall_s,
+    )

@@ -39,11 +39,11 @@ from pathlib import Path
 from typing import Any
 
 from agentloop.backends import BackendOptions, ChatRequest, ChatResponse, Usage, resolve_backend
-from agentloop.evals.report import RunReport, paired_difference
-from agentloop.evals.run_store import RunStore
-from agentloop.evals.runner import RunSpec, memory_run_id, run_suite
-from agentloop.evals.suites import Text2SQLSuite
 from agentloop.memory import SQLMemoryStore
+from agentloop.records.report import RunReport, paired_difference
+from agentloop.records.store import RunStore
+from agentloop.runs.runner import RunSpec, memory_run_id, run_suite
+from agentloop.suites import Text2SQLSuite
 from agentloop.types import Backend
 
 PHASES = ("write", "on", "off")

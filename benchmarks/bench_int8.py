@@ -41,9 +41,10 @@ from _baseline import Clock, load_average, set_threads
 
 from agentloop.backends import ChatRequest
 from agentloop.backends.transformers_backend import TransformersBackend
-from agentloop.evals import RunSpec, get_suite, run_suite
-from agentloop.evals.webshop_task import load_webshop_tasks
 from agentloop.models import ensure_embedded_model
+from agentloop.runs import RunSpec, run_suite
+from agentloop.suites import get_suite
+from agentloop.suites.webshop.task import load_webshop_tasks
 
 NAV = {"Back to Search", "< Prev", "Next >", "Search", "Description", "Features", "Reviews"}
 

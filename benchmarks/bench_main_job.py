@@ -30,8 +30,8 @@ from typing import Any
 from _baseline import Clock, baseline_backend_class, load_average, set_threads
 
 from agentloop.backends.transformers_backend import TransformersBackend
-from agentloop.evals import RunSpec, run_suite
 from agentloop.models import ensure_embedded_model
+from agentloop.runs import RunSpec, run_suite
 
 
 def variant(name: str) -> tuple[str, int | None]:

@@ -38,7 +38,7 @@ from typing import Any
 import ray
 
 from agentloop.backends import ChatRequest, FunctionBackend
-from agentloop.evals.runner import RunSpec, run_suite
+from agentloop.runs.runner import RunSpec, run_suite
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "scale.json"

@@ -34,8 +34,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from agentloop.evals import default_spider_dir, load_text2sql, score_predictions
-from agentloop.evals.spider_exec import DEFAULT_MAX_ROWS, DEFAULT_TIMEOUT_S, MIN_LIMIT_S, executed_text
+from agentloop.suites.text2sql import default_spider_dir, load_text2sql, score_predictions
+from agentloop.suites.text2sql.execution import (
+    DEFAULT_MAX_ROWS,
+    DEFAULT_TIMEOUT_S,
+    MIN_LIMIT_S,
+    executed_text,
+)
 from agentloop.tools.sql import run_sql_sync
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -73,9 +73,9 @@ def do_runs(args: argparse.Namespace) -> None:
 
 def candidate_checks(run_dir: Path) -> dict[str, Any]:
     """Every stored candidate: parse error, fails to run, unknown names; grammar match."""
-    from agentloop.evals.spider_data import load_text2sql
-    from agentloop.evals.sql_grammar import sql_accepted
-    from agentloop.evals.text2sql_verifiers import schema_info, unknown_identifiers
+    from agentloop.suites.text2sql.data import load_text2sql
+    from agentloop.suites.text2sql.grammar import sql_accepted
+    from agentloop.suites.text2sql.verifiers import schema_info, unknown_identifiers
     from agentloop.tools.sql import run_sql_sync
 
     dbs = {e.id: e.db_path for e in load_text2sql(None)}
@@ -172,9 +172,9 @@ def do_speed(args: argparse.Namespace) -> None:
     import agentloop.backends.guidance as guidance
     from agentloop.backends import ChatRequest, Constraint
     from agentloop.backends.transformers_backend import TransformersBackend
-    from agentloop.evals.spider_data import load_text2sql
-    from agentloop.evals.text2sql_task import Text2SQLTask
     from agentloop.models import ensure_embedded_model
+    from agentloop.suites.text2sql.data import load_text2sql
+    from agentloop.suites.text2sql.task import Text2SQLTask
 
     backend = TransformersBackend(ensure_embedded_model())
     backend.load()

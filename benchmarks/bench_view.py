@@ -28,8 +28,8 @@ from typing import Any
 import httpx
 from sqlalchemy.orm import Session
 
-from agentloop.evals.run_store import CandidateRow, PromptRow, RunStore, TaskResultRow
-from agentloop.evals.spider_data import load_text2sql
+from agentloop.records.store import CandidateRow, PromptRow, RunStore, TaskResultRow
+from agentloop.suites.text2sql.data import load_text2sql
 from agentloop.view import ViewServer, open_runs
 
 ROOT = Path(__file__).resolve().parents[1]

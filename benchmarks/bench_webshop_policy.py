@@ -32,7 +32,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from agentloop.evals.runner import RunSpec, run_suite_sync
+from agentloop.runs.runner import RunSpec, run_suite_sync
 
 CONFIGS: dict[str, dict[str, Any]] = {
     "first": {"graph": "greedy", "policy": "first", "all": True},

@@ -11,8 +11,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from agentloop import Backend
-from agentloop.evals import RunSpec, Score, Suite, SuiteItem, content_hash
 from agentloop.graphs import Candidate, LoopResult, PromptTask, Verdict
+from agentloop.runs import RunSpec
+from agentloop.suites import Score, Suite, SuiteItem, content_hash
 
 DATA = Path(__file__).resolve().parent / "arith" / "problems.jsonl"
 PROMPT = "Solve this word problem. Think briefly, then end with a line 'Answer: N'.\n\n{question}"

@@ -11,8 +11,8 @@ import pytest
 from typer.testing import CliRunner
 
 from agentloop.cli import app
-from agentloop.evals.run_store import RunStore
 from agentloop.memory import SQLMemoryStore
+from agentloop.records.store import RunStore
 
 runner = CliRunner()
 DOWN = "http://127.0.0.1:1/v1"  # nothing listens on port 1: connections are refused at once

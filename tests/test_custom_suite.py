@@ -15,10 +15,10 @@ from typer.testing import CliRunner
 
 from agentloop.backends import ChatRequest, FunctionBackend
 from agentloop.cli import app
-from agentloop.evals import RunSpec, run_suite_sync
-from agentloop.evals.runner import default_run_dir
-from agentloop.evals.suites import get_suite
 from agentloop.graphs import GRAPHS
+from agentloop.runs import RunSpec, run_suite_sync
+from agentloop.runs.runner import default_run_dir
+from agentloop.suites import get_suite
 
 ROOT = Path(__file__).resolve().parents[1]
 SUITE_FILE = ROOT / "examples" / "arith_suite.py"
@@ -41,7 +41,7 @@ def solver(request: ChatRequest) -> str:
 @pytest.fixture
 def solving_backend(monkeypatch: pytest.MonkeyPatch) -> None:
     """``agentloop run`` in this process gets the solver instead of a model."""
-    monkeypatch.setattr("agentloop.evals.runner.resolve_backend", lambda *a, **k: FunctionBackend(solver))
+    monkeypatch.setattr("agentloop.runs.runner.resolve_backend", lambda *a, **k: FunctionBackend(solver))
 
 
 def invoke_json(*args: str) -> dict:
@@ -67,7 +67,8 @@ def test_the_example_is_short_and_uses_only_the_public_api() -> None:
     }
     assert {m for m in imported if m.startswith("agentloop")} <= {
         "agentloop",
-        "agentloop.evals",
+        "agentloop.suites",
+        "agentloop.runs",
         "agentloop.graphs",
     }
     assert len(ANSWERS) >= 20

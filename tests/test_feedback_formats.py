@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import pytest
 
-from agentloop.evals import load_text2sql
-from agentloop.evals.text2sql_task import Text2SQLTask
-from agentloop.evals.webshop_task import Outcome, WebShopTask
 from agentloop.graphs import Candidate, Feedback, Verdict
 from agentloop.graphs.task import Task
+from agentloop.suites.text2sql import load_text2sql
+from agentloop.suites.text2sql.task import Text2SQLTask
+from agentloop.suites.webshop.task import Outcome, WebShopTask
 from agentloop.webshop import Purchase, load_catalog
 
 BEST_MSG = "returns 3 rows but the question wants one number"

@@ -1,7 +1,8 @@
 """Import rules between agentloop's packages, checked statically (ast), so that they stay true.
 
-Data flows CLI -> suite -> graph -> node -> backend, with memory and the run store beside
-it: the core never imports the CLI.
+Data flows CLI -> run -> suite -> graph -> node -> backend, with memory and the run records
+beside it: the core never imports the CLI, suites never import runs or records, records never
+import suites, graphs or backends, and the viewer reads records and the public types only.
 """
 
 from __future__ import annotations
@@ -79,18 +80,94 @@ def test_the_core_never_imports_the_cli() -> None:
 def test_the_webshop_world_knows_no_agent() -> None:
     """The world (catalog, search, pages, reward) never imports an agent, a graph, memory or the screen.
 
-    The WebShop agent (task, prompts, policies, verifiers) is in ``agentloop.evals.webshop_*``.
+    The WebShop agent (task, prompts, policies, verifiers) is in ``agentloop.suites.webshop``.
     """
     world = [m for m in MODULES if within(m, "agentloop.webshop")]
     assert "agentloop.webshop._env" in world
     agent_side = [
         "agentloop.graphs",
+        "agentloop.suites",
+        "agentloop.runs",
+        "agentloop.records",
         "agentloop.evals",
         "agentloop.memory",
         "agentloop.cli",
         "agentloop.backends",
     ]
     assert offences(world, agent_side) == []
+
+
+def rooms(*names: str) -> list[str]:
+    return [m for m in MODULES if any(within(m, f"agentloop.{n}") for n in names)]
+
+
+def test_suites_never_import_runs_or_records() -> None:
+    assert "agentloop.suites.text2sql.task" in rooms("suites")
+    assert (
+        offences(rooms("suites"), ["agentloop.runs", "agentloop.records", "agentloop.evals", "agentloop.cli"])
+        == []
+    )
+
+
+def test_records_never_import_suites_graphs_or_backends() -> None:
+    """A run reports and opens in the viewer from what its store recorded, with no suite, graph or engine."""
+    assert "agentloop.records.report" in rooms("records")
+    forbidden = [
+        "agentloop.suites",
+        "agentloop.graphs",
+        "agentloop.backends",
+        "agentloop.runs",
+        "agentloop.evals",
+    ]
+    assert offences(rooms("records"), forbidden) == []
+
+
+def test_the_viewer_imports_only_records_and_the_public_types() -> None:
+    allowed = ("agentloop.view", "agentloop.records", "agentloop.types", "agentloop.errors")
+    imports = [
+        f"{module}:{line} imports {name}"
+        for module in rooms("view")
+        for line, name in all_imports(module)
+        if name.startswith("agentloop") and name != "agentloop" and not any(within(name, a) for a in allowed)
+    ]
+    assert imports == []
+
+
+def test_runs_import_only_what_they_run() -> None:
+    """Runs may import suites, graphs, backends, memory and records; never the CLI or the viewer."""
+    assert offences(rooms("runs"), ["agentloop.cli", "agentloop.view", "agentloop.evals"]) == []
+
+
+def test_backends_know_no_loop_task_or_memory() -> None:
+    forbidden = [
+        "agentloop.graphs",
+        "agentloop.suites",
+        "agentloop.runs",
+        "agentloop.records",
+        "agentloop.memory",
+    ]
+    assert offences(rooms("backends"), forbidden) == []
+
+
+def test_no_package_imports_another_packages_private_module() -> None:
+    """Shared names are public (agentloop.types, a package's __init__); privates stay in their room."""
+    crossings = [
+        f"{module}:{line} imports {name}"
+        for module in MODULES
+        for line, name in all_imports(module)
+        if name.startswith("agentloop.")
+        and len(name.split(".")) >= 3
+        and name.split(".")[2].startswith("_")
+        and name.split(".")[1] != module.split(".")[1]
+    ]
+    assert crossings == []
+
+
+def test_the_deprecated_evals_paths_only_re_export() -> None:
+    """``agentloop.evals`` holds nothing but the re-exports of the moved names, for one release."""
+    for module in rooms("evals"):
+        names = {name for _, name in all_imports(module) if name.startswith("agentloop")}
+        assert names <= {"agentloop.evals", "agentloop.evals.redirect"}, module
 
 
 def module_level_imports(module: str) -> Iterator[str]:
@@ -163,17 +240,17 @@ def test_the_cycle_check_finds_a_cycle(monkeypatch: pytest.MonkeyPatch) -> None:
 
     def with_cycle(module: str) -> Iterator[str]:
         yield from real(module)
-        if module == "agentloop.evals.report":
-            yield "agentloop.evals.runner"
+        if module == "agentloop.records.report":
+            yield "agentloop.runs.runner"
 
     monkeypatch.setattr(f"{__name__}.module_level_imports", with_cycle)
-    assert ["agentloop.evals.report", "agentloop.evals.runner"] in import_cycles()
+    assert ["agentloop.records.report", "agentloop.runs.runner"] in import_cycles()
 
 
 def test_no_import_cycles_at_module_level() -> None:
     """No module needs itself to load: the runner, report and suites in particular (run_spec holds
     what they share), and the suite registry and the suites in their own modules (_suite_base)."""
-    assert {"agentloop.evals.runner", "agentloop.evals.report", "agentloop.evals.suites"} <= set(MODULES)
+    assert {"agentloop.runs.runner", "agentloop.records.report", "agentloop.suites._registry"} <= set(MODULES)
     assert import_cycles() == []
 
 

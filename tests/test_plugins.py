@@ -31,7 +31,7 @@ PLUGIN = '''
 import re
 
 from agentloop import Backend, ChatResponse, Completion, Usage
-from agentloop.evals import Score, Suite, SuiteItem, content_hash
+from agentloop.suites import Score, Suite, SuiteItem, content_hash
 from agentloop.graphs import GraphSpec, PromptTask, Verdict, loop_graph
 
 

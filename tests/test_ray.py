@@ -28,9 +28,9 @@ from sqlalchemy import create_engine, text
 
 from agentloop.backends import ChatRequest, FunctionBackend
 from agentloop.errors import AgentloopError
-from agentloop.evals import _ray
-from agentloop.evals.run_store import RunStore, open_store
-from agentloop.evals.runner import RunSpec, run_suite
+from agentloop.records.store import RunStore, open_store
+from agentloop.runs import ray_executor as _ray
+from agentloop.runs.runner import RunSpec, run_suite
 
 pytestmark = pytest.mark.ray
 

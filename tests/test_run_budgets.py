@@ -15,9 +15,9 @@ from typer.testing import CliRunner
 from agentloop.backends import ChatRequest, FunctionBackend
 from agentloop.cli import app
 from agentloop.errors import AgentloopError
-from agentloop.evals.report import RunReport, check_comparable, paired_difference
-from agentloop.evals.run_store import ConfigMismatchError, RunStore
-from agentloop.evals.runner import RunSpec, run_suite
+from agentloop.records.report import RunReport, check_comparable, paired_difference
+from agentloop.records.store import ConfigMismatchError, RunStore
+from agentloop.runs.runner import RunSpec, run_suite
 
 BAD_SQL = "```sql\nSELECT nope FROM nowhere\n```"  # fails every round: the loop never passes
 GOOD_SQL = "```sql\nSELECT name FROM singer\n```"
@@ -95,7 +95,7 @@ async def test_a_store_from_before_budgets_resumes_with_the_defaults(tmp_path: P
     await run_suite(spec(limit=1), run_dir=tmp_path / "r", backend=backend)
     store = RunStore.for_run_dir(tmp_path / "r")
     with store._transaction() as s:  # what an older version wrote: no budget keys at all
-        from agentloop.evals._run_schema import RunRow
+        from agentloop.records._schema import RunRow
 
         row = s.query(RunRow).one()
         row.config = {
@@ -156,7 +156,7 @@ async def test_batch_abstractions_are_charged_to_the_run(tmp_path: Path) -> None
 
 def _other_spider(tmp_path: Path) -> Path:
     """A Spider-style file whose first questions are not the shipped ones (same ids dev-0...)."""
-    from agentloop.evals.spider_data import default_spider_dir
+    from agentloop.suites.text2sql.data import default_spider_dir
 
     root = default_spider_dir()
     records = json.loads((root / "dev.json").read_text())
@@ -230,7 +230,7 @@ async def test_an_aborted_run_says_how_to_resume_it(tmp_path: Path) -> None:
     def broken(request: ChatRequest) -> str:
         raise ConnectionError("server gone.")
 
-    from agentloop.evals.runner import RunAbortedError
+    from agentloop.runs.runner import RunAbortedError
 
     with pytest.raises(RunAbortedError) as info:
         await run_suite(spec(graph="greedy"), run_dir=tmp_path / "r", backend=FunctionBackend(broken))

@@ -22,16 +22,16 @@ import pytest
 
 from agentloop.backends import ChatRequest, FunctionBackend
 from agentloop.errors import AgentloopError
-from agentloop.evals.report import RunReport, plot_reports, render_reports, reports_json
-from agentloop.evals.run_store import (
+from agentloop.graphs import Candidate, LoopUsage, Verdict
+from agentloop.records.report import RunReport, plot_reports, render_reports, reports_json
+from agentloop.records.store import (
     ConfigMismatchError,
     RunExistsError,
     RunNotFoundError,
     RunStore,
     TaskOutcome,
 )
-from agentloop.evals.runner import RESULT_KEYS, RunAbortedError, RunSpec, run_suite
-from agentloop.graphs import Candidate, LoopUsage, Verdict
+from agentloop.runs.runner import RESULT_KEYS, RunAbortedError, RunSpec, run_suite
 
 FIXTURES = Path(__file__).parent / "fixtures"
 HELPER = FIXTURES / "slow_text2sql_run.py"

@@ -27,10 +27,11 @@ from sqlalchemy.engine import make_url
 
 from agentloop.backends import ChatRequest, FunctionBackend
 from agentloop.errors import AgentloopError
-from agentloop.evals import run_migrate
-from agentloop.evals._run_schema import Base
-from agentloop.evals.report import RunReport
-from agentloop.evals.run_store import (
+from agentloop.graphs import Candidate, LoopUsage, Verdict
+from agentloop.records import migrate as run_migrate
+from agentloop.records._schema import Base
+from agentloop.records.report import RunReport
+from agentloop.records.store import (
     STORE_ENV,
     STORE_FILE,
     RunExistsError,
@@ -41,8 +42,7 @@ from agentloop.evals.run_store import (
     TaskOutcome,
     open_store,
 )
-from agentloop.evals.runner import RunSpec, run_suite
-from agentloop.graphs import Candidate, LoopUsage, Verdict
+from agentloop.runs.runner import RunSpec, run_suite
 
 FIXTURES = Path(__file__).parent / "fixtures"
 WRITER = FIXTURES / "run_store_writer.py"

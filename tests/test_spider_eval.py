@@ -15,7 +15,8 @@ import pytest
 import sqlparse
 
 from agentloop.cli.eval import eval_command
-from agentloop.evals import (
+from agentloop.graphs import Candidate
+from agentloop.suites.text2sql import (
     DatasetError,
     PredictionMismatchError,
     Text2SQLExample,
@@ -26,9 +27,9 @@ from agentloop.evals import (
     score_one,
     score_predictions,
     spider_difficulty,
-    spider_exec,
 )
-from agentloop.evals.spider_exec import (
+from agentloop.suites.text2sql import execution as spider_exec
+from agentloop.suites.text2sql.execution import (
     first_statement,
     gold_order_matters,
     has_second_statement,
@@ -36,9 +37,8 @@ from agentloop.evals.spider_exec import (
     prediction_time_limit,
     remove_distinct,
 )
-from agentloop.evals.spider_hardness import hardness_counts
-from agentloop.evals.text2sql_task import Text2SQLTask
-from agentloop.graphs import Candidate
+from agentloop.suites.text2sql.hardness import hardness_counts
+from agentloop.suites.text2sql.task import Text2SQLTask
 from agentloop.tools.sql import SQLResult, run_sql_sync
 
 
@@ -584,7 +584,7 @@ def test_gold_time_does_not_count_against_the_prediction(
 
 
 def test_value_in_a_prediction_becomes_1_as_in_the_official_evaluation() -> None:
-    from agentloop.evals.spider_exec import official_prediction_text
+    from agentloop.suites.text2sql.execution import official_prediction_text
 
     assert (
         official_prediction_text("SELECT count(*) AS value FROM singer") == "SELECT count(*) AS 1 FROM singer"
@@ -597,7 +597,7 @@ def test_value_in_a_prediction_becomes_1_as_in_the_official_evaluation() -> None
 
 
 def test_a_prediction_line_is_the_text_before_its_first_tab(tmp_path: Path) -> None:
-    from agentloop.evals.spider_exec import read_predictions
+    from agentloop.suites.text2sql.execution import read_predictions
 
     examples = load_text2sql()[:3]
     path = tmp_path / "p.txt"

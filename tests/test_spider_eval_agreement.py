@@ -22,7 +22,7 @@ import sqlglot
 import sqlparse
 from sqlglot import exp
 
-from agentloop.evals import Text2SQLExample, load_text2sql, score_predictions
+from agentloop.suites.text2sql import Text2SQLExample, load_text2sql, score_predictions
 
 # Both evaluators get the same limit; no perturbation of a Spider gold comes close to it.
 TIMEOUT_S = 10.0

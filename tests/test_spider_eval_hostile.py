@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-from agentloop.evals import default_spider_dir
+from agentloop.suites.text2sql import default_spider_dir
 
 QUERY_LIMIT_S = 1.0
 SIX_WAY = "city a, city b, city c, city d, city e, city f"  # world_1.city has 4,079 rows

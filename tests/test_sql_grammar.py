@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from agentloop.errors import AgentloopError
-from agentloop.evals.spider_data import default_spider_dir
-from agentloop.evals.sql_grammar import (
+from agentloop.suites.text2sql.data import default_spider_dir
+from agentloop.suites.text2sql.grammar import (
     MissingLlguidanceError,
     SqlAcceptor,
     SqlSchema,

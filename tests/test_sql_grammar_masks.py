@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from agentloop.backends.guidance import MaskCache, RowMatchers, parser_limits
-from agentloop.evals.spider_data import default_spider_dir
-from agentloop.evals.sql_accept import _byte_tokenizer
-from agentloop.evals.sql_grammar import schema_grammar
+from agentloop.suites.text2sql.accept import _byte_tokenizer
+from agentloop.suites.text2sql.data import default_spider_dir
+from agentloop.suites.text2sql.grammar import schema_grammar
 
 llguidance = pytest.importorskip("llguidance")
 

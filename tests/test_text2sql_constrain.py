@@ -23,12 +23,12 @@ from agentloop.backends import (
 )
 from agentloop.cli import app
 from agentloop.errors import AgentloopError
-from agentloop.evals.runner import RunSpec, run_suite
-from agentloop.evals.spider_data import load_text2sql
-from agentloop.evals.sql_grammar import SqlAcceptor, schema_grammar, sql_accepted
-from agentloop.evals.suites import Text2SQLSuite
-from agentloop.evals.text2sql_task import Text2SQLTask
 from agentloop.graphs import LoopConfig, run_task
+from agentloop.runs.runner import RunSpec, run_suite
+from agentloop.suites import Text2SQLSuite
+from agentloop.suites.text2sql.data import load_text2sql
+from agentloop.suites.text2sql.grammar import SqlAcceptor, schema_grammar, sql_accepted
+from agentloop.suites.text2sql.task import Text2SQLTask
 
 EXAMPLES = load_text2sql(None)
 # Two examples on different databases, so a request's grammar can be told apart.

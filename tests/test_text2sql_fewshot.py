@@ -6,11 +6,11 @@ import pytest
 
 from agentloop.backends import ChatRequest, FunctionBackend
 from agentloop.errors import AgentloopError
-from agentloop.evals import load_text2sql
-from agentloop.evals.runner import RunSpec
-from agentloop.evals.suites import Text2SQLSuite
-from agentloop.evals.text2sql_task import Text2SQLTask
 from agentloop.graphs import LoopConfig, run_task
+from agentloop.runs.runner import RunSpec
+from agentloop.suites import Text2SQLSuite
+from agentloop.suites.text2sql import load_text2sql
+from agentloop.suites.text2sql.task import Text2SQLTask
 from agentloop.tools.sql_schema import render_compact_schema
 
 EXAMPLES = load_text2sql()

@@ -6,9 +6,10 @@ import pytest
 
 from agentloop.backends import FunctionBackend, ScriptedBackend
 from agentloop.errors import AgentloopError
-from agentloop.evals import load_text2sql
-from agentloop.evals.text2sql_task import SQLExtractionError, Text2SQLTask, extract_sql
-from agentloop.evals.text2sql_verifiers import (
+from agentloop.graphs import Candidate, LoopConfig, run_task
+from agentloop.suites.text2sql import load_text2sql
+from agentloop.suites.text2sql.task import SQLExtractionError, Text2SQLTask, extract_sql
+from agentloop.suites.text2sql.verifiers import (
     VERIFIERS,
     JudgeVerifier,
     UnknownVerifierError,
@@ -16,7 +17,6 @@ from agentloop.evals.text2sql_verifiers import (
     schema_info,
     unknown_identifiers,
 )
-from agentloop.graphs import Candidate, LoopConfig, run_task
 from agentloop.tools.sql import SQLResult
 
 EXAMPLES = load_text2sql()
@@ -275,7 +275,7 @@ async def test_judge_calls_count_in_the_run_budget_but_not_as_candidates() -> No
 
 
 def key(task: Text2SQLTask, sql: str, rows, ok: bool = True):
-    from agentloop.evals.text2sql_task import result_key
+    from agentloop.suites.text2sql.task import result_key
 
     result = SQLResult(columns=("a", "b"), rows=tuple(rows)) if ok else SQLResult(error="boom")
     return result_key(sql, result)

@@ -27,7 +27,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from agentloop import tracing  # noqa: E402
 from agentloop.backends import ChatRequest, FunctionBackend  # noqa: E402
-from agentloop.evals.runner import RunSpec, run_suite  # noqa: E402
+from agentloop.runs.runner import RunSpec, run_suite  # noqa: E402
 
 FIXTURES = Path(__file__).parent / "fixtures"
 KEY = "sk-PLANTED-0123456789abcdef"

@@ -18,8 +18,8 @@ import httpx
 import pytest
 
 from agentloop.backends import ChatRequest, FunctionBackend
-from agentloop.evals.run_store import RunStore
-from agentloop.evals.runner import RunSpec, run_suite
+from agentloop.records.store import RunStore
+from agentloop.runs.runner import RunSpec, run_suite
 from agentloop.view import ViewServer, export_html, open_runs
 from agentloop.view._data import RunSource, TaskQuery, mean_interval, prompt_diff, safe_config
 

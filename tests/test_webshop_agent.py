@@ -7,7 +7,8 @@ import itertools
 import pytest
 
 from agentloop.backends.testing import FunctionBackend, ScriptedBackend
-from agentloop.evals.webshop_task import (
+from agentloop.graphs import Budget, LoopConfig, Verdict, run_task
+from agentloop.suites.webshop.task import (
     Outcome,
     WebShopTask,
     load_webshop_tasks,
@@ -15,8 +16,7 @@ from agentloop.evals.webshop_task import (
     task_outcome,
     webshop_metrics,
 )
-from agentloop.evals.webshop_verifiers import judge_purchase, oracle_verdict
-from agentloop.graphs import Budget, LoopConfig, Verdict, run_task
+from agentloop.suites.webshop.verifiers import judge_purchase, oracle_verdict
 from agentloop.types import ChatRequest
 from agentloop.webshop import Purchase, load_catalog
 from agentloop.webshop import generate as gen

@@ -14,10 +14,10 @@ from collections.abc import Iterator
 import pytest
 
 from agentloop.backends import ScriptedBackend
-from agentloop.evals.webshop_task import WebShopTask
 from agentloop.graphs import LoopConfig, run_task
 from agentloop.memory import ConceptDraft, ConceptMemory, SQLMemoryStore, default_query
 from agentloop.prompts import render_prompt
+from agentloop.suites.webshop.task import WebShopTask
 from agentloop.webshop import Goal, load_catalog
 
 

@@ -16,11 +16,11 @@ import pytest
 
 from agentloop.backends import ChatRequest, FunctionBackend, ScriptedBackend
 from agentloop.errors import AgentloopError
-from agentloop.evals.runner import RunSpec
-from agentloop.evals.webshop_policies import QUERY_PATTERN, resolve_policy
-from agentloop.evals.webshop_suite import WebShopSuite
-from agentloop.evals.webshop_task import Outcome, WebShopTask, load_webshop_tasks, webshop_metrics
 from agentloop.graphs import LoopConfig, LoopResult, Verdict, run_task
+from agentloop.runs.runner import RunSpec
+from agentloop.suites.webshop.policies import QUERY_PATTERN, resolve_policy
+from agentloop.suites.webshop.suite import WebShopSuite
+from agentloop.suites.webshop.task import Outcome, WebShopTask, load_webshop_tasks, webshop_metrics
 from agentloop.webshop import WebShopEnv, load_catalog
 
 CATALOG = load_catalog()
@@ -227,10 +227,10 @@ def test_auto_picks_choice_for_in_process_models_and_react_otherwise() -> None:
 
 
 def test_policy_is_part_of_the_run_config() -> None:
-    from agentloop.evals.runner import RESULT_KEYS
+    from agentloop.runs.runner import RESULT_KEYS
 
     assert "policy" in RESULT_KEYS  # so --resume refuses a run with another policy
-    from agentloop.evals.runner import STORED_DEFAULTS
+    from agentloop.runs.runner import STORED_DEFAULTS
 
     assert STORED_DEFAULTS["policy"] == "react"  # runs stored before --policy: the model wrote every action
     assert RunSpec(suite="webshop", policy="choice").to_dict()["policy"] == "choice"

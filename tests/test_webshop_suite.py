@@ -14,11 +14,11 @@ from pathlib import Path
 import pytest
 
 from agentloop.backends import ChatRequest, FunctionBackend
-from agentloop.evals.report import RunReport, paired_difference, reports_json
-from agentloop.evals.run_store import RUN_DB, RunStore, TaskOutcome
-from agentloop.evals.runner import RunSpec, run_suite
-from agentloop.evals.suites import SUITES, get_suite
-from agentloop.evals.webshop_suite import UnknownWebShopVerifierError, WebShopSuite
+from agentloop.records.report import RunReport, paired_difference, reports_json
+from agentloop.records.store import RUN_DB, RunStore, TaskOutcome
+from agentloop.runs.runner import RunSpec, run_suite
+from agentloop.suites import SUITES, get_suite
+from agentloop.suites.webshop.suite import UnknownWebShopVerifierError, WebShopSuite
 from agentloop.webshop import BUY_NOW, Goal, WebShopEnv, load_catalog, run_expert
 
 LIMIT = 4
@@ -284,8 +284,8 @@ def test_cli_runs_webshop_on_the_embedded_model(tmp_path: Path) -> None:
     ],
 )
 def test_webshop_prompt_format_follows_the_backend(backend: str, prompt: str, expected: str) -> None:
-    from agentloop.evals.runner import RunSpec
-    from agentloop.evals.webshop_suite import WebShopSuite
+    from agentloop.runs.runner import RunSpec
+    from agentloop.suites.webshop.suite import WebShopSuite
 
     spec = RunSpec(suite="webshop", backend=backend, prompt=prompt, limit=1)
     assert WebShopSuite.prompt_format(spec) == expected

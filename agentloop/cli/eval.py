@@ -14,7 +14,7 @@ from rich.table import Table
 from agentloop.cli._common import friendly_errors
 
 if TYPE_CHECKING:
-    from agentloop.evals.spider_exec import EvalReport
+    from agentloop.suites.text2sql.execution import EvalReport
 
 __all__ = ["eval_app", "eval_command"]
 
@@ -64,8 +64,8 @@ def eval_command(
     table of accuracy by Spider difficulty. ``timeout_s`` defaults to the official 60 s cap.
     """
     # Here, not at the top: the scorer imports sqlglot, which every other command would wait for.
-    from agentloop.evals.spider_data import load_text2sql
-    from agentloop.evals.spider_exec import DEFAULT_TIMEOUT_S, read_predictions, score_predictions
+    from agentloop.suites.text2sql.data import load_text2sql
+    from agentloop.suites.text2sql.execution import DEFAULT_TIMEOUT_S, read_predictions, score_predictions
 
     examples = load_text2sql(data)
     preds = read_predictions(predictions, examples)

@@ -45,7 +45,7 @@ def report(
     ] = False,
 ) -> None:
     """Summarize runs: accuracy overall and by difficulty, verifier passes, tokens and latency per task."""
-    from agentloop.evals.report import (
+    from agentloop.records.report import (
         RunReport,
         check_comparable,
         plot_reports,
@@ -73,7 +73,7 @@ def _list_runs(store: str | None, compare: list[Path] | None, as_json: bool) -> 
     from dataclasses import asdict
 
     from agentloop.errors import AgentloopError
-    from agentloop.evals.run_store import STORE_ENV, RunStore
+    from agentloop.records.store import STORE_ENV, RunStore
 
     url = store or os.environ.get(STORE_ENV)
     if url is None or compare:

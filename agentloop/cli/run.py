@@ -216,9 +216,9 @@ def run(
         from agentloop import tracing
 
         tracing.configure(content=True if otel_content else None)
-    from agentloop.evals.report import RunReport, render_reports
-    from agentloop.evals.runner import RunSpec, run_suite_sync
-    from agentloop.evals.suites import get_suite
+    from agentloop.records.report import RunReport, render_reports
+    from agentloop.runs.runner import RunSpec, run_suite_sync
+    from agentloop.suites import get_suite
 
     if run_all and limit is not None:
         raise typer.BadParameter("--all and --limit contradict each other; give one", param_hint="--all")

@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields, replace
 from typing import Any, Literal
 
-from agentloop.types import ChatResponse, Completion
+from agentloop.types import ChatResponse, Completion, LoopUsage, combine_usage
 
 __all__ = ["Budget", "BudgetTracker", "Exhausted", "LoopUsage", "Reservation"]
 
@@ -42,56 +42,6 @@ class Budget:
 
     def to_dict(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
-
-
-@dataclass(slots=True)
-class LoopUsage:
-    """What a run spent. ``llm_calls`` counts requests sent, failed and cached ones included."""
-
-    candidates: int = 0
-    llm_calls: int = 0
-    failed_calls: int = 0
-    cached_calls: int = 0
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    cost_usd: float | None = None
-    wall_s: float = 0.0
-
-    @property
-    def total_tokens(self) -> int:
-        return self.prompt_tokens + self.completion_tokens
-
-    def __add__(self, other: LoopUsage) -> LoopUsage:
-        return _combine(self, other, 1)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "candidates": self.candidates,
-            "llm_calls": self.llm_calls,
-            "failed_calls": self.failed_calls,
-            "cached_calls": self.cached_calls,
-            "prompt_tokens": self.prompt_tokens,
-            "completion_tokens": self.completion_tokens,
-            "total_tokens": self.total_tokens,
-            "cost_usd": self.cost_usd,
-            "wall_s": round(self.wall_s, 4),
-        }
-
-
-def _combine(a: LoopUsage, b: LoopUsage, sign: int) -> LoopUsage:
-    cost = None
-    if a.cost_usd is not None or b.cost_usd is not None:
-        cost = (a.cost_usd or 0.0) + sign * (b.cost_usd or 0.0)
-    return LoopUsage(
-        candidates=a.candidates + sign * b.candidates,
-        llm_calls=a.llm_calls + sign * b.llm_calls,
-        failed_calls=a.failed_calls + sign * b.failed_calls,
-        cached_calls=a.cached_calls + sign * b.cached_calls,
-        prompt_tokens=a.prompt_tokens + sign * b.prompt_tokens,
-        completion_tokens=a.completion_tokens + sign * b.completion_tokens,
-        cost_usd=cost,
-        wall_s=a.wall_s + sign * b.wall_s,
-    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -228,4 +178,4 @@ def _sum_tokens(completions: Sequence[Completion]) -> int:
 
 def usage_since(before: LoopUsage, after: LoopUsage) -> LoopUsage:
     """What was spent between two snapshots of one tracker."""
-    return _combine(after, before, -1)
+    return combine_usage(after, before, -1)

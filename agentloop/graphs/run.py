@@ -10,7 +10,7 @@ from langgraph.graph import StateGraph
 from agentloop import tracing
 from agentloop.graphs.budget import Budget, BudgetTracker
 from agentloop.graphs.context import LessonSource, LoopConfig, LoopContext
-from agentloop.graphs.library import CompiledLoopGraph, LoopGraph, graph_spec
+from agentloop.graphs.library import CompiledLoopGraph, GraphSpec, LoopGraph, graph_spec
 from agentloop.graphs.result import LoopResult, build_result
 from agentloop.graphs.state import LoopState, initial_state
 from agentloop.graphs.task import Task
@@ -18,7 +18,7 @@ from agentloop.types import Backend
 
 __all__ = ["run_task", "run_task_sync"]
 
-GraphLike = str | LoopGraph | CompiledLoopGraph
+GraphLike = str | GraphSpec | LoopGraph | CompiledLoopGraph
 
 
 async def run_task(
@@ -30,7 +30,7 @@ async def run_task(
     budget: Budget | BudgetTracker | None = None,
     memory: LessonSource | None = None,
 ) -> LoopResult:
-    """Run ``task`` through ``graph`` (a registered name or your own graph) and return the result.
+    """Run ``task`` through ``graph`` (a registered name, a :class:`GraphSpec`, or your own graph) and return the result.
 
     A named graph fixes what it must in ``config`` (greedy: n=1, T=0; best_of_n: one
     round). Pass a :class:`BudgetTracker` instead of a :class:`Budget` to share one
@@ -38,8 +38,8 @@ async def run_task(
     """
     config = config or LoopConfig()
     compiled: CompiledLoopGraph
-    if isinstance(graph, str):
-        spec = graph_spec(graph)
+    if isinstance(graph, str | GraphSpec):
+        spec = graph_spec(graph) if isinstance(graph, str) else graph
         compiled, config, name = spec.compile(memory=memory is not None), spec.adjust(config), spec.name
     else:
         compiled = graph.compile() if isinstance(graph, StateGraph) else graph

@@ -19,9 +19,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
-from agentloop.evals.report import PairedDifference, RunReport, pair_tasks, paired_difference
-from agentloop.evals.run_store import RUN_DB, STORE_FILE, RunStore, StoredTask, open_store
-from agentloop.evals.spider_hardness import DIFFICULTIES
+from agentloop.records.report import PairedDifference, RunReport, pair_tasks, paired_difference
+from agentloop.records.store import RUN_DB, STORE_FILE, RunStore, StoredTask, open_store
 from agentloop.types import Message
 
 __all__ = [
@@ -44,14 +43,13 @@ __all__ = [
 
 Outcome = Literal["all", "correct", "wrong", "error"]
 _OUTCOMES: tuple[Outcome, ...] = ("all", "correct", "wrong", "error")
-_DIFFICULTY_ORDER: dict[str, int] = {d: i for i, d in enumerate(DIFFICULTIES)}
 
 SORT_KEYS: dict[str, Callable[[StoredTask], Any]] = {
     "index": lambda t: t.index,
     "task": lambda t: t.task_id,
     "outcome": lambda t: (t.error is None, t.value),
     "score": lambda t: t.score,
-    "difficulty": lambda t: _DIFFICULTY_ORDER.get(t.difficulty or "", len(_DIFFICULTY_ORDER)),
+    "difficulty": lambda t: t.difficulty or "",  # by the run's own bucket order: see RunSource.tasks
     "stop": lambda t: t.stop_reason or "",
     "candidates": lambda t: t.candidates,
     "rounds": lambda t: t.rounds,
@@ -299,7 +297,12 @@ class RunSource:
     def tasks(self, query: TaskQuery) -> TaskPage:
         report = self.report()
         matching = [t for t in report.tasks if query.matches(t)]
-        matching.sort(key=SORT_KEYS[query.sort], reverse=query.desc)
+        if query.sort == "difficulty":
+            # The run recorded its suite's buckets, easiest first; tasks without one sort last.
+            order = {d: i for i, d in enumerate(report.difficulties)}
+            matching.sort(key=lambda t: order.get(t.difficulty or "", len(order)), reverse=query.desc)
+        else:
+            matching.sort(key=SORT_KEYS[query.sort], reverse=query.desc)
         pages = max(1, math.ceil(len(matching) / query.per_page))
         page = min(query.page, pages)
         start = (page - 1) * query.per_page

@@ -13,9 +13,8 @@ from typing import Any, Literal
 from urllib.parse import quote, urlencode
 
 from agentloop.errors import AgentloopError, MissingExtraError
-from agentloop.evals.report import UPPER_BOUND_NOTE, RunReport
-from agentloop.evals.run_store import StoredTask
-from agentloop.evals.spider_hardness import DIFFICULTIES
+from agentloop.records.report import UPPER_BOUND_NOTE, RunReport
+from agentloop.records.store import StoredTask
 from agentloop.view._data import (
     SORT_KEYS,
     Comparison,
@@ -177,7 +176,6 @@ class Renderer:
             links=self.links,
             mode=mode,
             sort_keys=list(SORT_KEYS),
-            difficulties=(*DIFFICULTIES, "unknown"),
             upper_bound_note=UPPER_BOUND_NOTE,
             outcome_of=_outcome,
             sort_values=_sort_values,
@@ -248,7 +246,9 @@ class Renderer:
             "table": source.tasks(query),
             "stops": sorted({t.stop_reason or "none" for t in tasks}),
             "difficulties_here": [
-                d for d in (*DIFFICULTIES, "unknown") if any((t.difficulty or "unknown") == d for t in tasks)
+                d
+                for d in (*report.difficulties, "unknown")
+                if any((t.difficulty or "unknown") == d for t in tasks)
             ],
             "version": source.version(),
             "partial": not report.complete,

@@ -12,9 +12,12 @@ import re
 import sqlite3
 import threading
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 from agentloop.errors import AgentloopError
-from agentloop.webshop._catalog import Product
+
+if TYPE_CHECKING:
+    from agentloop.webshop._catalog import Product
 
 __all__ = ["SEARCH_RETURN_N", "SearchEngine"]
 

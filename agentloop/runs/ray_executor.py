@@ -8,7 +8,9 @@ sends, stores each one itself and hands the outcome back for the progress bar an
 A worker process that dies (SIGKILL, OOM, a lost node) is restarted by Ray, which reruns
 the tasks it held on the new process, :data:`WORKER_RETRIES` times at most; the store's
 writes are idempotent on (run, task), so a task whose first run did commit is not counted
-twice. Only :mod:`agentloop.evals.runner` imports this module, and only for ``--executor ray``.
+twice. :class:`RayExecutor` is the driver's side, behind the same :class:`Executor` interface as
+the local one; only :mod:`agentloop.runs.runner` imports this module, and only for
+``--executor ray``.
 """
 
 from __future__ import annotations
@@ -31,17 +33,18 @@ from ray.exceptions import RayActorError, RayTaskError
 from agentloop import tracing
 from agentloop.backends.registry import BackendOptions, resolve_backend
 from agentloop.errors import AgentloopError
-from agentloop.evals._run_db import read_marker, resolve_store_url
-from agentloop.evals.run_spec import RunSpec
-from agentloop.evals.run_store import STORE_FILE, RunStore, TaskOutcome, open_store
-from agentloop.evals.runner import _open_memory, _Session, _store_unclaimed, _task_outcome
-from agentloop.evals.suites import SuiteItem, get_suite
+from agentloop.graphs.library import graph_spec
+from agentloop.records.store import STORE_FILE, RunStore, TaskOutcome, open_store, read_marker, resolve_store_url
+from agentloop.runs.executor import Executor
+from agentloop.runs.spec import RunSpec
+from agentloop.runs.tasks import TaskRunner, failed_outcome, open_memory, store_unclaimed
+from agentloop.suites import SuiteItem, get_suite
 from agentloop.types import Backend
 
 if TYPE_CHECKING:
     from agentloop.memory import ConceptMemory
 
-__all__ = ["WORKER_RETRIES", "RayPool", "TaskWorker", "check_shared_stores", "connect"]
+__all__ = ["WORKER_RETRIES", "RayExecutor", "TaskWorker", "check_shared_stores", "connect"]
 
 # Reruns of a task whose worker process died under it; one more death stores the task as failed
 # (a task that kills every process it runs on must not loop forever), and --resume retries it.
@@ -146,7 +149,7 @@ class TaskWorker:
 
     def __init__(self, job: WorkerJob):
         self.job = job
-        self.session: _Session | None = None
+        self.session: _WorkerSession | None = None
         self.items: dict[str, SuiteItem] = {}
         self.lock = asyncio.Lock()
 
@@ -157,7 +160,7 @@ class TaskWorker:
         return {
             "pid": os.getpid(),
             "node": ray.get_runtime_context().get_node_id(),
-            "backend": session.backend.id,
+            "backend": session.runner.backend.id,
         }
 
     async def run(self, task_id: str, run: tuple[int, str | None], wall_origin: float) -> TaskOutcome:
@@ -177,7 +180,7 @@ class TaskWorker:
                     f"task {task_id!r} is not among the suite's tasks on worker {os.getpid()}: the "
                     "suite must build the same tasks on every node (the same data, code and version)"
                 )
-            outcome = await session.run_one(item)
+            outcome = await session.runner.run_one(item)
             # On the event loop, as the local runner does: a thread hop per task cost more CPU than
             # it saved, and while the store retries a restarting database, no other task could
             # store either.
@@ -189,38 +192,41 @@ class TaskWorker:
         session, self.session = self.session, None
         if session is None:
             return None
-        memory = session.memory
+        memory = session.runner.memory
         with _portable_errors():
             try:
                 if memory is not None:
                     await memory.aclose(flush=flush)
                     if session.run_id != _UNBOUND:
-                        _store_unclaimed(session.store, session.run_id, memory)
+                        store_unclaimed(session.store, session.run_id, memory)
                     return memory.counters.to_dict()
                 return None
             finally:
                 session.store.close()
-                await session.backend.aclose()
+                await session.runner.backend.aclose()
 
-    async def _setup(self) -> _Session:
+    async def _setup(self) -> _WorkerSession:
         async with self.lock:
             if self.session is None:
                 self.session = await self._open()
             return self.session
 
-    async def _bind(self, session: _Session, run_id: int, memory_run_id: str | None) -> None:
+    async def _bind(self, session: _WorkerSession, run_id: int, memory_id: str | None) -> None:
         async with self.lock:
             if session.run_id == run_id:
                 return
-            if session.memory is not None:
-                assert memory_run_id is not None
-                session.memory.run_id = memory_run_id
+            memory = session.runner.memory
+            if memory is not None:
+                assert memory_id is not None
+                memory.run_id = memory_id
                 # Always, not only on --resume: a task rerun after its worker died must not write
                 # its concepts twice, whichever worker wrote them first.
-                await session.memory.resume()
+                await memory.resume()
             session.run_id = run_id  # last: a task that sees it bound finds memory resumed
 
-    async def _open(self) -> _Session:
+    async def _open(self) -> _WorkerSession:
+        # A worker is another process: it resolves the suite, graph and backend the driver
+        # resolved (the same names, on the same code), once per process.
         job, spec = self.job, self.job.spec
         backend = job.backend
         if backend is None:
@@ -230,26 +236,53 @@ class TaskWorker:
             backend = tracing.TracingBackend(backend)
         suite = get_suite(spec.suite)
         self.items = {item.task_id: item for item in suite.items(spec, backend)}
-        memory: ConceptMemory | None = _open_memory(spec, backend) if spec.memory is not None else None
+        memory: ConceptMemory | None = open_memory(spec, backend) if spec.memory is not None else None
         store = open_store(job.store_url, run_name=job.run_name)
-        return _Session(spec, suite, backend, store, _UNBOUND, 0, None, memory)
+        runner = TaskRunner(spec, suite, graph_spec(spec.graph), backend, memory)
+        return _WorkerSession(runner, store)
+
+
+@dataclass(slots=True)
+class _WorkerSession:
+    """What a worker holds once set up: its task runner, its store connection, the run it serves."""
+
+    runner: TaskRunner
+    store: RunStore
+    run_id: int = _UNBOUND
 
 
 # --- the pool, on the driver ------------------------------------------------------------------
 
 
-class RayPool:
-    """The driver's side: ``workers`` actors, each task to the least busy one."""
+class RayExecutor(Executor):
+    """The driver's side: ``workers`` actors, each task to the least busy one.
 
-    def __init__(
-        self,
-        spec: RunSpec,
-        *,
-        store: RunStore,
-        backend: Backend | None,
-    ):
+    ``backend``: a backend object given to ``run_suite`` (each worker gets a pickled copy);
+    ``None``: each worker resolves ``spec.backend`` itself, so no model loads on the driver.
+    """
+
+    def __init__(self, spec: RunSpec, *, run_dir: Path, store_url: str | None, backend: Backend | None):
         self.spec = spec
+        self.run_dir = run_dir
+        self.store_url = store_url
+        self.backend = backend
         self.bound: tuple[int, str | None] = (_UNBOUND, None)
+        self.store: RunStore | None = None
+        self.actors: list[Any] = []
+        self.load: list[int] = []
+        self.workers: list[dict[str, Any]] = []
+
+    async def prepare(self) -> None:
+        check_shared_stores(self.spec, self.run_dir, self.store_url)
+
+    async def start(self, store: RunStore) -> None:
+        """Start the workers and wait until each is set up; a worker's setup error is raised here, as itself.
+
+        Before the run opens: a worker that cannot set up (a backend id, an API key, a missing
+        extra on the cluster) leaves no run behind, and the same command can rerun.
+        """
+        spec, backend = self.spec, self.backend
+        self.store = store
         endpoints = spec.endpoints()
         cpus = float(ray.cluster_resources().get("CPU", 1.0))
         workers = spec.workers or min(spec.concurrency, max(int(cpus), len(endpoints), 1))
@@ -274,36 +307,34 @@ class RayPool:
             for i in range(workers)
         ]
         self.load = [0] * workers
-        self.workers: list[dict[str, Any]] = []
-
-    async def start(self) -> list[dict[str, Any]]:
-        """Wait until every worker is set up; a worker's setup error is raised here, as itself."""
         try:
             self.workers = list(await asyncio.gather(*(a.ready.remote() for a in self.actors)))
         except RayTaskError as exc:
             raise _cause(exc) from None
-        return self.workers
 
-    def bind(self, run_id: int, memory_run_id: str | None) -> None:
-        """The run the tasks go to, once the driver has opened it."""
-        self.bound = (run_id, memory_run_id)
+    async def bind(self, run_id: int, memory_id: str | None, *, resume: bool) -> None:
+        # The workers bind on their first task (and resume memory always: see TaskWorker._bind).
+        self.bound = (run_id, memory_id)
 
-    async def run(self, item: SuiteItem, wall_origin: float) -> tuple[TaskOutcome, bool]:
-        """Run ``item`` on the least busy worker: its outcome, and whether the worker stored it."""
-        assert self.bound[0] != _UNBOUND, "bind() the pool to its run first"
+    async def run(self, item: SuiteItem, wall_origin: float) -> TaskOutcome:
+        """Run ``item`` on the least busy worker, which stores it; a task whose worker kept dying is stored here."""
+        assert self.bound[0] != _UNBOUND and self.store is not None, "bind() the executor to its run first"
         k = min(range(len(self.actors)), key=self.load.__getitem__)
         self.load[k] += 1
         started = time.time()
         try:
-            return await self.actors[k].run.remote(item.task_id, self.bound, wall_origin), True
+            outcome: TaskOutcome = await self.actors[k].run.remote(item.task_id, self.bound, wall_origin)
+            return outcome
         except RayTaskError as exc:  # the store gave up, or the suite differs on the worker
             raise _cause(exc) from None
         except RayActorError as exc:
-            # The worker died under this task WORKER_RETRIES + 1 times: store it as failed (the
-            # driver does), and the run goes on; --resume retries it.
+            # The worker died under this task WORKER_RETRIES + 1 times: store it as failed, and the
+            # run goes on; --resume retries it.
             reason = next((line for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
             error = f"WorkerDied: the Ray worker running this task died {WORKER_RETRIES + 1} times ({reason})"
-            return _failed(item, started, error), False
+            failed = failed_outcome(item, started, error)
+            self.store.record(self.bound[0], failed, run_wall_s=time.time() - wall_origin)
+            return failed
         finally:
             self.load[k] -= 1
 
@@ -352,10 +383,3 @@ def _cause(exc: RayTaskError) -> BaseException:
     """The worker's own exception (one line for the CLI), not Ray's wrapper with its traceback."""
     cause = getattr(exc, "cause", None)
     return cause if isinstance(cause, BaseException) else exc
-
-
-def _failed(item: SuiteItem, started: float, error: str) -> TaskOutcome:
-    now = time.time()
-    return _task_outcome(
-        item, started=started, finished=now, wall_s=now - started, correct=False, error=error
-    )

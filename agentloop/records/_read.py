@@ -9,8 +9,8 @@ from typing import Any, TypeVar, cast
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from agentloop.evals._run_db import RunNotFoundError
-from agentloop.evals._run_schema import CandidateRow, PromptRow, RunRow, TaskResultRow
+from agentloop.records._db import RunNotFoundError
+from agentloop.records._schema import CandidateRow, PromptRow, RunRow, TaskResultRow
 from agentloop.types import Message, Role
 
 __all__ = ["DEFAULT_RUN_NAME", "ReadMixin", "RunInfo", "StoredRun", "StoredTask"]
@@ -55,6 +55,13 @@ class StoredTask:
     memory_prompt_tokens: int | None = None
     memory_completion_tokens: int | None = None
     stop_detail: str | None = None
+    # The suite's own fields of the task (SuiteItem.extra). Rows stored before the column
+    # existed carry Spider's database in ``db_id``; it is read back as ``extra["db_id"]``.
+    extra: dict[str, Any] | None = None
+
+    def __post_init__(self) -> None:
+        if self.extra is None:
+            object.__setattr__(self, "extra", {"db_id": self.db_id} if self.db_id else {})
 
     @property
     def total_tokens(self) -> int:

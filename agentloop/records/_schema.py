@@ -46,7 +46,7 @@ class TaskResultRow(Base):
     run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), index=True)
     task_id: Mapped[str] = mapped_column(String(200))
     index: Mapped[int] = mapped_column(Integer)
-    db_id: Mapped[str | None] = mapped_column(String(200))
+    db_id: Mapped[str | None] = mapped_column(String(200))  # before 0003; now in extra
     difficulty: Mapped[str | None] = mapped_column(String(20))
     question: Mapped[str] = mapped_column(Text)
     # Which data the task came from and a hash of its content: `report --compare` pairs tasks
@@ -58,6 +58,8 @@ class TaskResultRow(Base):
     # The final answer's reward in [0, 1] for suites scored by reward (WebShop); NULL otherwise.
     # Added after the first release: _add_missing_columns gives older run stores the column.
     reward: Mapped[float | None] = mapped_column(Float, nullable=True)
+    # The suite's own fields of the task (SuiteItem.extra: Spider's db_id); revision 0003.
+    extra: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     passed: Mapped[bool] = mapped_column(Boolean)  # did the run's verifier pass the final answer
     score: Mapped[float] = mapped_column(Float)  # the verifier's score of the final answer
     candidates: Mapped[int] = mapped_column(Integer, default=0)

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Literal
 from agentloop.graphs.task import Verdict
 
 if TYPE_CHECKING:
-    from agentloop.evals.webshop_task import Outcome
+    from agentloop.suites.webshop.task import Outcome
 
 __all__ = ["VERIFIERS", "VerifierName", "judge_purchase", "oracle_verdict"]
 

@@ -1,7 +1,7 @@
 """The Suite API: what a suite gives ``agentloop run`` (items, a score, how to run them).
 
-Re-exported by :mod:`agentloop.evals.suites` and :mod:`agentloop.evals`; built-in suites in
-their own modules import it from here, so the registry can import them in turn.
+Re-exported by :mod:`agentloop.suites`; built-in suites in their own sub-packages import it
+from here, so the registry can import them in turn. It loads no graph, backend or engine.
 """
 
 from __future__ import annotations
@@ -9,21 +9,33 @@ from __future__ import annotations
 import abc
 import hashlib
 import json
-from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar
 
-from agentloop.errors import AgentloopError
-from agentloop.evals.spider_data import DatasetError
-from agentloop.graphs.result import LoopResult
-from agentloop.graphs.task import Task
-from agentloop.types import Backend
+from agentloop.errors import AgentloopError, DatasetError
 
 if TYPE_CHECKING:
-    from agentloop.evals.run_spec import RunSpec
+    from agentloop.graphs.result import LoopResult
+    from agentloop.graphs.task import Task
+    from agentloop.types import Backend
 
-__all__ = ["PROMPT_FORMATS", "Score", "Suite", "SuiteItem", "content_hash"]
+__all__ = ["PROMPT_FORMATS", "Score", "Suite", "SuiteItem", "SuiteOptions", "content_hash"]
 T = TypeVar("T")
+
+
+class SuiteOptions(Protocol):
+    """What a suite reads of a run's options; :class:`agentloop.runs.RunSpec` is one."""
+
+    backend: str
+    data: str | None
+    offset: int
+    limit: int | None
+    verifier: str | None
+    prompt: str
+    constrain: str
+    policy: str
+    max_steps: int | None
 
 
 #: Prompt formats every suite offers: chat messages, or a few-shot completion prompt.
@@ -32,17 +44,23 @@ PROMPT_FORMATS: tuple[str, ...] = ("chat", "fewshot")
 
 @dataclass(frozen=True, slots=True)
 class SuiteItem:
-    """One task of a suite, with what the store and the report keep about it."""
+    """One task of a suite, with what the store and the report keep about it.
+
+    ``difficulty`` is optional: a suite with difficulty buckets names them in
+    :attr:`Suite.difficulties`, and the report breaks accuracy down by them. ``extra`` is the
+    suite's own: short JSON-able fields the store keeps with the task and the viewer shows
+    (Text2SQL puts its database there as ``db_id``).
+    """
 
     task: Task
     index: int
     question: str
-    db_id: str | None = None
     difficulty: str | None = None
     # Where the task came from (a data path, or "packaged:NAME") and a hash of what defines it
     # (see :func:`content_hash`): reports pair two runs' tasks only when the hashes match.
     source: str | None = None
     content_hash: str | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def task_id(self) -> str:
@@ -79,12 +97,15 @@ class Suite(abc.ABC):
     stop: ClassVar[tuple[str, ...]] = ()
     #: The verifier a run gets when none is named.
     default_verifier: ClassVar[str] = "exec"
+    #: The difficulty buckets of :attr:`SuiteItem.difficulty`, easiest first; empty: the suite has
+    #: none, and the report shows no breakdown.
+    difficulties: ClassVar[tuple[str, ...]] = ()
     #: Whether :attr:`Score.reward` is the headline number (avg_reward, success_rate)
     #: rather than correctness (accuracy).
     scores_reward: ClassVar[bool] = False
 
     @abc.abstractmethod
-    def items(self, spec: RunSpec, backend: Backend | None = None) -> list[SuiteItem]:
+    def items(self, spec: SuiteOptions, backend: Backend | None = None) -> list[SuiteItem]:
         """The tasks ``spec`` selects (``--data``, ``--offset``, ``--limit``), in order."""
 
     @abc.abstractmethod
@@ -96,7 +117,7 @@ class Suite(abc.ABC):
         return False
 
     @staticmethod
-    def select(spec: RunSpec, rows: Sequence[T]) -> list[T]:
+    def select(spec: SuiteOptions, rows: Sequence[T]) -> list[T]:
         """The rows ``--offset`` and ``--limit`` select, in order; an empty selection is an error."""
         end = None if spec.limit is None else spec.offset + spec.limit
         chosen = list(rows[spec.offset : end])
@@ -107,7 +128,7 @@ class Suite(abc.ABC):
         return chosen
 
     @classmethod
-    def prompt_format(cls, spec: RunSpec) -> str:
+    def prompt_format(cls, spec: SuiteOptions) -> str:
         """``--prompt``; ``auto`` picks ``fewshot`` for in-process transformers models, ``chat`` otherwise.
 
         Small local models follow a few-shot completion prompt far better than chat

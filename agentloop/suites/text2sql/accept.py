@@ -1,13 +1,11 @@
 """Check SQL strings against a grammar the way decoding feeds it: llguidance's matcher, bytes or tokens.
 
-Re-exported by :mod:`agentloop.evals.sql_grammar`, which builds the grammars.
+Re-exported by :mod:`agentloop.suites.text2sql.grammar`, which builds the grammars.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from functools import lru_cache
-from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING
 
@@ -16,7 +14,7 @@ from agentloop.errors import AgentloopError
 if TYPE_CHECKING:
     import llguidance
 
-__all__ = ["MissingLlguidanceError", "SqlAcceptor", "check_gold"]
+__all__ = ["MissingLlguidanceError", "SqlAcceptor"]
 
 
 class MissingLlguidanceError(AgentloopError, ImportError):
@@ -102,46 +100,3 @@ class _ByteVocabulary:
 def _byte_tokenizer() -> llguidance.LLTokenizer:
     llg = _import_llguidance()
     return llg.LLTokenizer(llg.TokenizerWrapper(_ByteVocabulary()))
-
-
-def check_gold(argv: Sequence[str] | None = None) -> int:
-    """Time the grammars of a Spider-layout dir and check its gold queries against them
-    (``python -m agentloop.evals.sql_grammar``)."""
-    import argparse
-    import time
-
-    from agentloop.evals.spider_data import load_text2sql
-    from agentloop.evals.sql_grammar import schema_grammar
-
-    parser = argparse.ArgumentParser(
-        prog="python -m agentloop.evals.sql_grammar", description=check_gold.__doc__
-    )
-    parser.add_argument(
-        "data", nargs="?", help="Spider-layout dir or questions file (default: the shipped subset)"
-    )
-    parser.add_argument(
-        "--tokenizer", help="feed a Hugging Face tokenizer's tokens (a model dir) instead of bytes"
-    )
-    args = parser.parse_args(argv)
-    tokenizer = None
-    if args.tokenizer:
-        import llguidance.hf
-        from transformers import PreTrainedTokenizerFast
-
-        # llguidance reads the Rust tokenizer, so only fast tokenizers work.
-        tokenizer = llguidance.hf.from_tokenizer(PreTrainedTokenizerFast.from_pretrained(args.tokenizer))
-    examples = [e for e in load_text2sql(args.data) if e.gold_sql is not None]
-    acceptors: dict[Path, SqlAcceptor] = {}
-    for path in sorted({e.db_path for e in examples}):
-        start = time.perf_counter()
-        grammar = schema_grammar(path)
-        acceptors[path] = SqlAcceptor(grammar, tokenizer)
-        # Constructing the matcher compiles lexer and parser; the first mask is computed lazily.
-        print(f"{path.stem:32} {len(grammar):6} chars  {1000 * (time.perf_counter() - start):6.1f} ms")
-    start = time.perf_counter()
-    rejected = [(e, err) for e in examples if (err := acceptors[e.db_path].error(e.gold_sql or ""))]
-    elapsed = time.perf_counter() - start
-    print(f"accepted {len(examples) - len(rejected)}/{len(examples)} gold queries in {elapsed:.2f} s")
-    for example, err in rejected:
-        print(f"  {example.id} [{example.db_id}] {err}\n    {example.gold_sql}")
-    return 0

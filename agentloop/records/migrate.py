@@ -24,7 +24,7 @@ __all__ = [
     "upgrade",
 ]
 
-MIGRATIONS = Path(__file__).resolve().parent / "run_migrations"
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 # Not alembic_version: a database may hold concept memory too, whose revisions are there.
 VERSION_TABLE = "agentloop_run_store_version"
 # The revision whose schema a store made before migrations has at least.

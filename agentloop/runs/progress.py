@@ -14,7 +14,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from agentloop.evals.run_store import TaskOutcome
+from agentloop.records.store import TaskOutcome
 
 __all__ = ["Bar", "progress_bar"]
 

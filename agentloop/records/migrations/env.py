@@ -8,7 +8,7 @@ database may hold runs and concept memory, and the memory store's revisions are 
 from __future__ import annotations
 
 from agentloop._migrate import run_env
-from agentloop.evals._run_schema import Base
-from agentloop.evals.run_migrate import VERSION_TABLE
+from agentloop.records._schema import Base
+from agentloop.records.migrate import VERSION_TABLE
 
 run_env(Base.metadata, example_file="run.sqlite", version_table=VERSION_TABLE)

@@ -5,7 +5,7 @@ Revises:
 Create Date: 2026-11-26
 
 Revisions are frozen history: they spell out their DDL instead of importing
-``agentloop.evals._run_schema``, whose later changes must not rewrite old migrations.
+``agentloop.records._schema``, whose later changes must not rewrite old migrations.
 A store made before the run store had migrations holds these tables (some with later
 columns already) and no version table: the store stamps it at this revision instead of
 running it, and ``0002`` adds whatever it lacks.

@@ -1,0 +1,45 @@
+"""Records: what a run stored and how it is read back (the run store, its schema and migrations, and the report).
+
+Nothing here imports a suite, a graph or a backend: a run reports and opens in the viewer
+from what its store recorded, even when the plugin that wrote it is gone.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_LAZY = {
+    "BUDGET_KEYS": "config",
+    "RunSummary": "config",
+    "ConfigMismatchError": "store",
+    "RUN_DB": "store",
+    "RunExistsError": "store",
+    "RunInfo": "store",
+    "RunNotFoundError": "store",
+    "RunStore": "store",
+    "RunStoreError": "store",
+    "RunStoreUnavailableError": "store",
+    "StoredRun": "store",
+    "StoredTask": "store",
+    "TaskOutcome": "store",
+    "open_store": "store",
+    "PairedDifference": "report",
+    "RunReport": "report",
+    "check_comparable": "report",
+    "paired_difference": "report",
+    "plot_reports": "report",
+    "render_reports": "report",
+    "reports_json": "report",
+}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'agentloop.records' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"agentloop.records.{module}"), name)
+    globals()[name] = value
+    return value

@@ -1,0 +1,73 @@
+"""What the runner hands the run store for one task: its outcome and the candidates it tried."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from agentloop.types import LoopUsage, Message
+
+__all__ = ["CandidateRecord", "TaskOutcome"]
+
+
+class CandidateRecord(Protocol):
+    """What the store keeps of one candidate (a graph's :class:`~agentloop.graphs.Candidate` is one)."""
+
+    round: int
+    index: int
+    call: int
+    prompt_hash: str | None
+    text: str
+    answer: Any
+    parse_error: str | None
+    score: float
+    passed: bool
+    prompt_tokens: int
+    completion_tokens: int
+    latency_s: float
+    verify_s: float
+    finish_reason: str | None
+
+    @property
+    def verdict(self) -> Any: ...
+
+    def to_dict(self) -> dict[str, Any]: ...
+
+
+@dataclass(slots=True)
+class TaskOutcome:
+    """What the runner hands the store for one finished (or failed) task."""
+
+    task_id: str
+    index: int
+    question: str
+    correct: bool
+    started: float
+    finished: float
+    wall_s: float
+    difficulty: str | None = None
+    # The suite's own fields of the task (``SuiteItem.extra``: Spider's ``db_id``), stored as JSON.
+    extra: Mapping[str, Any] = field(default_factory=dict)
+    answer: str | None = None
+    reward: float | None = None
+    passed: bool = False
+    score: float = 0.0
+    usage: LoopUsage = field(default_factory=LoopUsage)
+    rounds: int = 0
+    stop_reason: str | None = None
+    error: str | None = None
+    error_detail: str | None = None
+    eval_error: str | None = None
+    candidates: Sequence[CandidateRecord] = ()
+    best_position: int | None = None
+    source: str | None = None
+    content_hash: str | None = None
+    # What concept memory spent for this task; stored on its own and added to the totals.
+    memory_usage: LoopUsage | None = None
+    stop_detail: str | None = None
+    # The lessons memory showed the task and those written from it, and every prompt its
+    # candidates came from by prompt hash: what a viewer shows of each round.
+    lessons: Sequence[str] | None = None
+    lessons_written: Sequence[str] | None = None
+    prompts: Mapping[str, Sequence[Message]] = field(default_factory=dict)

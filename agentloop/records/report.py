@@ -1,0 +1,555 @@
+"""Read runs back from their run store: metrics, a comparison table, JSON and an accuracy-vs-compute plot."""
+
+from __future__ import annotations
+
+import random
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from agentloop._plugins import reference_label
+from agentloop.errors import AgentloopError, MissingExtraError
+from agentloop.records.config import BUDGET_DEFAULTS, BUDGET_KEYS, RunSummary, difficulties, effective_shape
+from agentloop.records.store import StoredRun, StoredTask, open_store
+
+__all__ = [
+    "PairedDifference",
+    "RunReport",
+    "budget_difference",
+    "check_comparable",
+    "pair_tasks",
+    "paired_difference",
+    "plot_reports",
+    "render_reports",
+    "reports_json",
+]
+
+UPPER_BOUND_NOTE = (
+    "oracle: the verifier compared candidates with the gold answer (for WebShop, the hidden goal's "
+    "reward) while the run was going, so its accuracy or reward is an upper bound for analysis (the "
+    "IAD paper's optimal verifier), not a result a deployed system could reach"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class RunReport:
+    """One stored run and the numbers computed from it."""
+
+    run_dir: Path
+    run: StoredRun
+
+    @classmethod
+    def load(cls, run_dir: str | Path, *, store: str | None = None) -> RunReport:
+        """The run in ``run_dir``, or (with ``store``, a database URL) the run of that name there.
+
+        ``store`` also gives the password of a run dir whose run is in a database.
+        """
+        directory = Path(run_dir)
+        with open_store(directory, store=store) as opened:
+            return cls(directory, opened.load())
+
+    @property
+    def tasks(self) -> list[StoredTask]:
+        return self.run.tasks
+
+    @property
+    def verifier(self) -> str:
+        return str(self.run.config.get("verifier", "?"))
+
+    @property
+    def upper_bound(self) -> bool:
+        if "upper_bound" in self.run.config:  # stored by the run: a user suite needs no reloading
+            return bool(self.run.config["upper_bound"])
+        # Runs stored before the flag: only the built-ins existed, and their oracle is "oracle".
+        return self.verifier == "oracle"
+
+    @property
+    def scores_reward(self) -> bool:
+        """Whether the run's headline is the reward (avg_reward, success_rate) rather than accuracy."""
+        if "scores_reward" in self.run.config:
+            return bool(self.run.config["scores_reward"])
+        # Runs stored before the flag: reward suites stored a reward with every scored task.
+        return any(t.reward is not None for t in self.tasks)
+
+    @property
+    def difficulties(self) -> tuple[str, ...]:
+        """The suite's difficulty buckets as the run recorded them, easiest first (none: no breakdown)."""
+        return difficulties(self.run.config, [t.difficulty for t in self.tasks])
+
+    @property
+    def label(self) -> str:
+        return self.run_dir.name or str(self.run_dir)
+
+    @property
+    def n_rounds(self) -> str:
+        """``n / rounds`` as the graph ran them (best_of_n: one round), for tables."""
+        return _n_rounds(self.run)
+
+    @property
+    def complete(self) -> bool:
+        return len(self.tasks) >= self.run.planned and not any(t.error for t in self.tasks)
+
+    def metrics(self) -> dict[str, Any]:
+        """Accuracy overall and by difficulty (or reward and success), verifier pass rate, cost and latency per task."""
+        tasks = self.tasks
+        n = len(tasks)
+
+        def per_task(total: float) -> float | None:
+            return round(total / n, 2) if n else None
+
+        walls = [t.wall_s for t in tasks]
+        usage, memory = self.usage(), self._memory_usage()
+        if self.scores_reward:
+            # A task that errored, or bought nothing, has reward 0 (StoredTask.value).
+            quality: dict[str, Any] = {
+                "avg_reward": round(statistics.fmean(t.value for t in tasks), 4) if n else None,
+                "success_rate": _share(sum(t.value >= 1.0 for t in tasks), n),
+            }
+        else:
+            quality = {
+                "execution_accuracy": _share(sum(t.correct for t in tasks), n),
+                "by_difficulty": _by_difficulty(tasks, self.difficulties),
+            }
+        return {
+            **quality,
+            "verifier_pass_rate": _share(sum(t.passed for t in tasks), n),
+            "candidates_per_task": per_task(sum(t.candidates for t in tasks)),
+            "llm_calls_per_task": per_task(sum(t.llm_calls for t in tasks)),
+            "tokens_per_task": per_task(usage["prompt_tokens"] + usage["completion_tokens"]),
+            "completion_tokens_per_task": per_task(usage["completion_tokens"]),
+            # Included in the tokens above: what concept memory spent (selection, abstraction).
+            "memory_tokens_per_task": per_task(memory["total_tokens"]) if memory["llm_calls"] else None,
+            "latency_s_mean": round(statistics.fmean(walls), 3) if walls else None,
+            "latency_s_p50": round(statistics.median(walls), 3) if walls else None,
+            "errors": sum(t.error is not None for t in tasks),
+        }
+
+    def usage(self) -> dict[str, Any]:
+        """Totals over the run. Memory's spend is in them, and also on its own under ``memory``."""
+        tasks = self.tasks
+        costs = [t.cost_usd for t in tasks if t.cost_usd is not None]
+        unclaimed = self.run.memory_usage or {}
+        out: dict[str, Any] = {
+            "candidates": sum(t.candidates for t in tasks),
+            "llm_calls": sum(t.llm_calls for t in tasks) + int(unclaimed.get("llm_calls", 0)),
+            "prompt_tokens": sum(t.prompt_tokens for t in tasks) + int(unclaimed.get("prompt_tokens", 0)),
+            "completion_tokens": sum(t.completion_tokens for t in tasks)
+            + int(unclaimed.get("completion_tokens", 0)),
+            "cost_usd": round(sum(costs), 6) if costs else None,
+            "wall_s": round(self.run.wall_s, 3),
+        }
+        memory = self._memory_usage()
+        if memory["llm_calls"] or any(t.memory_llm_calls is not None for t in tasks):
+            out["memory"] = memory
+        return out
+
+    def _memory_usage(self) -> dict[str, int]:
+        """Concept memory's spend: charged to tasks, plus batch abstractions no task claimed."""
+        extra = self.run.memory_usage or {}
+        calls = sum(t.memory_llm_calls or 0 for t in self.tasks) + int(extra.get("llm_calls", 0))
+        prompt = sum(t.memory_prompt_tokens or 0 for t in self.tasks) + int(extra.get("prompt_tokens", 0))
+        completion = sum(t.memory_completion_tokens or 0 for t in self.tasks) + int(
+            extra.get("completion_tokens", 0)
+        )
+        return {
+            "llm_calls": calls,
+            "prompt_tokens": prompt,
+            "completion_tokens": completion,
+            "total_tokens": prompt + completion,
+        }
+
+    def summary(self, *, skipped: int = 0) -> RunSummary:
+        """The ``agentloop run --json`` summary of this run."""
+        metrics = self.metrics()
+        return RunSummary(
+            suite=self.run.suite,
+            graph=self.run.graph,
+            backend=self.run.backend,
+            verifier=self.verifier,
+            upper_bound=self.upper_bound,
+            tasks=len(self.tasks),
+            planned=self.run.planned,
+            errors=metrics["errors"],
+            skipped=skipped,
+            metrics=(
+                {
+                    "avg_reward": metrics["avg_reward"],
+                    "success_rate": metrics["success_rate"],
+                    "verifier_pass_rate": metrics["verifier_pass_rate"],
+                }
+                if self.scores_reward
+                else {
+                    "execution_accuracy": metrics["execution_accuracy"],
+                    "verifier_pass_rate": metrics["verifier_pass_rate"],
+                    "by_difficulty": metrics["by_difficulty"],
+                }
+            ),
+            usage=self.usage(),
+            run_dir=str(self.run_dir),
+        )
+
+    def to_json(self, *, results: bool = True) -> dict[str, Any]:
+        d: dict[str, Any] = {
+            "run_dir": str(self.run_dir),
+            "suite": self.run.suite,
+            "graph": self.run.graph,
+            "backend": self.run.backend,
+            "verifier": self.verifier,
+            "upper_bound": self.upper_bound,
+            "config": self.run.config,
+            "tasks": len(self.tasks),
+            "planned": self.run.planned,
+            "complete": self.complete,
+            "metrics": self.metrics(),
+            "usage": self.usage(),
+        }
+        if self.upper_bound:
+            d["note"] = UPPER_BOUND_NOTE
+        if results:
+            d["results"] = [_result_json(t) for t in self.tasks]
+        return d
+
+
+@dataclass(frozen=True, slots=True)
+class PairedDifference:
+    """``other`` minus ``base`` on the tasks both ran: the mean per-task difference and a bootstrap CI.
+
+    The per-task number is :attr:`StoredTask.value`: the reward for suites scored by
+    reward, 1/0 for correct/wrong otherwise. Tasks pair when their content hashes match
+    (same database, question and gold; same goal), so runs over other data never pair by
+    position. ``unpaired`` says why the other tasks were left out.
+    """
+
+    base: str
+    other: str
+    metric: str  # "reward" or "accuracy"
+    tasks: int  # tasks paired
+    difference: float | None
+    ci_low: float | None
+    ci_high: float | None
+    confidence: float = 0.95
+    unpaired: dict[str, int] = field(default_factory=dict)
+    budget_differs: tuple[str, ...] = ()  # budget settings the two runs did not share
+
+    @property
+    def explanation(self) -> str:
+        """One line: how many tasks were paired and why the others were not."""
+        reasons = {
+            "content_differs": "same id but other content (other data)",
+            "only_base": f"only in {self.base}",
+            "only_other": f"only in {self.other}",
+            "unverified": "paired by id only (stored before task hashes existed)",
+        }
+        parts = [f"{n} {reasons[k]}" for k, n in self.unpaired.items() if n]
+        tail = f"; {'; '.join(parts)}" if parts else ""
+        return f"{self.other} vs {self.base}: {self.tasks} tasks paired{tail}"
+
+    def to_json(self) -> dict[str, Any]:
+        rnd = _round4
+        return {
+            "base": self.base,
+            "other": self.other,
+            "metric": self.metric,
+            "paired_tasks": self.tasks,
+            "unpaired": dict(self.unpaired),
+            "difference": rnd(self.difference),
+            "ci": [rnd(self.ci_low), rnd(self.ci_high)],
+            "confidence": self.confidence,
+            "same_budget": not self.budget_differs,
+            "budget_differs": list(self.budget_differs),
+        }
+
+
+def pair_tasks(
+    base: Sequence[StoredTask], other: Sequence[StoredTask]
+) -> tuple[list[tuple[StoredTask, StoredTask]], dict[str, int]]:
+    """Match the two runs' tasks by content hash; returns the pairs and why the rest did not pair.
+
+    A task stored without a hash (an older run store) pairs by id and counts as
+    ``unverified``. Repeated content pairs in task order.
+    """
+    by_hash: dict[str, list[StoredTask]] = {}
+    by_id: dict[str, StoredTask] = {}
+    for t in sorted(base, key=lambda t: t.index):
+        if t.content_hash:
+            by_hash.setdefault(t.content_hash, []).append(t)
+        by_id[t.task_id] = t
+    used: set[int] = set()
+    pairs: list[tuple[StoredTask, StoredTask]] = []
+    why = {"content_differs": 0, "only_base": 0, "only_other": 0, "unverified": 0}
+    for t in sorted(other, key=lambda t: t.index):
+        match = None
+        if t.content_hash:
+            match = next((b for b in by_hash.get(t.content_hash, []) if id(b) not in used), None)
+        if match is None:
+            same_id = by_id.get(t.task_id)
+            if same_id is not None and id(same_id) not in used:
+                if same_id.content_hash and t.content_hash:
+                    why["content_differs"] += 1
+                    continue
+                match = same_id
+                why["unverified"] += 1
+        if match is None:
+            why["only_other"] += 1
+            continue
+        used.add(id(match))
+        pairs.append((match, t))
+    why["only_base"] = max(0, len(base) - len(used) - why["content_differs"])
+    return pairs, why
+
+
+def paired_difference(
+    base: RunReport, other: RunReport, *, resamples: int = 2000, confidence: float = 0.95, seed: int = 0
+) -> PairedDifference:
+    """``other - base`` over the tasks both runs stored, with a percentile bootstrap CI over those tasks."""
+    pairs, why = pair_tasks(base.tasks, other.tasks)
+    diffs = [o.value - b.value for b, o in pairs]
+    metric = "reward" if base.scores_reward and other.scores_reward else "accuracy"
+    differs = budget_difference(base, other)
+    if not diffs:
+        return PairedDifference(
+            base.label, other.label, metric, 0, None, None, None, confidence, why, differs
+        )
+    rng = random.Random(seed)  # the same runs always print the same interval
+    k = len(diffs)
+    means = sorted(statistics.fmean(rng.choices(diffs, k=k)) for _ in range(resamples))
+    tail = (1.0 - confidence) / 2
+    lo = means[int(tail * (resamples - 1))]
+    hi = means[int((1.0 - tail) * (resamples - 1))]
+    return PairedDifference(
+        base.label, other.label, metric, k, statistics.fmean(diffs), lo, hi, confidence, why, differs
+    )
+
+
+def budget_difference(a: RunReport, b: RunReport) -> tuple[str, ...]:
+    """The budget settings (:data:`BUDGET_KEYS`) on which two runs differ, as ``key: a -> b``."""
+
+    def settings(r: RunReport) -> dict[str, Any]:
+        values = {k: r.run.config.get(k, BUDGET_DEFAULTS[k]) for k in BUDGET_KEYS}
+        effective = effective_shape(
+            r.run.graph, {**r.run.config, "n": values["n"], "rounds": values["rounds"]}
+        )
+        if effective is not None:  # as the graph ran them: best_of_n runs one round whatever --rounds says
+            values["n"], values["rounds"] = effective
+        return values
+
+    sa, sb = settings(a), settings(b)
+    return tuple(f"{k}: {sa[k]} -> {sb[k]}" for k in BUDGET_KEYS if sa[k] != sb[k])
+
+
+def check_comparable(reports: Sequence[RunReport]) -> None:
+    """Refuse a comparison in which some run shares no task with the first."""
+    for r in reports[1:]:
+        pairs, why = pair_tasks(reports[0].tasks, r.tasks)
+        if not pairs and reports[0].tasks and r.tasks:
+            raise AgentloopError(
+                f"{r.label} and {reports[0].label} share no task ({why['content_differs']} with the same "
+                "id hold other content): compare runs over the same data"
+            )
+
+
+def reports_json(reports: Sequence[RunReport]) -> dict[str, Any]:
+    """One run's JSON, or ``{"runs": [...], "comparison": [...]}`` when runs are compared.
+
+    ``comparison`` holds each later run's paired difference from the first.
+    """
+    if len(reports) == 1:
+        return reports[0].to_json()
+    return {
+        "runs": [r.to_json() for r in reports],
+        "comparison": [paired_difference(reports[0], r).to_json() for r in reports[1:]],
+    }
+
+
+def render_reports(reports: Sequence[RunReport], console: Console) -> None:
+    """A table with a column per run: accuracy (overall, by difficulty), verifier passes, cost, latency."""
+    table = Table(title="Run report" if len(reports) == 1 else "Run comparison")
+    table.add_column("")
+    for r in reports:
+        table.add_column(r.label, justify="right")
+    metrics = [r.metrics() for r in reports]
+
+    def row(name: str, cells: Sequence[str], style: str | None = None) -> None:
+        table.add_row(name, *cells, style=style)
+
+    def verifier_label(r: RunReport) -> str:
+        return f"{r.verifier} (upper bound)" if r.upper_bound else r.verifier
+
+    row("graph", [reference_label(r.run.graph) for r in reports])  # a file reference: its attribute
+    row("backend", [r.run.backend for r in reports])
+    row("verifier", [verifier_label(r) for r in reports])
+    row("n / rounds", [r.n_rounds for r in reports])
+    row("tasks", [_tasks_cell(r) for r in reports], style=None)
+    if any(r.scores_reward for r in reports):
+        row("avg reward", [_acc(m.get("avg_reward")) for m in metrics], style="bold")
+        row("success rate", [_acc(m.get("success_rate")) for m in metrics])
+    if not all(r.scores_reward for r in reports):
+        row("accuracy", [_acc(m.get("execution_accuracy")) for m in metrics], style="bold")
+        by_level = [m.get("by_difficulty", {}) for m in metrics]
+        known = dict.fromkeys(level for r in reports for level in r.difficulties)
+        levels = [lvl for lvl in (*known, "unknown") if any(lvl in b for b in by_level)]
+        for level in levels:
+            cells = []
+            for b in by_level:
+                d = b.get(level)
+                cells.append(f"{_acc(d['accuracy'])} ({d['correct']}/{d['tasks']})" if d else "-")
+            row(f"  {level}", cells)
+    diffs = [paired_difference(reports[0], r) for r in reports[1:]]
+    if diffs:
+        row(f"Δ {diffs[0].metric} vs {reports[0].label}", ["", *(_diff_cell(d) for d in diffs)])
+    row("verifier passed", [_pct(m["verifier_pass_rate"]) for m in metrics])
+    row("candidates / task", [_num(m["candidates_per_task"]) for m in metrics])
+    row("tokens / task", [_num(m["tokens_per_task"], 0) for m in metrics])
+    row("  completion", [_num(m["completion_tokens_per_task"], 0) for m in metrics])
+    if any(m.get("memory_tokens_per_task") for m in metrics):
+        row("  memory", [_num(m.get("memory_tokens_per_task"), 0) for m in metrics])
+    row("LLM calls / task", [_num(m["llm_calls_per_task"]) for m in metrics])
+    row("latency / task (s)", [_latency(m) for m in metrics])
+    row("wall (s)", [f"{r.run.wall_s:.1f}" for r in reports])
+    console.print(table)
+    if any(r.upper_bound for r in reports):
+        console.print(f"[yellow]note:[/] {UPPER_BOUND_NOTE}", highlight=False)
+    for d in diffs:
+        console.print(d.explanation, highlight=False, markup=False, soft_wrap=True)
+        if d.budget_differs:
+            console.print(
+                f"[yellow]note:[/] {d.other} and {d.base} did not run under the same budget "
+                f"({', '.join(d.budget_differs)}): the difference is not compute-matched",
+                highlight=False,
+                soft_wrap=True,
+            )
+    for r in reports:
+        if len(r.tasks) < r.run.planned:
+            console.print(
+                f"{r.label}: {len(r.tasks)} of {r.run.planned} tasks stored; finish it with "
+                f"agentloop run {r.run.suite} --resume --run-dir {r.run_dir} (and the original flags)",
+                highlight=False,
+            )
+
+
+def plot_reports(reports: Sequence[RunReport], path: str | Path) -> Path:
+    """Plot accuracy against tokens per task, one labelled point per run; needs ``agentloop[plot]``."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")  # files only; never open a window
+        import matplotlib.pyplot as plt
+    except ImportError as exc:
+        raise MissingExtraError("matplotlib", "plot") from exc
+    out = Path(path)
+    if out.suffix.lower() not in (".png", ".svg", ".pdf"):
+        raise AgentloopError(f"--plot writes .png, .svg or .pdf files, not {out.name}")
+    fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=120)
+    rewarded = all(r.scores_reward for r in reports)
+    for r in reports:
+        m = r.metrics()
+        y = m.get("avg_reward") if r.scores_reward else m.get("execution_accuracy")
+        x, y = m["tokens_per_task"] or 0.0, y or 0.0
+        marker = "^" if r.upper_bound else "o"
+        label = f"{r.label} ({r.run.graph}, {r.verifier}{', upper bound' if r.upper_bound else ''})"
+        ax.scatter([x], [y], marker=marker, s=48, label=label)
+        ax.annotate(r.run.graph, (x, y), textcoords="offset points", xytext=(5, 5), fontsize=8)
+    ax.set_xlabel("tokens per task (prompt + completion)")
+    ax.set_ylabel("average reward" if rewarded else "execution accuracy (reward for reward suites)")
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_title("Reward vs compute" if rewarded else "Accuracy vs compute")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=7, loc="best")
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out)
+    plt.close(fig)
+    return out
+
+
+def _by_difficulty(tasks: Sequence[StoredTask], levels: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """Accuracy per bucket; tasks without one count as ``unknown`` only in a suite that has buckets."""
+    out: dict[str, dict[str, Any]] = {}
+    if not levels:
+        return out
+    for level in (*levels, None):
+        subset = [t for t in tasks if t.difficulty == level]
+        if subset:
+            correct = sum(t.correct for t in subset)
+            out[level or "unknown"] = {
+                "tasks": len(subset),
+                "correct": correct,
+                "accuracy": _share(correct, len(subset)),
+            }
+    return out
+
+
+def _result_json(t: StoredTask) -> dict[str, Any]:
+    return {
+        "task_id": t.task_id,
+        "index": t.index,
+        "extra": t.extra,
+        "difficulty": t.difficulty,
+        "question": t.question,
+        "answer": t.answer,
+        "correct": t.correct,
+        "reward": t.reward,
+        "passed": t.passed,
+        "score": t.score,
+        "candidates": t.candidates,
+        "llm_calls": t.llm_calls,
+        "prompt_tokens": t.prompt_tokens,
+        "completion_tokens": t.completion_tokens,
+        "rounds": t.rounds,
+        "stop_reason": t.stop_reason,
+        "wall_s": round(t.wall_s, 3),
+        "error": t.error,
+        "eval_error": t.eval_error,
+        "attempt": t.attempt,
+    }
+
+
+def _share(k: int, n: int) -> float | None:
+    return round(k / n, 4) if n else None
+
+
+def _acc(x: float | None) -> str:
+    return "-" if x is None else f"{x:.3f}"
+
+
+def _round4(x: float | None) -> float | None:
+    return None if x is None else round(x, 4)
+
+
+def _diff_cell(d: PairedDifference) -> str:
+    if d.difference is None:
+        return "no shared tasks"
+    # The paired mean difference, its 95% bootstrap interval, and the number of shared tasks.
+    return f"{d.difference:+.3f} [{d.ci_low:+.3f}, {d.ci_high:+.3f}] n={d.tasks}"
+
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:.0f}%"
+
+
+def _num(x: float | None, digits: int = 1) -> str:
+    return "-" if x is None else f"{x:,.{digits}f}"
+
+
+def _latency(m: dict[str, Any]) -> str:
+    if m["latency_s_mean"] is None:
+        return "-"
+    return f"{m['latency_s_mean']:.2f} (p50 {m['latency_s_p50']:.2f})"
+
+
+def _n_rounds(run: StoredRun) -> str:
+    effective = effective_shape(run.graph, run.config)
+    if effective is None:
+        return f"{run.config.get('n', '?')} / {run.config.get('rounds', '?')}"
+    return f"{effective[0]} / {effective[1]}"
+
+
+def _tasks_cell(r: RunReport) -> str:
+    errors = sum(t.error is not None for t in r.tasks)
+    cell = f"{len(r.tasks)}" if len(r.tasks) == r.run.planned else f"{len(r.tasks)} of {r.run.planned}"
+    return f"{cell} ({errors} errors)" if errors else cell

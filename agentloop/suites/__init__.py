@@ -1,0 +1,50 @@
+"""Suites: what a task is and how it is scored (the Suite API, its registry, and the built-in suites).
+
+The API (:class:`Suite`, :class:`SuiteItem`, :class:`Score`) loads nothing heavy; the
+built-in suites live in their own sub-packages (``text2sql``, ``webshop``) and the registry
+(:data:`SUITES`, :func:`get_suite`) loads on first use.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from agentloop.errors import DatasetError
+from agentloop.suites._base import PROMPT_FORMATS, Score, Suite, SuiteItem, SuiteOptions, content_hash
+
+_LAZY = {
+    "SUITES": "agentloop.suites._registry",
+    "SuiteLoadError": "agentloop.suites._registry",
+    "UnknownSuiteError": "agentloop.suites._registry",
+    "get_suite": "agentloop.suites._registry",
+    "plugin_suites": "agentloop.suites._registry",
+    "Text2SQLSuite": "agentloop.suites.text2sql.suite",
+    "WebShopSuite": "agentloop.suites.webshop.suite",
+}
+
+__all__ = [
+    "PROMPT_FORMATS",
+    "SUITES",
+    "DatasetError",
+    "Score",
+    "Suite",
+    "SuiteItem",
+    "SuiteLoadError",
+    "SuiteOptions",
+    "Text2SQLSuite",
+    "UnknownSuiteError",
+    "WebShopSuite",
+    "content_hash",
+    "get_suite",
+    "plugin_suites",
+]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'agentloop.suites' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value

@@ -1,0 +1,38 @@
+"""The ``webshop`` suite, the agent side of WebShop: task, policies, verifiers and the suite.
+
+The world itself (catalog, search, pages, reward) is :mod:`agentloop.webshop`, which knows
+no agent. Everything here loads on first use.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_LAZY = {
+    "WebShopSuite": "suite",
+    "UnknownWebShopVerifierError": "suite",
+    "WebShopTask": "task",
+    "Outcome": "task",
+    "load_webshop_tasks": "task",
+    "task_outcome": "task",
+    "webshop_metrics": "task",
+    "POLICIES": "policies",
+    "ChoicePolicy": "policies",
+    "FirstPolicy": "policies",
+    "resolve_policy": "policies",
+    "VERIFIERS": "verifiers",
+    "judge_purchase": "verifiers",
+    "oracle_verdict": "verifiers",
+}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'agentloop.suites.webshop' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"agentloop.suites.webshop.{module}"), name)
+    globals()[name] = value
+    return value
