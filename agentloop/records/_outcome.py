@@ -71,3 +71,9 @@ class TaskOutcome:
     lessons: Sequence[str] | None = None
     lessons_written: Sequence[str] | None = None
     prompts: Mapping[str, Sequence[Message]] = field(default_factory=dict)
+    # Before SuiteItem.extra, Text2SQL's database had a field of its own: still taken, into extra.
+    db_id: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.db_id is not None and "db_id" not in self.extra:
+            self.extra = {**self.extra, "db_id": self.db_id}
