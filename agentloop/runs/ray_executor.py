@@ -34,7 +34,14 @@ from agentloop import tracing
 from agentloop.backends.registry import BackendOptions, resolve_backend
 from agentloop.errors import AgentloopError
 from agentloop.graphs.library import graph_spec
-from agentloop.records.store import STORE_FILE, RunStore, TaskOutcome, open_store, read_marker, resolve_store_url
+from agentloop.records.store import (
+    STORE_FILE,
+    RunStore,
+    TaskOutcome,
+    open_store,
+    read_marker,
+    resolve_store_url,
+)
 from agentloop.runs.executor import Executor
 from agentloop.runs.spec import RunSpec
 from agentloop.runs.tasks import TaskRunner, failed_outcome, open_memory, store_unclaimed

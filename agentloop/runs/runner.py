@@ -29,7 +29,7 @@ from agentloop.runs.executor import Executor, LocalExecutor
 from agentloop.runs.progress import Bar, progress_bar
 from agentloop.runs.spec import BUDGET_KEYS, RESULT_KEYS, STORED_DEFAULTS, RunSpec, RunSummary
 from agentloop.runs.tasks import memory_id
-from agentloop.suites import Suite, SuiteItem, get_suite
+from agentloop.suites import Suite, SuiteError, SuiteItem, get_suite
 from agentloop.types import Backend
 
 # RunSpec, RunSummary and the key tuples live in spec and records.config (the report reads them
@@ -124,7 +124,7 @@ async def run_suite(
     interrupted = False
     try:
         await executor.prepare()
-        items = suite.items(spec, backend)
+        items = _suite_items(suite, spec, backend)
         store = RunStore.for_run_dir(directory, store=store_url)
         await executor.start(store)
         run_id = _open_run(store, spec, suite, graph, items, resume=resume, where=directory)
@@ -180,6 +180,16 @@ async def run_suite(
     return summary
 
 
+def _suite_items(suite: Suite, spec: RunSpec, backend: Backend | None) -> list[SuiteItem]:
+    """The suite's tasks; bad input it reports with a ``ValueError`` becomes one line (a SuiteError)."""
+    try:
+        return suite.items(spec, backend)
+    except AgentloopError:
+        raise
+    except ValueError as exc:
+        raise SuiteError(f"suite {suite.name!r}: {exc}") from exc
+
+
 def _open_run(
     store: RunStore,
     spec: RunSpec,
@@ -208,6 +218,7 @@ def _open_run(
             "upper_bound": suite.upper_bound(verifier),
             "suite_name": suite.name,
             "difficulties": list(suite.difficulties),
+            **suite.metric_info(),
             "effective_n": effective.n,
             "effective_rounds": effective.rounds,
         },

@@ -158,11 +158,14 @@ class RunSpec:
             object.__setattr__(self, "memory_namespace", check_namespace(self.memory_namespace))
 
     def for_suite(self, suite: Suite) -> RunSpec:
-        """This spec with what the suite decides filled in: its default verifier and, with memory,
-        its name as the memory namespace. The runner calls it once, with the suite it resolved."""
+        """This spec with what the suite decides filled in: its default verifier (a given one is
+        checked against the suite's) and, with memory, its name as the memory namespace. The
+        runner calls it once, with the suite it resolved."""
         changes: dict[str, Any] = {}
         if self.verifier is None:
             changes["verifier"] = suite.default_verifier
+        else:
+            suite.check_verifier(self.verifier)  # an unknown name fails before any model loads
         if self.memory is not None and self.memory_namespace is None:
             from agentloop.memory import check_namespace
 
