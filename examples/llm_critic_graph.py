@@ -2,11 +2,10 @@
 
 from dataclasses import replace
 
-from langgraph.graph import END, START, StateGraph
 from langgraph.runtime import Runtime
 
-from agentloop.backends import Message
-from agentloop.graphs import LoopContext, LoopGraph, LoopState, nodes
+from agentloop.graphs import LoopContext, LoopGraph, LoopState, loop_graph, nodes
+from agentloop.types import Message
 
 CRITIC = "Task:\n{task}\n\nAnswer:\n{answer}\n\nIn one sentence, name this answer's most serious flaw."
 
@@ -26,12 +25,5 @@ async def critic(state: LoopState, runtime: Runtime[LoopContext]) -> dict:
 
 
 def critic_graph() -> LoopGraph:
-    g: LoopGraph = StateGraph(LoopState, context_schema=LoopContext)
-    g.add_sequence([nodes.recall, nodes.propose, nodes.verify, critic, nodes.select])
-    g.add_node(nodes.refine)
-    g.add_node(nodes.remember)
-    g.add_edge(START, "recall")
-    g.add_conditional_edges("select", nodes.should_continue, {"continue": "refine", "stop": "remember"})
-    g.add_edge("refine", "propose")
-    g.add_edge("remember", END)
-    return g
+    """IAD with the critic between verify and select: recall → propose → verify → critic → select → refine …"""
+    return loop_graph(feedback=nodes.refine, review=[critic])

@@ -142,9 +142,7 @@ def test_resume_refuses_a_changed_graph(solving_backend: None, tmp_path: Path) -
     ]
     invoke_json(*args)
     # The same graph without its critic: one node and two edges fewer.
-    source = graph_file.read_text().replace(
-        "nodes.verify, critic, nodes.select", "nodes.verify, nodes.select"
-    )
+    source = graph_file.read_text().replace("review=[critic]", "review=[]")
     graph_file.write_text(source)
     os.utime(graph_file, ns=(graph_file.stat().st_atime_ns, graph_file.stat().st_mtime_ns + 10**9))
     line = one_error_line([*args, "--resume"])

@@ -5,10 +5,11 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Sequence
+from typing import Any
 
 import pytest
 
-from agentloop.backends import ChatRequest, FunctionBackend, ScriptedBackend
+from agentloop.backends import ChatRequest, FunctionBackend, Message, ScriptedBackend
 from agentloop.errors import AgentloopError
 from agentloop.graphs import (
     GRAPHS,
@@ -16,11 +17,17 @@ from agentloop.graphs import (
     Candidate,
     LoopConfig,
     LoopResult,
+    LoopState,
     PromptTask,
+    Rollout,
+    RolloutTask,
+    StepFn,
     Task,
     UnknownGraphError,
     Verdict,
     build_graph,
+    loop_graph,
+    nodes,
     run_task,
     run_task_sync,
 )
@@ -477,3 +484,106 @@ async def test_graphs_leave_out_memory_nodes_only_when_there_is_no_memory() -> N
     # the memory variant runs fine without a memory: recall and remember do nothing
     result = await run_task(scored({"a": 1.0}), ScriptedBackend(["a"]), build_graph("best_of_n"))
     assert result.answer == "a" and result.graph == "best_of_n"
+
+
+# --- n_schedule ----------------------------------------------------------------------------
+
+
+def test_n_schedule_sets_each_rounds_count_and_repeats_its_last_entry() -> None:
+    config = LoopConfig(n=8, n_schedule=[4, 2, 1])  # type: ignore[arg-type]
+    assert config.n_schedule == (4, 2, 1)
+    assert [config.n_for(r) for r in range(5)] == [4, 2, 1, 1, 1]
+    assert [LoopConfig(n=3).n_for(r) for r in range(3)] == [3, 3, 3]
+    assert config.to_dict()["n_schedule"] == [4, 2, 1]
+    assert json.loads(json.dumps(LoopConfig().to_dict()))["n_schedule"] == []
+    for bad in ((0,), (2, -1), (1.5,), ("2",)):
+        with pytest.raises(ValueError, match="n_schedule"):
+            LoopConfig(n_schedule=bad)  # type: ignore[arg-type]
+
+
+async def test_iad_samples_each_round_as_the_schedule_says() -> None:
+    backend = ScriptedBackend(["x"], cycle=True)
+    config = LoopConfig(n=5, rounds=3, n_schedule=(3, 1))
+    result = await run_task(scored({"x": 0.2}), backend, "iad", config=config)
+    assert [r.n for r in backend.requests] == [3, 1, 1]
+    assert [c.round for c in result.candidates] == [0, 0, 0, 1, 2]
+    assert result.config.n_schedule == (3, 1)
+
+
+def test_named_graphs_clear_or_collapse_the_schedule() -> None:
+    config = LoopConfig(n=8, rounds=3, n_schedule=(4, 1))
+    greedy, refine = GRAPHS["greedy"].adjust(config), GRAPHS["self_refine"].adjust(config)
+    assert (greedy.n, greedy.n_schedule) == (1, ()) and (refine.n, refine.n_schedule) == (1, ())
+    for one_round in ("best_of_n", "self_consistency"):
+        adjusted = GRAPHS[one_round].adjust(config)
+        assert (adjusted.n, adjusted.rounds, adjusted.n_schedule) == (4, 1, ())  # what ran: n=4
+    assert GRAPHS["iad"].adjust(config) == config
+
+
+async def test_best_of_n_samples_the_schedules_first_entry() -> None:
+    backend = ScriptedBackend([["a", "b", "c"]])
+    config = LoopConfig(n=8, n_schedule=(3, 1))
+    result = await run_task(scored({"b": 0.5}), backend, "best_of_n", config=config)
+    assert [r.n for r in backend.requests] == [3] and result.answer == "b"
+    assert result.config.n == 3 and result.config.n_schedule == ()
+
+
+class Walk(RolloutTask):
+    """A rollout task whose episode is one model call."""
+
+    id = "walk"
+
+    def build_messages(self, lessons: Sequence[str] = ()) -> list[Message]:
+        return [Message("user", PROMPT)]
+
+    async def rollout(self, step: StepFn, messages: Sequence[Message]) -> Rollout:
+        text = await step(messages)
+        return Rollout(text=text or "", answer=text)
+
+    async def verify(self, candidate: Candidate) -> Verdict:
+        return Verdict(0.1, feedback="not yet")
+
+
+async def test_rollout_tasks_run_as_many_rollouts_as_the_schedule_says() -> None:
+    backend = ScriptedBackend(["step"], cycle=True)
+    result = await run_task(Walk(), backend, "iad", config=LoopConfig(rounds=3, n_schedule=(3, 1, 2)))
+    assert [sum(c.round == r for c in result.candidates) for r in range(3)] == [3, 1, 2]
+    assert all(r.n == 1 for r in backend.requests) and len(backend.requests) == 6
+
+
+# --- loop_graph(review=...) ----------------------------------------------------------------
+
+
+def test_review_nodes_run_in_order_between_verify_and_the_chooser() -> None:
+    async def first(state: LoopState) -> dict:
+        return {}
+
+    async def second(state: LoopState) -> dict:
+        return {}
+
+    def edges(**kwargs: Any) -> set[tuple[str, str]]:
+        drawn = loop_graph(memory=False, **kwargs).compile().get_graph()
+        return {(e.source, e.target) for e in drawn.edges}
+
+    with_verify = edges(review=[first, second])
+    assert {
+        ("propose", "verify"),
+        ("verify", "first"),
+        ("first", "second"),
+        ("second", "select"),
+    } <= with_verify
+    assert ("verify", "select") not in with_verify
+    without = edges(choose=nodes.vote, feedback=None, verify=False, review=[first])
+    assert {("propose", "first"), ("first", "vote")} <= without and ("propose", "vote") not in without
+
+
+async def test_a_review_node_that_amends_verdicts_steers_the_choice() -> None:
+    async def demote_first(state: LoopState) -> dict:
+        pending = list(state.get("pending") or [])
+        pending[0] = pending[0].with_verdict(Verdict(0.0, feedback="demoted"))
+        return {"pending": pending}
+
+    task = scored({"a": 0.9, "b": 0.5})
+    graph = loop_graph(feedback=None, memory=False, review=[demote_first])
+    result = await run_task(task, ScriptedBackend([["a", "b"]]), graph, config=LoopConfig(n=2))
+    assert result.answer == "b" and verdict_of(result.candidates[0]).feedback == "demoted"

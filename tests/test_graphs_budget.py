@@ -160,6 +160,32 @@ async def test_candidate_budget_shrinks_the_last_request() -> None:
     assert result.stop_reason == "budget" and "candidates" in result.stop_detail
 
 
+async def test_a_schedule_runs_until_the_candidate_budget_is_spent() -> None:
+    backend = ScriptedBackend(["x"], cycle=True)
+    config = LoopConfig(rounds=3, n_schedule=(4, 1))
+    result = await run_task(task(), backend, "iad", config=config, budget=Budget(max_candidates=5))
+    assert [r.n for r in backend.requests] == [4, 1]  # the third round has no candidate left
+    assert result.usage.candidates == 5 == len(result.candidates)
+    assert result.stop_reason == "budget" and "candidates" in result.stop_detail
+
+
+async def test_a_schedule_stops_after_the_round_that_spends_the_budget() -> None:
+    backend = ScriptedBackend(["x"], cycle=True)
+    config = LoopConfig(rounds=3, n_schedule=(4, 1))
+    result = await run_task(task(), backend, "iad", config=config, budget=Budget(max_candidates=4))
+    assert [r.n for r in backend.requests] == [4]
+    assert result.rounds == 1 and result.usage.candidates == 4
+    assert result.stop_reason == "budget" and result.stop_detail == "candidates budget spent after round 1"
+
+
+async def test_a_schedule_is_cut_to_the_candidates_left() -> None:
+    backend = ScriptedBackend(["x"], cycle=True)
+    config = LoopConfig(rounds=3, n_schedule=(2, 4))
+    result = await run_task(task(), backend, "iad", config=config, budget=Budget(max_candidates=5))
+    assert [r.n for r in backend.requests] == [2, 3]
+    assert result.usage.candidates == 5 and result.stop_reason == "budget"
+
+
 async def test_token_budget_caps_each_request_and_the_total() -> None:
     backend = ScriptedBackend([" ".join(["w"] * 30)], cycle=True)  # always longer than max_tokens
     config = LoopConfig(n=4, rounds=3, max_tokens=20)

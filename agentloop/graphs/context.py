@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields, replace
 from typing import TYPE_CHECKING, Any, Protocol
@@ -33,6 +34,9 @@ class LoopConfig:
     best score. ``concurrency`` bounds concurrent backend requests and verifier calls.
     ``batched=False`` sends n requests with n=1 (for backends without native ``n``;
     the graphs also switch to this on their own once a backend returns short).
+    ``n_schedule`` sets the candidates per round where they differ (``(4, 1)``: sample
+    four, then one per round after); :meth:`n_for` reads it, and ``n`` applies when it is
+    empty.
     """
 
     n: int = 4
@@ -46,6 +50,7 @@ class LoopConfig:
     seed: int | None = None
     batched: bool = True
     stop: tuple[str, ...] = ()
+    n_schedule: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         for name in ("n", "rounds", "max_tokens", "concurrency"):
@@ -60,6 +65,21 @@ class LoopConfig:
         if self.patience is not None and self.patience < 1:
             raise ValueError(f"patience must be >= 1 or None, got {self.patience}")
         object.__setattr__(self, "stop", tuple(self.stop))
+        given = tuple(self.n_schedule)
+        try:
+            schedule = tuple(operator.index(k) for k in given)
+        except TypeError:
+            schedule = ()
+        if len(schedule) != len(given) or any(k < 1 for k in schedule):
+            raise ValueError(f"n_schedule must hold whole numbers >= 1, got {list(given)}")
+        object.__setattr__(self, "n_schedule", schedule)
+
+    def n_for(self, round: int) -> int:
+        """Candidates to sample in ``round`` (0-based): the schedule's entry, its last one past its end, else ``n``."""
+        schedule = self.n_schedule
+        if not schedule:
+            return self.n
+        return schedule[min(max(round, 0), len(schedule) - 1)]
 
     def replace(self, **changes: Any) -> LoopConfig:
         return replace(self, **changes)
@@ -67,6 +87,7 @@ class LoopConfig:
     def to_dict(self) -> dict[str, Any]:
         d = {f.name: getattr(self, f.name) for f in fields(self)}
         d["stop"] = list(self.stop)
+        d["n_schedule"] = list(self.n_schedule)
         return d
 
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 import functools
 import hashlib
 import inspect
+import itertools
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -65,26 +66,33 @@ def loop_graph(
     feedback: Node | None = nodes.refine,
     memory: bool = True,
     verify: bool = True,
+    review: Sequence[Node] = (),
 ) -> LoopGraph:
-    """recall → propose → verify → choose → (feedback → propose)* → remember.
+    """recall → propose → verify → review… → choose → (feedback → propose)* → remember.
 
     ``choose`` picks the best and runs the stopping evaluator (``select`` or ``vote``);
     ``feedback`` builds the next round's prompt (``refine`` or ``revise``); without it
     the graph runs one round. ``memory=False`` leaves out ``recall`` and ``remember``
     (they do nothing without a memory, but each node is a superstep that costs time).
     ``verify=False`` leaves out the verify node, for a ``choose`` that needs no verdicts
-    to choose (``vote`` verifies only its winner). Nodes are named after their functions.
+    to choose (``vote`` verifies only its winner). ``review`` nodes run in order just
+    before ``choose``, where they may rewrite ``pending`` (an LLM critic amending
+    verdicts). Nodes are named after their functions.
     """
     pick = _name(choose)
     g: LoopGraph = StateGraph(LoopState, context_schema=LoopContext)
     g.add_node("propose", nodes.propose)
     g.add_node(pick, choose)
+    chain = ["propose"]
     if verify:
         g.add_node("verify", nodes.verify)
-        g.add_edge("propose", "verify")
-        g.add_edge("verify", pick)
-    else:
-        g.add_edge("propose", pick)
+        chain.append("verify")
+    for node in review:
+        g.add_node(_name(node), node)
+        chain.append(_name(node))
+    chain.append(pick)
+    for a, b in itertools.pairwise(chain):
+        g.add_edge(a, b)
     first, last = "propose", END
     if memory:
         g.add_node("recall", nodes.recall)
@@ -120,6 +128,12 @@ class GraphSpec:
         return _compile(self, memory)
 
 
+def _one_round(cfg: LoopConfig) -> LoopConfig:
+    # One round: only the schedule's first entry could apply, so it becomes n, and the
+    # stored config says what ran.
+    return cfg.replace(n=cfg.n_for(0), rounds=1, n_schedule=())
+
+
 GRAPHS: dict[str, GraphSpec] = {
     spec.name: spec
     for spec in (
@@ -127,26 +141,26 @@ GRAPHS: dict[str, GraphSpec] = {
             "greedy",
             "one candidate at temperature 0",
             lambda memory: loop_graph(feedback=None, memory=memory),
-            lambda cfg: cfg.replace(n=1, rounds=1, temperature=0.0),
+            lambda cfg: cfg.replace(n=1, rounds=1, temperature=0.0, n_schedule=()),
         ),
         GraphSpec(
             "best_of_n",
             "n samples, verify all, keep the highest score",
             lambda memory: loop_graph(feedback=None, memory=memory),
-            lambda cfg: cfg.replace(rounds=1),
+            _one_round,
         ),
         GraphSpec(
             "self_consistency",
             "n samples, majority vote over the task's answer key",
             # The vote ignores verdicts: only the winner is verified (a judge costs LLM calls).
             lambda memory: loop_graph(choose=nodes.vote, feedback=None, memory=memory, verify=False),
-            lambda cfg: cfg.replace(rounds=1),
+            _one_round,
         ),
         GraphSpec(
             "self_refine",
             "one candidate per round, revised from its own verdict",
             lambda memory: loop_graph(feedback=nodes.revise, memory=memory),
-            lambda cfg: cfg.replace(n=1),
+            lambda cfg: cfg.replace(n=1, n_schedule=()),
         ),
         GraphSpec(
             "iad",

@@ -75,9 +75,10 @@ async def recall(state: LoopState, runtime: Runtime[LoopContext]) -> Update:
 
 
 async def propose(state: LoopState, runtime: Runtime[LoopContext]) -> Update:
-    """Sample one round of ``config.n`` candidates, from the feedback prompt after round one."""
+    """Sample one round of ``config.n_for(round)`` candidates, from the feedback prompt once there is feedback."""
     ctx = runtime.context
     rnd = state.get("round", -1) + 1
+    n = ctx.config.n_for(rnd)
     lessons = state.get("lessons") or []
     feedback = state.get("feedback")
     if feedback is None:
@@ -86,9 +87,9 @@ async def propose(state: LoopState, runtime: Runtime[LoopContext]) -> Update:
         messages = ctx.task.build_refine_messages(feedback, lessons)
     with tracing.round_scope(ctx, rnd):  # the round's span begins here; select ends it
         if isinstance(ctx.task, RolloutTask):
-            sampled = await rollouts(ctx, messages, n=ctx.config.n, round=rnd)
+            sampled = await rollouts(ctx, messages, n=n, round=rnd)
         else:
-            sampled = await sample(ctx, messages, n=ctx.config.n, round=rnd)
+            sampled = await sample(ctx, messages, n=n, round=rnd)
     update: Update = {"round": rnd, "pending": sampled.candidates}
     if sampled.error is not None:
         update["error"] = sampled.error
@@ -164,9 +165,13 @@ async def refine(state: LoopState, runtime: Runtime[LoopContext]) -> Update:
 
 
 async def revise(state: LoopState, runtime: Runtime[LoopContext]) -> Update:
-    """Self-refine feedback: the previous candidate and its own verdict."""
+    """Self-refine feedback: the last round's best candidate (with n=1, the previous one) and its own verdict.
+
+    The round's best, not its last, so that a round of several candidates followed by
+    one revision (``n_schedule=(4, 1)``) revises the one worth revising.
+    """
     pending = state.get("pending") or []
-    latest = pending[-1] if pending else state.get("best")
+    latest = best_of(pending) or (pending[-1] if pending else state.get("best"))
     if latest is None:
         return {"feedback": None}
     feedback = Feedback(style="revise", round=state.get("round", 0) + 1, best=latest, scores=(latest.score,))

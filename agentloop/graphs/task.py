@@ -132,7 +132,7 @@ class Feedback:
 
     ``contrast`` (IAD): the best candidate so far, the weakest of the last round (only
     when it scored lower), and the last round's scores. ``revise`` (self-refine): the
-    previous candidate and its verdict.
+    last round's best candidate (with n=1, the previous one) and its verdict.
     """
 
     style: Literal["contrast", "revise"]
@@ -296,7 +296,7 @@ class Rollout:
 class RolloutTask(Task):
     """A task whose candidate is a multi-step rollout (an agent episode) rather than one completion.
 
-    ``propose`` runs ``config.n`` rollouts concurrently (at most ``config.concurrency`` at
+    ``propose`` runs ``config.n_for(round)`` rollouts concurrently (at most ``config.concurrency`` at
     once) instead of sampling n completions. Each rollout calls ``step`` once per model
     turn (or ``step.score``); every call is charged to the run's budget, and a rollout
     counts as one candidate (its first call holds the candidate slot; a rollout that
