@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -43,6 +43,9 @@ def report(
     as_json: Annotated[
         bool, typer.Option("--json", help="Print metrics and per-task results as JSON.")
     ] = False,
+    errors: Annotated[
+        bool, typer.Option("--errors", help="List every failed task with its whole error message.")
+    ] = False,
 ) -> None:
     """Summarize runs: accuracy overall and by difficulty, verifier passes, tokens and latency per task."""
     from agentloop.records.report import (
@@ -57,6 +60,9 @@ def report(
         _list_runs(store, compare, as_json)
         return
     reports = [RunReport.load(d, store=store) for d in [run_dir, *(compare or [])]]
+    if errors:
+        _list_errors(reports, as_json)
+        return
     check_comparable(reports)
     if plot is not None:
         written = plot_reports(reports, plot)
@@ -65,6 +71,29 @@ def report(
         print_json(reports_json(reports))
     else:
         render_reports(reports, Console())
+
+
+def _list_errors(reports: list[Any], as_json: bool) -> None:
+    """``agentloop report RUN --errors``: each failed task and its message, in task order."""
+    if as_json:
+        print_json(
+            {
+                "runs": [
+                    {
+                        "run_dir": str(r.run_dir),
+                        "errors": [{"task_id": t.task_id, "error": t.error} for t in r.failed_tasks()],
+                    }
+                    for r in reports
+                ]
+            }
+        )
+        return
+    console = Console()
+    for r in reports:
+        failed = r.failed_tasks()
+        console.print(f"[bold]{r.label}[/]: {len(failed)} of {len(r.tasks)} tasks failed", highlight=False)
+        for t in failed:
+            console.print(f"{t.task_id}: {t.error}", highlight=False, markup=False, soft_wrap=True)
 
 
 def _list_runs(store: str | None, compare: list[Path] | None, as_json: bool) -> None:

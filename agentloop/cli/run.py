@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -15,12 +15,14 @@ __all__ = ["run"]
 
 @friendly_errors
 def run(
+    ctx: typer.Context,
     suite: Annotated[
-        str,
+        str | None,
         typer.Argument(
-            help="The suite to run: text2sql, webshop, a plugin's name, or module:attr / file.py:attr."
+            help="The suite to run: text2sql, webshop, a plugin's name, or module:attr / file.py:attr. "
+            "With --resume, the stored run's."
         ),
-    ],
+    ] = None,
     graph: Annotated[
         str,
         typer.Option(
@@ -63,11 +65,20 @@ def run(
     ] = "auto",
     n: Annotated[int, typer.Option("--n", "-n", min=1, help="Candidates per round.")] = 4,
     rounds: Annotated[int, typer.Option(min=1, help="Rounds at most (iad, self_refine).")] = 3,
+    n_schedule: Annotated[
+        str | None,
+        typer.Option(
+            "--n-schedule",
+            help="Candidates per round, e.g. 4,1: sample 4, then refine with 1 (the last entry repeats; "
+            "overrides --n).",
+        ),
+    ] = None,
     verifier: Annotated[
         str | None,
         typer.Option(
-            help="text2sql: exec (gold-free, default), judge (exec + LLM yes/no) or oracle (gold; upper "
-            "bound only). webshop: rules (goal-free, default) or oracle (true reward; upper bound only)."
+            help="One of the suite's verifiers (default: the suite's). text2sql: exec (gold-free, default), "
+            "judge (exec + LLM yes/no) or oracle (gold; upper bound only). webshop: rules (goal-free, "
+            "default) or oracle (true reward; upper bound only). A user suite's: its Suite.verifiers."
         ),
     ] = None,
     concurrency: Annotated[int, typer.Option(min=1, help="Tasks (and requests per task) in flight.")] = 4,
@@ -216,51 +227,35 @@ def run(
         from agentloop import tracing
 
         tracing.configure(content=True if otel_content else None)
-    from agentloop.records.report import RunReport, render_reports
-    from agentloop.runs.runner import RunSpec, run_suite_sync
+    from agentloop.records.report import RunReport, render_failures, render_reports
+    from agentloop.runs.runner import STORED_DEFAULTS, RunSpec, run_suite_sync
     from agentloop.suites import get_suite
 
     if run_all and limit is not None:
         raise typer.BadParameter("--all and --limit contradict each other; give one", param_hint="--all")
-    quick = get_suite(suite).default_limit
-    sliced = limit is None and not run_all and quick is not None
-    if sliced:
-        limit = quick
-    spec = RunSpec(
-        suite=suite,
-        graph=graph,
-        backend=backend,
-        verifier=verifier,
-        prompt=prompt,
-        data=str(data) if data is not None else None,
-        offset=offset,
-        limit=limit,
-        n=n,
-        rounds=rounds,
-        max_tokens=max_tokens,
-        max_steps=max_steps,
-        policy=policy,
-        constrain=constrain,
-        temperature=temperature,
-        top_p=top_p,
-        threshold=threshold,
-        patience=patience,
-        max_candidates=max_candidates,
-        max_tokens_total=max_tokens_total,
-        max_seconds=max_seconds,
-        seed=seed,
-        concurrency=concurrency,
-        base_url=",".join(base_url) if base_url else None,
-        executor=executor,
-        ray_address=ray_address,
-        workers=workers,
-        memory=memory,
-        memory_update=memory_update,
-        memory_select=memory_select,
-        memory_k=memory_k,
-        memory_namespace=memory_namespace,
-        memory_abstract=memory_abstract,
-    )
+    values = {name: value for name, value in ctx.params.items() if name in RunSpec.__dataclass_fields__}
+    values["data"] = str(data) if data is not None else None
+    values["base_url"] = ",".join(base_url) if base_url else None
+    values["n_schedule"] = _schedule(n_schedule)
+    sliced = False
+    if resume and run_dir is not None:
+        # The stored run's settings, except the flags given here (a difference is refused, one line).
+        given = {name for name in ctx.params if _given(ctx, name)}
+        stored = _stored_config(run_dir, store)
+        for key in set(values) - given:
+            if key in stored:
+                values[key] = stored[key]
+            elif key in STORED_DEFAULTS:  # a run stored before the setting existed had its default
+                values[key] = STORED_DEFAULTS[key]
+        if run_all:
+            values["limit"] = None
+    elif suite is None:
+        raise typer.BadParameter("give the suite to run (or --resume --run-dir DIR)", param_hint="SUITE")
+    elif limit is None and not run_all:
+        quick = get_suite(suite).default_limit
+        sliced = quick is not None
+        values["limit"] = quick if sliced else None
+    spec = RunSpec(**values)
 
     def started(directory: Path, total: int, done: int) -> None:
         left = f", {done} already done" if done else ""
@@ -275,7 +270,40 @@ def run(
     if as_json:
         print_json(summary.to_json())
         return
-    render_reports([RunReport.load(summary.run_dir, store=store)], Console())
+    report = RunReport.load(summary.run_dir, store=store)
+    render_reports([report], Console())
+    render_failures([report], err)
     if summary.memory is not None:
         m = summary.memory
         err.print(f"[dim]memory: {m['retrieved']} lessons shown, {m['written']} concepts written[/]")
+
+
+def _given(ctx: typer.Context, name: str) -> bool:
+    """Whether option ``name`` came from the command line (or its environment variable), not a default."""
+    # By name: Typer may carry its own copy of click, whose enum is not click's.
+    source = ctx.get_parameter_source(name)
+    return source is not None and source.name in ("COMMANDLINE", "ENVIRONMENT")
+
+
+def _stored_config(run_dir: Path, store: str | None) -> dict[str, Any]:
+    """The config a run dir's run was started with (one line when there is no run there)."""
+    from agentloop.records.store import RunStore
+
+    with RunStore.for_run_dir(run_dir, store=store, create=False) as opened:
+        run = opened.load()
+    config = dict(run.config)
+    config.setdefault("suite", run.suite)
+    return config
+
+
+def _schedule(text: str | None) -> tuple[int, ...]:
+    """``--n-schedule 4,1`` as ``(4, 1)``; each entry a whole number >= 1."""
+    if not text:
+        return ()
+    try:
+        counts = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        counts = ()
+    if not counts or min(counts) < 1:
+        raise typer.BadParameter(f"{text!r}: give whole numbers >= 1, comma-separated (e.g. 4,1)")
+    return counts

@@ -14,20 +14,47 @@ __all__ = ["CandidateRecord", "TaskOutcome"]
 class CandidateRecord(Protocol):
     """What the store keeps of one candidate (a graph's :class:`~agentloop.graphs.Candidate` is one)."""
 
-    round: int
-    index: int
-    call: int
-    prompt_hash: str | None
-    text: str
-    answer: Any
-    parse_error: str | None
-    score: float
-    passed: bool
-    prompt_tokens: int
-    completion_tokens: int
-    latency_s: float
-    verify_s: float
-    finish_reason: str | None
+    @property
+    def round(self) -> int: ...
+
+    @property
+    def index(self) -> int: ...
+
+    @property
+    def call(self) -> int: ...
+
+    @property
+    def prompt_hash(self) -> str | None: ...
+
+    @property
+    def text(self) -> str: ...
+
+    @property
+    def answer(self) -> Any: ...
+
+    @property
+    def parse_error(self) -> str | None: ...
+
+    @property
+    def score(self) -> float: ...
+
+    @property
+    def passed(self) -> bool: ...
+
+    @property
+    def prompt_tokens(self) -> int: ...
+
+    @property
+    def completion_tokens(self) -> int: ...
+
+    @property
+    def latency_s(self) -> float: ...
+
+    @property
+    def verify_s(self) -> float: ...
+
+    @property
+    def finish_reason(self) -> str | None: ...
 
     @property
     def verdict(self) -> Any: ...

@@ -10,7 +10,15 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["BUDGET_DEFAULTS", "BUDGET_KEYS", "RunSummary", "difficulties", "effective_shape"]
+__all__ = [
+    "BUDGET_DEFAULTS",
+    "BUDGET_KEYS",
+    "VERIFIER_ERROR",
+    "RunSummary",
+    "difficulties",
+    "effective_shape",
+    "shape_label",
+]
 
 # The settings that bound what one task may spend; `agentloop report --compare` says when two
 # runs differ in any of them.
@@ -20,6 +28,7 @@ BUDGET_KEYS: tuple[str, ...] = (
     "max_seconds",
     "n",
     "rounds",
+    "n_schedule",
     "max_tokens",
     "max_steps",
 )
@@ -32,9 +41,14 @@ BUDGET_DEFAULTS: dict[str, Any] = {
     "max_seconds": None,
     "n": 4,
     "rounds": 3,
+    "n_schedule": [],
     "max_tokens": 256,
     "max_steps": None,
 }
+
+#: The error class stored for a task whose verifier raised on every candidate: not a wrong
+#: answer, and counted apart (``verifier_errors``).
+VERIFIER_ERROR = "VerifierError"
 
 # Runs stored before the config recorded the suite's buckets came from the one suite that had
 # them (Text2SQL, Spider's hardness levels): their order, for those runs only.
@@ -55,7 +69,10 @@ def difficulties(config: Mapping[str, Any], stored: Iterable[str | None] = ()) -
 
 
 def effective_shape(graph: str, config: Mapping[str, Any]) -> tuple[int, int] | None:
-    """Candidates per round and rounds as the graph ran them (best_of_n: one round); None when unknown."""
+    """Candidates per round and rounds as the graph ran them (best_of_n: one round); None when unknown.
+
+    With a schedule, the first round's count (see :func:`shape_label` for the whole schedule).
+    """
     if "effective_n" in config and "effective_rounds" in config:
         return int(config["effective_n"]), int(config["effective_rounds"])
     try:
@@ -67,6 +84,16 @@ def effective_shape(graph: str, config: Mapping[str, Any]) -> tuple[int, int] | 
     if graph in _LEGACY_ONE_ROUND:
         return n, 1
     return n, rounds
+
+
+def shape_label(graph: str, config: Mapping[str, Any]) -> str:
+    """``n / rounds`` as the graph ran them, for tables: ``4→1 / 2`` with a per-round schedule."""
+    shape = effective_shape(graph, config)
+    if shape is None:
+        return f"{config.get('n', '?')} / {config.get('rounds', '?')}"
+    schedule = [int(k) for k in config.get("effective_n_schedule") or []]
+    n = "→".join(str(k) for k in schedule[: shape[1]]) if schedule else str(shape[0])
+    return f"{n} / {shape[1]}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +115,8 @@ class RunSummary:
     extra: dict[str, Any] = field(default_factory=dict)
     # This invocation's concept memory counts, ``{"retrieved", "written"}``; None without memory.
     memory: dict[str, int] | None = None
+    # Every task stored with an error, as ``{"task_id", "error"}`` (the error's first line).
+    failed: list[dict[str, str]] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -106,4 +135,6 @@ class RunSummary:
         }
         if self.memory is not None:
             out["memory"] = self.memory
+        if self.failed:
+            out["failed"] = self.failed
         return out

@@ -14,7 +14,15 @@ from rich.table import Table
 
 from agentloop._plugins import reference_label
 from agentloop.errors import AgentloopError, MissingExtraError
-from agentloop.records.config import BUDGET_DEFAULTS, BUDGET_KEYS, RunSummary, difficulties, effective_shape
+from agentloop.records.config import (
+    BUDGET_DEFAULTS,
+    BUDGET_KEYS,
+    VERIFIER_ERROR,
+    RunSummary,
+    difficulties,
+    effective_shape,
+    shape_label,
+)
 from agentloop.records.store import StoredRun, StoredTask, open_store
 
 __all__ = [
@@ -25,6 +33,8 @@ __all__ = [
     "pair_tasks",
     "paired_difference",
     "plot_reports",
+    "first_line",
+    "render_failures",
     "render_reports",
     "reports_json",
 ]
@@ -77,6 +87,26 @@ class RunReport:
         return any(t.reward is not None for t in self.tasks)
 
     @property
+    def metric(self) -> str:
+        """The suite's headline name in ``--json`` metrics (runs before it was recorded: execution_accuracy)."""
+        return str(self.run.config.get("metric") or "execution_accuracy")
+
+    @property
+    def metric_label(self) -> str:
+        """The suite's headline label for tables, plots and the viewer."""
+        if self.scores_reward:
+            return "average reward"
+        return str(self.run.config.get("metric_label") or "accuracy")
+
+    @property
+    def headline(self) -> float | None:
+        """The run's headline number: the average reward, or the share of tasks scored correct."""
+        tasks = self.tasks
+        if self.scores_reward:
+            return round(statistics.fmean(t.value for t in tasks), 4) if tasks else None
+        return _share(sum(t.correct for t in tasks), len(tasks))
+
+    @property
     def difficulties(self) -> tuple[str, ...]:
         """The suite's difficulty buckets as the run recorded them, easiest first (none: no breakdown)."""
         return difficulties(self.run.config, [t.difficulty for t in self.tasks])
@@ -111,8 +141,11 @@ class RunReport:
                 "success_rate": _share(sum(t.value >= 1.0 for t in tasks), n),
             }
         else:
+            accuracy = _share(sum(t.correct for t in tasks), n)
+            # The suite's own name, and execution_accuracy as well: the one name 0.1 gave every suite.
             quality = {
-                "execution_accuracy": _share(sum(t.correct for t in tasks), n),
+                self.metric: accuracy,
+                "execution_accuracy": accuracy,
                 "by_difficulty": _by_difficulty(tasks, self.difficulties),
             }
         return {
@@ -127,6 +160,8 @@ class RunReport:
             "latency_s_mean": round(statistics.fmean(walls), 3) if walls else None,
             "latency_s_p50": round(statistics.median(walls), 3) if walls else None,
             "errors": sum(t.error is not None for t in tasks),
+            # Of those errors: tasks whose verifier raised on every candidate (not wrong answers).
+            "verifier_errors": sum((t.error or "").startswith(f"{VERIFIER_ERROR}:") for t in tasks),
         }
 
     def usage(self) -> dict[str, Any]:
@@ -184,6 +219,7 @@ class RunReport:
                 }
                 if self.scores_reward
                 else {
+                    self.metric: metrics[self.metric],
                     "execution_accuracy": metrics["execution_accuracy"],
                     "verifier_pass_rate": metrics["verifier_pass_rate"],
                     "by_difficulty": metrics["by_difficulty"],
@@ -191,7 +227,12 @@ class RunReport:
             ),
             usage=self.usage(),
             run_dir=str(self.run_dir),
+            failed=[{"task_id": t.task_id, "error": first_line(t.error)} for t in self.failed_tasks()],
         )
+
+    def failed_tasks(self) -> list[StoredTask]:
+        """The tasks stored with an error, in task order."""
+        return [t for t in self.tasks if t.error is not None]
 
     def to_json(self, *, results: bool = True) -> dict[str, Any]:
         d: dict[str, Any] = {
@@ -389,7 +430,9 @@ def render_reports(reports: Sequence[RunReport], console: Console) -> None:
         row("avg reward", [_acc(m.get("avg_reward")) for m in metrics], style="bold")
         row("success rate", [_acc(m.get("success_rate")) for m in metrics])
     if not all(r.scores_reward for r in reports):
-        row("accuracy", [_acc(m.get("execution_accuracy")) for m in metrics], style="bold")
+        labels = sorted({r.metric_label for r in reports if not r.scores_reward})
+        label = labels[0] if len(labels) == 1 else "accuracy"
+        row(label, [_acc(m.get("execution_accuracy")) for m in metrics], style="bold")
         by_level = [m.get("by_difficulty", {}) for m in metrics]
         known = dict.fromkeys(level for r in reports for level in r.difficulties)
         levels = [lvl for lvl in (*known, "unknown") if any(lvl in b for b in by_level)]
@@ -427,7 +470,7 @@ def render_reports(reports: Sequence[RunReport], console: Console) -> None:
         if len(r.tasks) < r.run.planned:
             console.print(
                 f"{r.label}: {len(r.tasks)} of {r.run.planned} tasks stored; finish it with "
-                f"agentloop run {r.run.suite} --resume --run-dir {r.run_dir} (and the original flags)",
+                f"agentloop run --resume --run-dir {r.run_dir} (the stored flags are reused)",
                 highlight=False,
             )
 
@@ -448,14 +491,15 @@ def plot_reports(reports: Sequence[RunReport], path: str | Path) -> Path:
     rewarded = all(r.scores_reward for r in reports)
     for r in reports:
         m = r.metrics()
-        y = m.get("avg_reward") if r.scores_reward else m.get("execution_accuracy")
+        y = r.headline
         x, y = m["tokens_per_task"] or 0.0, y or 0.0
         marker = "^" if r.upper_bound else "o"
         label = f"{r.label} ({r.run.graph}, {r.verifier}{', upper bound' if r.upper_bound else ''})"
         ax.scatter([x], [y], marker=marker, s=48, label=label)
         ax.annotate(r.run.graph, (x, y), textcoords="offset points", xytext=(5, 5), fontsize=8)
     ax.set_xlabel("tokens per task (prompt + completion)")
-    ax.set_ylabel("average reward" if rewarded else "execution accuracy (reward for reward suites)")
+    labels = sorted({r.metric_label for r in reports})
+    ax.set_ylabel(labels[0] if len(labels) == 1 else " / ".join(labels))
     ax.set_ylim(-0.02, 1.02)
     ax.set_title("Reward vs compute" if rewarded else "Accuracy vs compute")
     ax.grid(True, alpha=0.3)
@@ -509,6 +553,31 @@ def _result_json(t: StoredTask) -> dict[str, Any]:
     }
 
 
+def first_line(text: str | None, limit: int = 200) -> str:
+    """An error's first non-empty line, clipped: what a one-line listing shows."""
+    line = next((ln.strip() for ln in (text or "").splitlines() if ln.strip()), "")
+    return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
+def render_failures(reports: Sequence[RunReport], console: Console, *, limit: int = 5) -> None:
+    """Up to ``limit`` failed tasks per run as ``id: message``, and where to see them all."""
+    for r in reports:
+        failed = r.failed_tasks()
+        if not failed:
+            continue
+        raised = sum((t.error or "").startswith(f"{VERIFIER_ERROR}:") for t in failed)
+        apart = f", {raised} of them verifier errors" if raised else ""
+        console.print(f"[red]{len(failed)} task(s) failed in {r.label}{apart}:[/]", highlight=False)
+        for t in failed[:limit]:
+            console.print(f"  {t.task_id}: {first_line(t.error)}", highlight=False, markup=False)
+        if len(failed) > limit:
+            console.print(f"  and {len(failed) - limit} more", highlight=False)
+        console.print(
+            f"[dim]all of them: agentloop report {r.run_dir} --errors, or agentloop view {r.run_dir}[/]",
+            highlight=False,
+        )
+
+
 def _share(k: int, n: int) -> float | None:
     return round(k / n, 4) if n else None
 
@@ -543,10 +612,7 @@ def _latency(m: dict[str, Any]) -> str:
 
 
 def _n_rounds(run: StoredRun) -> str:
-    effective = effective_shape(run.graph, run.config)
-    if effective is None:
-        return f"{run.config.get('n', '?')} / {run.config.get('rounds', '?')}"
-    return f"{effective[0]} / {effective[1]}"
+    return shape_label(run.graph, run.config)
 
 
 def _tasks_cell(r: RunReport) -> str:

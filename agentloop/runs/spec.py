@@ -42,6 +42,8 @@ class RunSpec:
     limit: int | None = None
     n: int = 4
     rounds: int = 3
+    # Candidates per round, round by round (the last repeats); empty: n every round.
+    n_schedule: tuple[int, ...] = ()
     max_tokens: int = 256
     max_steps: int | None = None  # actions per episode in agent suites (webshop); None: the suite's default
     # How a webshop episode acts: react (the model writes actions), choice (likelihood choice
@@ -83,6 +85,7 @@ class RunSpec:
     memory_abstract: str = "auto"
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "n_schedule", tuple(self.n_schedule))
         if self.offset < 0:
             raise ValueError(f"offset must be >= 0, got {self.offset}")
         if self.limit is not None and self.limit < 1:
@@ -178,6 +181,7 @@ class RunSpec:
         return LoopConfig(
             n=self.n,
             rounds=self.rounds,
+            n_schedule=self.n_schedule,
             temperature=self.temperature,
             top_p=self.top_p,
             max_tokens=self.max_tokens,

@@ -11,7 +11,16 @@ import importlib
 from typing import Any
 
 from agentloop.errors import DatasetError
-from agentloop.suites._base import PROMPT_FORMATS, Score, Suite, SuiteItem, SuiteOptions, content_hash
+from agentloop.suites._base import (
+    PROMPT_FORMATS,
+    Score,
+    Suite,
+    SuiteError,
+    SuiteItem,
+    SuiteOptions,
+    UnknownVerifierError,
+    content_hash,
+)
 
 _LAZY = {
     "SUITES": "agentloop.suites._registry",
@@ -29,11 +38,13 @@ __all__ = [
     "DatasetError",
     "Score",
     "Suite",
+    "SuiteError",
     "SuiteItem",
     "SuiteLoadError",
     "SuiteOptions",
     "Text2SQLSuite",
     "UnknownSuiteError",
+    "UnknownVerifierError",
     "WebShopSuite",
     "content_hash",
     "get_suite",

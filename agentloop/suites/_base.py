@@ -13,29 +13,55 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar
 
-from agentloop.errors import AgentloopError, DatasetError
+from agentloop.errors import AgentloopError, DatasetError, did_you_mean
 
 if TYPE_CHECKING:
     from agentloop.graphs.result import LoopResult
     from agentloop.graphs.task import Task
     from agentloop.types import Backend
 
-__all__ = ["PROMPT_FORMATS", "Score", "Suite", "SuiteItem", "SuiteOptions", "content_hash"]
+__all__ = [
+    "PROMPT_FORMATS",
+    "Score",
+    "Suite",
+    "SuiteError",
+    "SuiteItem",
+    "SuiteOptions",
+    "UnknownVerifierError",
+    "content_hash",
+]
 T = TypeVar("T")
 
 
 class SuiteOptions(Protocol):
     """What a suite reads of a run's options; :class:`agentloop.runs.RunSpec` is one."""
 
-    backend: str
-    data: str | None
-    offset: int
-    limit: int | None
-    verifier: str | None
-    prompt: str
-    constrain: str
-    policy: str
-    max_steps: int | None
+    @property
+    def backend(self) -> str: ...
+
+    @property
+    def data(self) -> str | None: ...
+
+    @property
+    def offset(self) -> int: ...
+
+    @property
+    def limit(self) -> int | None: ...
+
+    @property
+    def verifier(self) -> str | None: ...
+
+    @property
+    def prompt(self) -> str: ...
+
+    @property
+    def constrain(self) -> str: ...
+
+    @property
+    def policy(self) -> str: ...
+
+    @property
+    def max_steps(self) -> int | None: ...
 
 
 #: Prompt formats every suite offers: chat messages, or a few-shot completion prompt.
@@ -73,11 +99,30 @@ def content_hash(content: Any) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
+class SuiteError(AgentloopError, ValueError):
+    """Bad input to a suite (a data file, an option it does not take): the CLI prints it as one line.
+
+    A plain ``ValueError`` a suite raises while building its tasks is shown the same way.
+    """
+
+
+class UnknownVerifierError(SuiteError):
+    def __init__(self, suite: str, name: str, known: Sequence[str]):
+        super().__init__(did_you_mean("verifier", name, known, note=f" (for {suite})"))
+
+
 @dataclass(frozen=True, slots=True)
 class Score:
     correct: bool
     error: str | None = None  # why the answer could not be scored, or the error it raised
     reward: float | None = None  # in [0, 1], for suites scored by reward (WebShop); None otherwise
+
+    @classmethod
+    def from_verdict(cls, result: LoopResult) -> Score:
+        """The run's final verdict as the score: for suites whose verifier is their scorer."""
+        if result.best is None or result.verdict is None:
+            return cls(False, "no answer")
+        return cls(result.passed)
 
 
 class Suite(abc.ABC):
@@ -97,6 +142,19 @@ class Suite(abc.ABC):
     stop: ClassVar[tuple[str, ...]] = ()
     #: The verifier a run gets when none is named.
     default_verifier: ClassVar[str] = "exec"
+    #: The verifiers ``--verifier`` takes: name -> one line on what it checks. ``--verifier`` is
+    #: checked against it before any model loads; empty: the suite checks names itself.
+    verifiers: ClassVar[Mapping[str, str]] = {}
+    #: Those verifiers that read the reference while the run goes (oracles): their runs are
+    #: upper bounds, and reports say so.
+    upper_bounds: ClassVar[tuple[str, ...]] = ()
+    #: The headline of a suite scored by correctness: its name in ``--json`` metrics and its label
+    #: in tables, plots and the viewer (Text2SQL: execution_accuracy, "execution accuracy").
+    metric: ClassVar[str] = "accuracy"
+    metric_label: ClassVar[str] = "accuracy"
+    #: Whether the verifier is the scorer (the final verdict decides correctness): :meth:`score`
+    #: then reuses it (:meth:`Score.from_verdict`) instead of checking the answer again.
+    verifier_is_scorer: ClassVar[bool] = False
     #: The difficulty buckets of :attr:`SuiteItem.difficulty`, easiest first; empty: the suite has
     #: none, and the report shows no breakdown.
     difficulties: ClassVar[tuple[str, ...]] = ()
@@ -108,13 +166,31 @@ class Suite(abc.ABC):
     def items(self, spec: SuiteOptions, backend: Backend | None = None) -> list[SuiteItem]:
         """The tasks ``spec`` selects (``--data``, ``--offset``, ``--limit``), in order."""
 
-    @abc.abstractmethod
     async def score(self, item: SuiteItem, result: LoopResult) -> Score:
-        """Score the run's final answer against the reference (independent of the verifier)."""
+        """Score the run's final answer against the reference (independent of the verifier).
+
+        Required, unless :attr:`verifier_is_scorer` says the final verdict is the score.
+        """
+        if self.verifier_is_scorer:
+            return Score.from_verdict(result)
+        raise NotImplementedError(
+            f"suite {self.name!r} implements no score(); or set verifier_is_scorer = True"
+        )
 
     def upper_bound(self, verifier: str) -> bool:
         """Whether runs with ``verifier`` read the reference while they run (an oracle)."""
-        return False
+        return verifier in self.upper_bounds
+
+    def check_verifier(self, verifier: str) -> str:
+        """``verifier`` if the suite declares it (or declares none), else one line with the choices."""
+        if self.verifiers and verifier not in self.verifiers:
+            raise UnknownVerifierError(self.name, verifier, list(self.verifiers))
+        return verifier
+
+    @classmethod
+    def metric_info(cls) -> dict[str, Any]:
+        """What the run store records of the suite's metrics, so reports need not import it."""
+        return {"metric": cls.metric, "metric_label": cls.metric_label}
 
     @staticmethod
     def select(spec: SuiteOptions, rows: Sequence[T]) -> list[T]:

@@ -95,9 +95,11 @@ def _plugin_suite(name: str) -> type[Suite] | Suite | None:
 
 def _check_suite(obj: Any, ref: str) -> type[Suite] | Suite:
     if isinstance(obj, type) and issubclass(obj, Suite):
-        if getattr(obj, "__abstractmethods__", None):
-            missing = ", ".join(sorted(obj.__abstractmethods__))
-            raise SuiteLoadError(f"suite '{ref}' ({obj.__name__}) does not implement {missing}")
+        missing = sorted(getattr(obj, "__abstractmethods__", ()))
+        if obj.score is Suite.score and not obj.verifier_is_scorer:
+            missing.append("score (or set verifier_is_scorer = True)")
+        if missing:
+            raise SuiteLoadError(f"suite '{ref}' ({obj.__name__}) does not implement {', '.join(missing)}")
         suite: type[Suite] | Suite = obj
     elif isinstance(obj, Suite):
         suite = obj

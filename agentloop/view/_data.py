@@ -172,7 +172,8 @@ class CandidateView:
     feedback: str
     details: dict[str, Any]
     chosen: bool
-    best_of_round: bool
+    best_of_round: bool  # the round's one top score
+    tied: bool  # shares the round's top score with another candidate
     prompt_tokens: int
     completion_tokens: int
     latency_s: float
@@ -454,7 +455,15 @@ def _rounds(trajectory: list[dict[str, Any]], prompts: Mapping[str, list[Message
         text = prompt_text(prompt) if prompt is not None else None
         diff = prompt_diff(previous, text) if previous is not None and text is not None else None
         top = max((float(c["score"]) for c in cands), default=0.0)
-        views = [_candidate(c, best_of_round=float(c["score"]) == top) for c in cands]
+        at_top = sum(float(c["score"]) == top for c in cands)
+        views = [
+            _candidate(
+                c,
+                best_of_round=float(c["score"]) == top and at_top == 1,
+                tied=float(c["score"]) == top and at_top > 1,
+            )
+            for c in cands
+        ]
         rounds.append(RoundView(number, prompt, hashes, diff, views, top))
         previous = text if text is not None else previous
     return rounds
@@ -463,7 +472,7 @@ def _rounds(trajectory: list[dict[str, Any]], prompts: Mapping[str, list[Message
 _STEP_LINE = re.compile(r"^(\d+)\. (.*?) -> (.*)$")
 
 
-def _candidate(c: dict[str, Any], *, best_of_round: bool) -> CandidateView:
+def _candidate(c: dict[str, Any], *, best_of_round: bool, tied: bool = False) -> CandidateView:
     verdict = c.get("verdict") or {}
     steps, ending, reward = _webshop_steps(c.get("text") or "", c.get("answer"))
     return CandidateView(
@@ -479,6 +488,7 @@ def _candidate(c: dict[str, Any], *, best_of_round: bool) -> CandidateView:
         details=dict(verdict.get("details") or {}),
         chosen=bool(c.get("best")),
         best_of_round=best_of_round,
+        tied=tied,
         prompt_tokens=int(c.get("prompt_tokens") or 0),
         completion_tokens=int(c.get("completion_tokens") or 0),
         latency_s=float(c.get("latency_s") or 0.0),

@@ -24,6 +24,14 @@ class Text2SQLSuite(Suite):
 
     name = "text2sql"
     difficulties = DIFFICULTIES
+    verifiers = {
+        "exec": "gold-free: the SQL runs, returns rows, and fits the question's shape",
+        "judge": "an LLM reads the question, the SQL and its result",
+        "oracle": "the gold query's result (an upper bound, not a fair verifier)",
+    }
+    upper_bounds = ("oracle",)
+    metric = "execution_accuracy"
+    metric_label = "execution accuracy"
     default_limit = 10
     # The blank line after a closing fence starts an explanation that nobody reads: on a small
     # model it is most of the tokens. An opening fence is never followed by a blank line.
@@ -90,12 +98,6 @@ class Text2SQLSuite(Suite):
             return Score(False, "no SQL answer")
         scored = await asyncio.to_thread(score_one, example, sql)
         return Score(scored.correct, scored.error)
-
-    def upper_bound(self, verifier: str) -> bool:
-        from agentloop.suites.text2sql.verifiers import VERIFIERS
-
-        cls = VERIFIERS.get(verifier)
-        return cls is not None and cls.upper_bound
 
 
 def _check_unique_ids(examples: list[Text2SQLExample]) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from agentloop.errors import AgentloopError, did_you_mean
-from agentloop.suites._base import Score, Suite, SuiteItem, SuiteOptions, content_hash
+from agentloop.suites._base import Score, Suite, SuiteError, SuiteItem, SuiteOptions, content_hash
 
 if TYPE_CHECKING:
     from agentloop.graphs.result import LoopResult
@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 __all__ = ["UnknownWebShopVerifierError", "WebShopSuite"]
 
 
-class UnknownWebShopVerifierError(AgentloopError, ValueError):
+class UnknownWebShopVerifierError(SuiteError):
     def __init__(self, name: str, known: list[str]):
         why = " ('exec' runs SQL: it is Text2SQL's verifier)" if name == "exec" else ""
         super().__init__(did_you_mean("webshop verifier", name, known, why=why))
@@ -31,12 +31,22 @@ class WebShopSuite(Suite):
 
     name = "webshop"
     default_verifier = "rules"
+    verifiers = {
+        "rules": "goal-free rules: the instruction against the bought product's pages, options and price",
+        "oracle": "the true WebShop reward (reads the hidden goal): an upper bound, not a fair verifier",
+    }
+    upper_bounds = ("oracle",)
     scores_reward = True
     # An episode is many requests: on the embedded model 3 goals of `--n 2 --rounds 2` take ~6 minutes.
     default_limit = 3
     # A step's reply is one Thought and one Action; a small model goes on to invent the
     # next observation or a second turn, which only costs tokens.
     stop = ("\nObservation", "\nThought:")
+
+    def check_verifier(self, verifier: str) -> str:
+        if verifier not in self.verifiers:
+            raise UnknownWebShopVerifierError(verifier, list(self.verifiers))
+        return verifier
 
     def items(self, spec: SuiteOptions, backend: Backend | None = None) -> list[SuiteItem]:
         from agentloop.suites.webshop.policies import resolve_policy
@@ -87,6 +97,3 @@ class WebShopSuite(Suite):
         if outcome.purchase is None:
             return Score(False, f"no purchase (the episode ended: {outcome.ended})", reward=0.0)
         return Score(success, reward=reward)
-
-    def upper_bound(self, verifier: str) -> bool:
-        return verifier == "oracle"

@@ -8,10 +8,11 @@ goal. ``"oracle"`` scores with the true reward, an upper bound.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Literal
 
 from agentloop.graphs.task import Verdict
+from agentloop.suites.webshop.suite import WebShopSuite
 
 if TYPE_CHECKING:
     from agentloop.suites.webshop.task import Outcome
@@ -19,10 +20,7 @@ if TYPE_CHECKING:
 __all__ = ["VERIFIERS", "VerifierName", "judge_purchase", "oracle_verdict"]
 
 VerifierName = Literal["rules", "oracle"]
-VERIFIERS: dict[str, str] = {
-    "rules": "goal-free rules: the instruction against the bought product's pages, options and price",
-    "oracle": "the true WebShop reward (reads the hidden goal): an upper bound, not a fair verifier",
-}
+VERIFIERS: Mapping[str, str] = WebShopSuite.verifiers
 _PRICE_LIMIT = re.compile(r"price lower than ([\d.]+) dollars")
 
 _REQUEST_WORDS = frozenset(
