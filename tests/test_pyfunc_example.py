@@ -182,7 +182,7 @@ def test_a_verifier_that_raises_on_every_candidate_is_an_error_not_a_wrong_answe
 def test_the_console_names_failed_tasks_and_where_to_see_them_all(raising_suite: str, tmp_path: Path) -> None:
     from rich.console import Console
 
-    from agentloop.records.report import render_failures
+    from agentloop.records.render import render_failures
 
     spec = RunSpec(suite=raising_suite, graph="greedy", backend="function")
     with pytest.raises(RunAbortedError):

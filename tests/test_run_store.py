@@ -23,7 +23,8 @@ import pytest
 from agentloop.backends import ChatRequest, FunctionBackend
 from agentloop.errors import AgentloopError
 from agentloop.graphs import Candidate, LoopUsage, Verdict
-from agentloop.records.report import RunReport, plot_reports, render_reports, reports_json
+from agentloop.records.render import plot_reports, render_reports
+from agentloop.records.report import RunReport, reports_json
 from agentloop.records.store import (
     ConfigMismatchError,
     RunExistsError,

@@ -48,13 +48,8 @@ def report(
     ] = False,
 ) -> None:
     """Summarize runs: accuracy overall and by difficulty, verifier passes, tokens and latency per task."""
-    from agentloop.records.report import (
-        RunReport,
-        check_comparable,
-        plot_reports,
-        render_reports,
-        reports_json,
-    )
+    from agentloop.records.render import plot_reports, render_reports
+    from agentloop.records.report import RunReport, check_comparable, reports_json
 
     if run_dir is None:
         _list_runs(store, compare, as_json)

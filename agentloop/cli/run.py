@@ -227,7 +227,8 @@ def run(
         from agentloop import tracing
 
         tracing.configure(content=True if otel_content else None)
-    from agentloop.records.report import RunReport, render_failures, render_reports
+    from agentloop.records.render import render_failures, render_reports
+    from agentloop.records.report import RunReport
     from agentloop.runs.runner import STORED_DEFAULTS, RunSpec, run_suite_sync
     from agentloop.suites import get_suite
 

@@ -28,8 +28,9 @@ _LAZY = {
     "RunReport": "report",
     "check_comparable": "report",
     "paired_difference": "report",
-    "plot_reports": "report",
-    "render_reports": "report",
+    "plot_reports": "render",
+    "render_failures": "render",
+    "render_reports": "render",
     "reports_json": "report",
 }
 

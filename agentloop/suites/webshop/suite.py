@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from agentloop.errors import AgentloopError, did_you_mean
 from agentloop.suites._base import Score, Suite, SuiteError, SuiteItem, SuiteOptions, content_hash
+from agentloop.suites.webshop._names import VERIFIERS
 
 if TYPE_CHECKING:
     from agentloop.graphs.result import LoopResult
@@ -31,10 +32,7 @@ class WebShopSuite(Suite):
 
     name = "webshop"
     default_verifier = "rules"
-    verifiers = {
-        "rules": "goal-free rules: the instruction against the bought product's pages, options and price",
-        "oracle": "the true WebShop reward (reads the hidden goal): an upper bound, not a fair verifier",
-    }
+    verifiers = VERIFIERS
     upper_bounds = ("oracle",)
     scores_reward = True
     # An episode is many requests: on the embedded model 3 goals of `--n 2 --rounds 2` take ~6 minutes.
@@ -51,7 +49,6 @@ class WebShopSuite(Suite):
     def items(self, spec: SuiteOptions, backend: Backend | None = None) -> list[SuiteItem]:
         from agentloop.suites.webshop.policies import resolve_policy
         from agentloop.suites.webshop.task import load_webshop_tasks
-        from agentloop.suites.webshop.verifiers import VERIFIERS
         from agentloop.webshop import DEFAULT_MAX_STEPS, load_catalog
 
         verifier = spec.verifier or self.default_verifier

@@ -8,11 +8,11 @@ goal. ``"oracle"`` scores with the true reward, an upper bound.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Literal
 
 from agentloop.graphs.task import Verdict
-from agentloop.suites.webshop.suite import WebShopSuite
+from agentloop.suites.webshop._names import VERIFIERS
 
 if TYPE_CHECKING:
     from agentloop.suites.webshop.task import Outcome
@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 __all__ = ["VERIFIERS", "VerifierName", "judge_purchase", "oracle_verdict"]
 
 VerifierName = Literal["rules", "oracle"]
-VERIFIERS: Mapping[str, str] = WebShopSuite.verifiers
+
 _PRICE_LIMIT = re.compile(r"price lower than ([\d.]+) dollars")
 
 _REQUEST_WORDS = frozenset(
