@@ -166,7 +166,7 @@ class ImportMixin:
         target.parameters = [p.to_dict() for p in merged.parameters]
         # The merge event says "import": the draft came from another store, not a task.
         events = (*merged.provenance.merges[:-1], MergeEvent(now, "import", 1.0, draft))
-        target.provenance = Provenance(prov.task_ids, prov.run_ids, events).to_dict()
+        target.provenance = Provenance(prov.task_ids, prov.run_ids, events, prov.evidence).to_dict()
         target.usage_count += incoming.usage_count
         target.success_count += incoming.success_count
         target.support_count += incoming.support_count
