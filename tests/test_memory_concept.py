@@ -5,8 +5,8 @@ from __future__ import annotations
 import hashlib
 import json
 import sys
-from typing import Any
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import pytest
@@ -250,7 +250,9 @@ async def test_failed_tasks_record_the_outcome_and_write_nothing(store: SQLMemor
     memory = ConceptMemory(store, namespace="spider", backend=backend)
     result = await run_task(sql_task("q1"), backend, "greedy", memory=memory)
     assert not result.passed
-    assert _rw(memory.counters.to_dict()) == {"retrieved": 1, "written": 0} and memory.counters.abstractions == 0
+    assert (
+        _rw(memory.counters.to_dict()) == {"retrieved": 1, "written": 0} and memory.counters.abstractions == 0
+    )
     s = store.stats()
     assert (s.concepts, s.uses, s.uses_failed) == (1, 1, 1)
 

@@ -11,8 +11,8 @@ import json
 import os
 import re
 import sqlite3
-from typing import Any
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import text
@@ -146,7 +146,10 @@ async def test_a_task_written_but_not_finished_is_not_written_again_on_resume(
     model = Model()
     again = await run_suite(spec, run_dir=run_dir, backend=FunctionBackend(model), resume=True)
     assert again.errors == 0 and again.skipped == 2 and len(model.task_prompts) == 1
-    assert model.abstractions == 0 and _rw(again.memory) == {"retrieved": again.memory["retrieved"], "written": 0}  # type: ignore[index]
+    assert model.abstractions == 0 and _rw(again.memory) == {
+        "retrieved": again.memory["retrieved"],
+        "written": 0,
+    }  # type: ignore[index]
     assert writes(memory_url, run_dir) == {"dev-0": 1, "dev-1": 1, "dev-2": 1}
 
 

@@ -206,7 +206,9 @@ async def abstract(
         log.warning("abstraction for task %r gave no usable JSON: %s", trajectory.task_id, exc)
         return AbstractionResult([], response.usage, raw, str(exc), constrained=constraint is not None)
     declined = not drafts and _empty_list(raw)
-    return AbstractionResult(drafts, response.usage, raw, declined=declined, constrained=constraint is not None)
+    return AbstractionResult(
+        drafts, response.usage, raw, declined=declined, constrained=constraint is not None
+    )
 
 
 def _empty_list(raw: str) -> bool:
