@@ -41,6 +41,7 @@ from agentloop.memory.concept_memory import (
     UpdateMode,
     WriteMode,
     default_query,
+    merge_counts,
 )
 from agentloop.memory.retrieval import Embedder, LexicalParams, MiniLMEmbedder
 from agentloop.memory.store import MemoryStore, SQLMemoryStore, default_memory_url, resolve_memory_url
@@ -81,6 +82,7 @@ __all__ = [
     "abstract",
     "default_memory_url",
     "default_query",
+    "merge_counts",
     "parse_concepts",
     "parse_lesson_line",
     "resolve_memory_url",

@@ -372,6 +372,12 @@ class MemoryStats:
     helped: int
     revision: str | None = None
     url: str = ""
+    # Abstraction calls, kept across sessions: attempted = accepted + declined + rejected.
+    abstractions: int = 0
+    abstractions_accepted: int = 0
+    abstractions_declined: int = 0
+    abstractions_rejected: int = 0
+    first_rejection: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -384,6 +390,11 @@ class MemoryStats:
             "helped": self.helped,
             "revision": self.revision,
             "url": self.url,
+            "abstractions_attempted": self.abstractions,
+            "abstractions_accepted": self.abstractions_accepted,
+            "abstractions_declined": self.abstractions_declined,
+            "abstractions_rejected": self.abstractions_rejected,
+            "first_rejection": self.first_rejection,
         }
 
 

@@ -55,6 +55,7 @@ __all__ = [
     "UpdateMode",
     "WriteMode",
     "default_query",
+    "merge_counts",
 ]
 
 log = logging.getLogger(__name__)
@@ -129,6 +130,18 @@ class MemoryCounters:
             "first_rejection": self.first_rejection,
             "unverified_skipped": self.unverified_skipped,
         }
+
+
+def merge_counts(a: dict[str, Any] | None, b: dict[str, Any]) -> dict[str, Any]:
+    """Two :meth:`MemoryCounters.to_dict` results as one (Ray workers each keep their own):
+    counts add up, the first rejection found is kept."""
+    out = dict(a or {})
+    for key, value in b.items():
+        if isinstance(value, int) and not isinstance(value, bool):
+            out[key] = out.get(key, 0) + value
+        elif out.get(key) is None:
+            out[key] = value
+    return out
 
 
 def _run_id() -> str:
@@ -409,16 +422,27 @@ class ConceptMemory:
                 )
             except Exception as exc:  # a failed abstraction must not fail the task it follows
                 log.warning("memory: abstraction for task %r failed: %s", trajectory.task_id, exc)
-                self.counters.reject(f"task {trajectory.task_id!r}: {type(exc).__name__}: {exc}")
+                await self._count("rejected", f"task {trajectory.task_id!r}: {type(exc).__name__}: {exc}")
                 return []
         self._charge(trajectory.task_id, out.usage)
         if out.error is not None:
-            self.counters.reject(f"task {trajectory.task_id!r}: {out.error}")
-        elif out.drafts:
+            await self._count("rejected", f"task {trajectory.task_id!r}: {out.error}")
+        else:
+            await self._count("accepted" if out.drafts else "declined")
+        return out.drafts
+
+    async def _count(self, outcome: str, reason: str | None = None) -> None:
+        """Count one abstraction here and in the store (``agentloop memory stats`` reads it there)."""
+        if outcome == "rejected":
+            self.counters.reject(reason or "")
+        elif outcome == "accepted":
             self.counters.accepted += 1
         else:
             self.counters.declined += 1
-        return out.drafts
+        try:
+            await asyncio.to_thread(self.store.record_abstraction, self.namespace, outcome, reason)
+        except Exception as exc:  # a count that does not store must not fail the task
+            log.warning("memory: could not store the abstraction count: %s", exc)
 
     async def _llm_select(self, query: str, hits: list[SearchHit], task_id: str) -> list[SearchHit]:
         """Let the backend choose from the shortlist (ArcMemo); the lexical order if its reply is unreadable."""
