@@ -367,3 +367,56 @@ def test_import_errors_are_one_line(tmp_path: Path, change: Any, message: str) -
     assert re.search(message, str(err.value)) and "\n" not in str(err.value)
     out = CliRunner().invoke(app, ["memory", "import", str(path), "--db", f"sqlite:///{tmp_path / 'c.db'}"])
     assert out.exit_code != 0 and re.search(message, " ".join(out.output.split()))
+
+
+# --- the user-suite case of the issue ------------------------------------------------------------
+
+
+class ConstrainedModel:
+    """Stands in for the embedded model: left to itself it writes prose where a lesson is asked
+    (as the issue saw), but under a constraint it writes what the constraint allows."""
+
+    def __init__(self) -> None:
+        self.constrained = 0
+
+    def __call__(self, request: ChatRequest) -> str:
+        prompt = _prompt(request)
+        if _is_abstraction(request):
+            if request.constraint is None:
+                return PROSE
+            self.constrained += 1
+            assert request.constraint.matches(LINE)
+            return LINE
+        name = re.findall(r"def (\w+)\(", prompt)[-1]
+        args = re.findall(rf"def {name}\((.*?)\)", prompt)[-1]
+        body = {"add": "a + b", "double": "2 * x", "is_even": "n % 2 == 0", "last": "xs[-1]"}[name]
+        return f"```python\ndef {name}({args}):\n    return {body}\n```"
+
+
+def test_the_user_suite_writes_in_one_run_and_retrieves_in_the_next(tmp_path: Path) -> None:
+    memory = f"sqlite:///{tmp_path / 'lessons.db'}"
+    spec = RunSpec(suite=SUITE, graph="greedy", limit=2, backend="transformers", memory=memory)
+    assert spec.memory_abstraction() == "completion"
+    model = ConstrainedModel()
+    first = run_suite_sync(spec, backend=FunctionBackend(model), run_dir=tmp_path / "a")
+    assert first.memory is not None and first.memory["written"] >= 1 and model.constrained == 2
+    assert first.memory["abstractions_rejected"] == 0
+    again = run_suite_sync(
+        RunSpec(**{**spec.to_dict(), "memory": memory, "offset": 2}),
+        backend=FunctionBackend(model),
+        run_dir=tmp_path / "b",
+    )
+    assert again.memory is not None and again.memory["retrieved"] >= 1
+    # Without the constraint the same model's prose is rejected, with the reason kept.
+    unconstrained = run_suite_sync(
+        RunSpec(**{**spec.to_dict(), "memory": f"sqlite:///{tmp_path / 'other.db'}"}),
+        backend=Unconstrained(model),
+        run_dir=tmp_path / "c",
+    )
+    assert unconstrained.memory is not None and unconstrained.memory["written"] == 0
+    assert "expected 'title | situation | suggestion'" in unconstrained.memory["first_rejection"]
+
+
+def test_the_cli_refuses_an_unknown_write_mode_in_one_line() -> None:
+    out = CliRunner().invoke(app, ["run", "pyfunc", "--memory-write", "sometimes"])
+    assert out.exit_code != 0 and "use one of passed, best, all" in " ".join(out.output.split())
