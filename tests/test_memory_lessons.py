@@ -420,3 +420,16 @@ def test_the_user_suite_writes_in_one_run_and_retrieves_in_the_next(tmp_path: Pa
 def test_the_cli_refuses_an_unknown_write_mode_in_one_line() -> None:
     out = CliRunner().invoke(app, ["run", "pyfunc", "--memory-write", "sometimes"])
     assert out.exit_code != 0 and "use one of passed, best, all" in " ".join(out.output.split())
+
+
+def test_the_cli_summary_reports_the_abstractions(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from agentloop.runs import runner as runner_module
+
+    monkeypatch.setattr(runner_module, "resolve_backend", lambda *a, **k: Unconstrained(ConstrainedModel()))
+    args = ["run", SUITE, "--graph", "greedy", "--backend", "function", "--limit", "1"]
+    args += ["--memory", f"sqlite:///{tmp_path / 'm.db'}", "--memory-abstract", "completion"]
+    out = CliRunner().invoke(app, [*args, "--run-dir", str(tmp_path / "run")])
+    assert out.exit_code == 0, out.output
+    text = " ".join(out.output.split())
+    assert "abstractions: 1 attempted, 0 accepted, 0 declined, 1 rejected" in text
+    assert "Create a function" in text
