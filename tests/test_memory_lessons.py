@@ -92,6 +92,7 @@ async def test_json_requests_carry_a_bounded_grammar_that_llguidance_accepts() -
     (constraint,) = [r.constraint for r in seen]
     assert constraint is not None and constraint.kind == "grammar"
     assert [d.kind for d in out.drafts] == ["pattern"]
+    assert [p.name for p in out.drafts[0].parameters] == ["expression"]  # from the placeholder
     pytest.importorskip("llguidance")
     from agentloop.suites.text2sql.accept import SqlAcceptor  # llguidance, byte by byte
 

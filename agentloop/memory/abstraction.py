@@ -244,6 +244,11 @@ async def _abstract_completion(
 _PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]{0,40})\}")
 
 
+def _placeholders(suggestion: str) -> tuple[ConceptParameter, ...]:
+    """The ``{name}`` placeholders of a suggestion as parameters, in order, once each."""
+    return tuple(ConceptParameter(name=n) for n in dict.fromkeys(_PLACEHOLDER.findall(suggestion)))
+
+
 def parse_lesson_line(text: str) -> ConceptDraft:
     """A concept from one ``title | situation | suggestion`` line (what ``style="completion"`` asks for).
 
@@ -257,13 +262,9 @@ def parse_lesson_line(text: str) -> ConceptDraft:
     if fields is None:
         raise AbstractionError(f"expected 'title | situation | suggestion', got {line[:120]!r}")
     title, situation, suggestion = fields
-    names = list(dict.fromkeys(_PLACEHOLDER.findall(suggestion)))
     try:
         return ConceptDraft(
-            title=title,
-            situation=situation,
-            suggestion=suggestion,
-            parameters=tuple(ConceptParameter(name=n) for n in names),
+            title=title, situation=situation, suggestion=suggestion, parameters=_placeholders(suggestion)
         )
     except ValueError as exc:
         raise AbstractionError(f"unusable lesson {line[:120]!r}: {exc}") from None
@@ -341,7 +342,10 @@ def _draft(item: Any) -> ConceptDraft | None:
             situation=str(item.get("situation") or item.get("when") or ""),
             cues=_cues(item.get("cues")),
             suggestion=str(item.get("suggestion") or item.get("do") or item.get("action") or ""),
-            parameters=_parameters(item.get("parameters")),
+            # The constrained JSON has no "parameters": the suggestion's {placeholders} stand in.
+            parameters=_parameters(item["parameters"])
+            if item.get("parameters") is not None
+            else _placeholders(str(item.get("suggestion") or item.get("do") or item.get("action") or "")),
             kind=kind if kind in KINDS else "strategy",  # type: ignore[arg-type]
         )
     except ValueError:
