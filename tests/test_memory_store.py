@@ -442,7 +442,7 @@ def test_import_rejects_other_files(store: SQLMemoryStore, tmp_path) -> None:
     bad.write_text(json.dumps({"format": "agentloop-memory", "version": 99, "concepts": []}))
     with pytest.raises(MemoryStoreError, match="version 99"):
         store.import_json(bad)
-    with pytest.raises(MemoryStoreError, match="bad concept"):
+    with pytest.raises(MemoryStoreError, match="concept 1 of the memory export has no .suggestion."):
         store.import_items([{"namespace": "spider", "title": "no suggestion"}])
 
 

@@ -199,6 +199,19 @@ def stats(db: DbOpt = None, namespace: NamespaceOpt = None, as_json: JsonOpt = F
         f"uses: {s.uses} ({s.uses_passed} passed, {s.uses_failed} failed, "
         f"{s.uses - s.uses_passed - s.uses_failed} open); never shown: {s.never_used}; helped: {s.helped}"
     )
+    out.print(escape(abstraction_line(s.to_dict())))
+
+
+def abstraction_line(counts: dict[str, Any]) -> str:
+    """One line on abstractions, from memory stats or a run summary's ``memory`` counts."""
+    line = (
+        f"abstractions: {counts.get('abstractions_attempted', 0)} attempted, "
+        f"{counts.get('abstractions_accepted', 0)} accepted, {counts.get('abstractions_declined', 0)} "
+        f"declined, {counts.get('abstractions_rejected', 0)} rejected"
+    )
+    if counts.get("first_rejection"):
+        line += f" (first: {counts['first_rejection']})"
+    return line
 
 
 @memory_app.command("export")

@@ -179,6 +179,20 @@ def run(
             "or auto (completion for transformers, else json)."
         ),
     ] = "auto",
+    memory_write: Annotated[
+        str,
+        typer.Option(
+            help="Which answers become lessons: passed (the verifier passed them), best (the best "
+            "candidate, even if it failed) or all (every task with an answer)."
+        ),
+    ] = "passed",
+    memory_backend: Annotated[
+        str | None,
+        typer.Option(
+            help="Backend id that writes and selects lessons while --backend solves, e.g. "
+            "openai:gpt-4o-mini (default: the run's backend)."
+        ),
+    ] = None,
     run_dir: Annotated[
         Path | None,
         typer.Option("--run-dir", help="Where the run store goes (default: runs/SUITE-GRAPH-TIME)."),
@@ -212,12 +226,13 @@ def run(
     ] = False,
 ) -> None:
     """Run a suite through a graph; every task is stored in the run dir as it finishes."""
-    from agentloop.memory import ABSTRACTION_STYLES, SELECT_MODES, UPDATE_MODES
+    from agentloop.memory import ABSTRACTION_STYLES, SELECT_MODES, UPDATE_MODES, WRITE_MODES
 
     for flag, value, allowed in (
         ("--memory-update", memory_update, UPDATE_MODES),
         ("--memory-select", memory_select, SELECT_MODES),
         ("--memory-abstract", memory_abstract, ("auto", *ABSTRACTION_STYLES)),
+        ("--memory-write", memory_write, WRITE_MODES),
         ("--policy", policy, ("auto", "react", "choice", "first")),
         ("--constrain", constrain, ("auto", "schema", "none")),
     ):
@@ -277,6 +292,11 @@ def run(
     if summary.memory is not None:
         m = summary.memory
         err.print(f"[dim]memory: {m['retrieved']} lessons shown, {m['written']} concepts written[/]")
+        from rich.markup import escape
+
+        from agentloop.cli.memory import abstraction_line
+
+        err.print(f"[dim]{escape(abstraction_line(m))}[/]")
 
 
 def _given(ctx: typer.Context, name: str) -> bool:

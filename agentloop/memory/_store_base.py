@@ -169,6 +169,12 @@ class MemoryStore(abc.ABC):
         and run of its provenance, a merge for its own. A resumed run skips these tasks.
         """
 
+    def record_abstraction(  # noqa: B027 - optional: a store may keep no such counts
+        self, namespace: str, outcome: str, reason: str | None = None
+    ) -> None:
+        """Count one abstraction in ``namespace``: ``outcome`` is accepted, declined or rejected
+        (``reason`` says why). A store that keeps no such counts ignores it."""
+
     @abc.abstractmethod
     def stats(self, namespace: str | None = None) -> MemoryStats:
         """Counts over the store or one namespace."""

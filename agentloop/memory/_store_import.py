@@ -57,8 +57,8 @@ class ImportMixin:
 
     def import_items(self, items: Iterable[Mapping[str, Any]]) -> ImportReport:
         totals = Counter[str]()
-        for batch in _chunks(items, _IMPORT_BATCH):
-            parsed = [_parse_item(item) for item in batch]
+        for n, batch in enumerate(_chunks(items, _IMPORT_BATCH)):
+            parsed = [_parse_item(item, n * _IMPORT_BATCH + i + 1) for i, item in enumerate(batch)]
             namespaces = sorted({p[0].namespace for p in parsed})
             totals.update(
                 self._write(functools.partial(self._import_batch, parsed=parsed), namespaces=namespaces)
@@ -166,7 +166,7 @@ class ImportMixin:
         target.parameters = [p.to_dict() for p in merged.parameters]
         # The merge event says "import": the draft came from another store, not a task.
         events = (*merged.provenance.merges[:-1], MergeEvent(now, "import", 1.0, draft))
-        target.provenance = Provenance(prov.task_ids, prov.run_ids, events).to_dict()
+        target.provenance = Provenance(prov.task_ids, prov.run_ids, events, prov.evidence).to_dict()
         target.usage_count += incoming.usage_count
         target.success_count += incoming.success_count
         target.support_count += incoming.support_count
@@ -188,8 +188,44 @@ def _parse_time(value: Any, default: datetime) -> datetime:
     return t if t.tzinfo is not None else t.replace(tzinfo=UTC)
 
 
-def _parse_item(item: Mapping[str, Any]) -> tuple[Concept, builtins.list[ConceptUse]]:
+# Every concept in an export must have these; the rest have defaults (docs/memory.md).
+REQUIRED = ("namespace", "title", "suggestion")
+_OUTCOMES = (None, "passed", "failed")
+
+
+def _check_item(item: Any, position: int) -> None:
+    """One-line errors for what a hand-written export most often gets wrong."""
+    where = f"concept {position} of the memory export"
+    if not isinstance(item, Mapping):
+        raise MemoryStoreError(f"{where} is a {type(item).__name__}, not a JSON object")
+    missing = [k for k in REQUIRED if not item.get(k)]
+    if missing:
+        raise MemoryStoreError(
+            f"{where} has no {', '.join(repr(k) for k in missing)} (every concept needs {', '.join(REQUIRED)})"
+        )
+    for key in ("usage_count", "success_count", "support_count", "version"):
+        value = item.get(key)
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
+            raise MemoryStoreError(f"{where}: {key} must be an integer >= 0, got {value!r}")
+    provenance = item.get("provenance") or {}
+    for e in provenance.get("evidence") or () if isinstance(provenance, Mapping) else ():
+        score = e.get("score", 1.0) if isinstance(e, Mapping) else None
+        if not isinstance(score, int | float) or not 0.0 <= score <= 1.0:
+            raise MemoryStoreError(f"{where}: an evidence score must be a number in [0, 1], got {score!r}")
+    for u in item.get("uses") or ():
+        if not isinstance(u, Mapping) or not u.get("task_id"):
+            raise MemoryStoreError(f"{where}: each use needs a task_id")
+        if u.get("outcome") not in _OUTCOMES:
+            raise MemoryStoreError(
+                f"{where}: a use's outcome is passed, failed or null, got {u.get('outcome')!r}"
+            )
+        if u.get("score") is not None and not isinstance(u["score"], int | float):
+            raise MemoryStoreError(f"{where}: a use's score must be a number or null, got {u['score']!r}")
+
+
+def _parse_item(item: Mapping[str, Any], position: int = 1) -> tuple[Concept, builtins.list[ConceptUse]]:
     """An exported concept as a new (unsaved) row, validated."""
+    _check_item(item, position)
     try:
         namespace = check_namespace(item["namespace"])
         draft = ConceptDraft(
@@ -202,7 +238,7 @@ def _parse_item(item: Mapping[str, Any]) -> tuple[Concept, builtins.list[Concept
         )
         provenance = Provenance.from_dict(item.get("provenance"))
     except (KeyError, TypeError, ValueError) as exc:
-        raise MemoryStoreError(f"bad concept in memory export ({exc!r}): {str(dict(item))[:200]}") from None
+        raise MemoryStoreError(f"concept {position} of the memory export: {exc}") from None
     now = _now()
     terms = analyze(draft.index_text())
     concept = Concept(

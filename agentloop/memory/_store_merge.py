@@ -100,7 +100,9 @@ class MergeMixin:
             cues=list(draft.cues),
             suggestion=draft.suggestion,
             parameters=[p.to_dict() for p in draft.parameters],
-            provenance=Provenance(provenance.task_ids, provenance.run_ids).to_dict(),
+            provenance=Provenance(
+                provenance.task_ids, provenance.run_ids, evidence=provenance.evidence
+            ).to_dict(),
             search_text=" ".join(terms),
             search_len=len(terms),
             created_at=now,

@@ -17,6 +17,7 @@ __all__ = [
     "ConceptKind",
     "ConceptParameter",
     "ConceptRecord",
+    "Evidence",
     "ImportReport",
     "MemoryStats",
     "MemoryStoreError",
@@ -186,18 +187,66 @@ class MergeEvent:
 
 
 @dataclass(frozen=True, slots=True)
+class Evidence:
+    """The candidate a lesson was drawn from: which task and run, its position among the run's
+    candidates, the verifier's score in [0, 1] and pass/fail, and the verifier's name.
+
+    Kept so that a lesson written from an unverified answer (``memory_write="best"``) can be
+    told apart from one the verifier passed.
+    """
+
+    task_id: str
+    run_id: str = ""
+    candidate: int | None = None
+    score: float = 1.0
+    passed: bool = True
+    verifier: str = ""
+
+    def __post_init__(self) -> None:
+        score = float(self.score)
+        if not 0.0 <= score <= 1.0:  # NaN fails too
+            raise ValueError(f"evidence score must be in [0, 1], got {self.score!r}")
+        object.__setattr__(self, "score", score)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "task_id": self.task_id,
+            "run_id": self.run_id,
+            "candidate": self.candidate,
+            "score": self.score,
+            "passed": self.passed,
+            "verifier": self.verifier,
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Evidence:
+        candidate = d.get("candidate")
+        return cls(
+            task_id=str(d["task_id"]),
+            run_id=str(d.get("run_id") or ""),
+            candidate=None if candidate is None else int(candidate),
+            score=float(d.get("score", 1.0)),
+            passed=bool(d.get("passed", True)),
+            verifier=str(d.get("verifier") or ""),
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class Provenance:
-    """Where a concept came from: the tasks and runs it was abstracted from, and its merges."""
+    """Where a concept came from: the tasks and runs it was abstracted from, the candidates
+    (``evidence``) it was drawn from, and its merges."""
 
     task_ids: tuple[str, ...] = ()
     run_ids: tuple[str, ...] = ()
     merges: tuple[MergeEvent, ...] = ()
+    evidence: tuple[Evidence, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "task_ids": list(self.task_ids),
             "run_ids": list(self.run_ids),
             "merges": [m.to_dict() for m in self.merges],
+            "evidence": [e.to_dict() for e in self.evidence],
         }
 
     @classmethod
@@ -207,6 +256,7 @@ class Provenance:
             task_ids=tuple(d.get("task_ids") or ()),
             run_ids=tuple(d.get("run_ids") or ()),
             merges=tuple(MergeEvent.from_dict(m) for m in d.get("merges") or ()),
+            evidence=tuple(Evidence.from_dict(e) for e in d.get("evidence") or ()),
         )
 
     def union(self, other: Provenance) -> Provenance:
@@ -215,6 +265,7 @@ class Provenance:
             task_ids=tuple(dict.fromkeys(self.task_ids + other.task_ids)),
             run_ids=tuple(dict.fromkeys(self.run_ids + other.run_ids)),
             merges=self.merges + other.merges,
+            evidence=tuple(dict.fromkeys(self.evidence + other.evidence)),
         )
 
 
@@ -321,6 +372,12 @@ class MemoryStats:
     helped: int
     revision: str | None = None
     url: str = ""
+    # Abstraction calls, kept across sessions: attempted = accepted + declined + rejected.
+    abstractions: int = 0
+    abstractions_accepted: int = 0
+    abstractions_declined: int = 0
+    abstractions_rejected: int = 0
+    first_rejection: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -333,6 +390,11 @@ class MemoryStats:
             "helped": self.helped,
             "revision": self.revision,
             "url": self.url,
+            "abstractions_attempted": self.abstractions,
+            "abstractions_accepted": self.abstractions_accepted,
+            "abstractions_declined": self.abstractions_declined,
+            "abstractions_rejected": self.abstractions_rejected,
+            "first_rejection": self.first_rejection,
         }
 
 

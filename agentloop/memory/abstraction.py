@@ -11,6 +11,10 @@ JSON and repeat a phrase until ``max_tokens``. ``style="completion"`` asks them 
 to continue a few-shot list with one ``title | situation | suggestion`` line
 (``memory_abstract_completion.txt``); it shows no failed attempts, and what comes back
 is read by :func:`parse_lesson_line`.
+
+A backend that can constrain decoding is held to the lesson format (a grammar for the
+JSON, a regex or grammar for the line; see ``_lesson_format``), so a model that cannot
+follow the prompt still returns a well-formed lesson, or declines with ``none`` / ``[]``.
 """
 
 from __future__ import annotations
@@ -21,9 +25,10 @@ import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, get_args
 
+from agentloop.memory._lesson_format import completion_constraint, is_decline, json_constraint, lesson_fields
 from agentloop.memory._types import KINDS, ConceptDraft, ConceptParameter
 from agentloop.prompts import render_prompt
-from agentloop.types import Backend, ChatRequest, Message, Usage
+from agentloop.types import Backend, ChatRequest, Constraint, Message, Usage
 
 if TYPE_CHECKING:
     from agentloop.graphs.result import LoopResult
@@ -43,8 +48,9 @@ __all__ = [
 
 AbstractionStyle = Literal["json", "completion"]
 ABSTRACTION_STYLES: tuple[str, ...] = get_args(AbstractionStyle)
-# A lesson line is short; a small model that does not stop is cut off well before this.
-_COMPLETION_TOKENS = 96
+# A lesson line is short; a small model that does not stop is cut off well before this
+# (a constrained one ends at the format's bound, about 600 characters).
+_COMPLETION_TOKENS = 160
 
 log = logging.getLogger(__name__)
 
@@ -74,30 +80,56 @@ class Attempt:
 
 @dataclass(frozen=True, slots=True)
 class Trajectory:
-    """What the abstraction prompt needs from a solved task."""
+    """What the abstraction prompt needs from a task: its question, the answer lessons are drawn
+    from, and the failures before it.
+
+    ``passed``, ``score`` and ``candidate`` (its position in the run) say how far that answer
+    is to be trusted; they go into the lesson's provenance.
+    """
 
     task_id: str
     question: str
     answer: str
     failed: tuple[Attempt, ...] = ()
+    passed: bool = True
+    score: float = 1.0
+    candidate: int | None = None
 
     @classmethod
-    def from_result(cls, question: str, result: LoopResult, *, max_failed: int = 3) -> Trajectory:
-        """The trajectory of a run whose best candidate passed: the last ``max_failed`` distinct failures."""
-        if result.best is None or not result.passed:
+    def from_result(
+        cls, question: str, result: LoopResult, *, max_failed: int = 3, require_pass: bool = True
+    ) -> Trajectory:
+        """The trajectory of a run from its best candidate, with the last ``max_failed`` distinct failures.
+
+        ``require_pass=False`` takes the best candidate even if the verifier rejected it (or,
+        with no best, the last candidate that has text).
+        """
+        best = result.best
+        if best is None and not require_pass:
+            best = next((c for c in reversed(result.candidates) if c.text.strip()), None)
+        if best is None or (require_pass and not result.passed):
             raise ValueError(f"task {result.task_id!r} did not pass: only passing runs are abstracted")
         seen: set[str] = set()
         failed: list[Attempt] = []
         for c in reversed(result.candidates):
             text = c.text.strip()
-            if c.passed or not text or text in seen:
+            if c is best or c.passed or not text or text in seen:
                 continue
             seen.add(text)
             feedback = c.verdict.feedback if c.verdict is not None else (c.parse_error or "")
             failed.append(Attempt(text, feedback, c.score))
             if len(failed) >= max_failed:
                 break
-        return cls(result.task_id, question, result.best.text, tuple(reversed(failed)))
+        position = next((i for i, c in enumerate(result.candidates) if c is best), None)
+        return cls(
+            result.task_id,
+            question,
+            best.text,
+            tuple(reversed(failed)),
+            passed=best.passed,
+            score=best.score,
+            candidate=position,
+        )
 
     def prompt(self, max_concepts: int) -> str:
         if self.failed:
@@ -113,16 +145,25 @@ class Trajectory:
             max_concepts=str(max_concepts),
             question=_cut(self.question, _QUESTION_CHARS),
             attempts=attempts,
-            answer=_cut(self.answer, _ANSWER_CHARS),
+            answer=self._answer(),
         )
+
+    def _answer(self) -> str:
+        answer = _cut(self.answer, _ANSWER_CHARS)
+        # An unverified answer (memory_write="best" or "all") must not be taught as a right one.
+        return answer if self.passed else f"(not verified: the verifier gave it {self.score:.2f})\n{answer}"
 
 
 @dataclass(slots=True)
 class AbstractionResult:
+    """What one abstraction call gave: drafts, or a decline (``declined``), or an ``error``."""
+
     drafts: list[ConceptDraft]
     usage: Usage = field(default_factory=Usage)
     raw: str = ""
     error: str | None = None
+    declined: bool = False
+    constrained: bool = False
 
 
 async def abstract(
@@ -132,22 +173,30 @@ async def abstract(
     max_concepts: int = 3,
     max_tokens: int = 800,
     style: AbstractionStyle = "json",
+    constrain: bool = True,
 ) -> AbstractionResult:
     """Ask ``backend`` (greedy) for up to ``max_concepts`` concepts from ``trajectory``
     (``style="completion"``: one concept, from a raw few-shot prompt).
 
-    A reply that cannot be parsed gives no drafts and sets ``error``; a backend error
-    propagates.
+    With ``constrain`` (the default) and a backend that honours grammars or regexes, the
+    request carries the lesson format as a constraint. A reply that cannot be parsed gives
+    no drafts and sets ``error``; ``none`` or an empty list sets ``declined``; a backend
+    error propagates.
     """
+    kinds: frozenset[str] = frozenset(backend.constraint_kinds) if constrain else frozenset()
     if style == "completion":
-        return await _abstract_completion(backend, trajectory, max_tokens=min(max_tokens, _COMPLETION_TOKENS))
+        return await _abstract_completion(
+            backend, trajectory, max_tokens=min(max_tokens, _COMPLETION_TOKENS), kinds=kinds
+        )
     if style != "json":
         raise ValueError(f"abstraction style must be one of {', '.join(ABSTRACTION_STYLES)}, got {style!r}")
+    constraint = json_constraint(kinds, max_concepts)
     request = ChatRequest(
         messages=(Message("user", trajectory.prompt(max_concepts)),),
         n=1,
         temperature=0.0,
         max_tokens=max_tokens,
+        constraint=constraint,
     )
     response = await backend.generate(request)
     raw = response.texts[0] if response.completions else ""
@@ -155,51 +204,67 @@ async def abstract(
         drafts = parse_concepts(raw, max_concepts=max_concepts)
     except AbstractionError as exc:
         log.warning("abstraction for task %r gave no usable JSON: %s", trajectory.task_id, exc)
-        return AbstractionResult([], response.usage, raw, str(exc))
-    return AbstractionResult(drafts, response.usage, raw)
+        return AbstractionResult([], response.usage, raw, str(exc), constrained=constraint is not None)
+    declined = not drafts and _empty_list(raw)
+    return AbstractionResult(
+        drafts, response.usage, raw, declined=declined, constrained=constraint is not None
+    )
+
+
+def _empty_list(raw: str) -> bool:
+    data = extract_json(raw)
+    return data == [] or (isinstance(data, dict) and data.get("concepts") == [])
 
 
 async def _abstract_completion(
-    backend: Backend, trajectory: Trajectory, *, max_tokens: int
+    backend: Backend, trajectory: Trajectory, *, max_tokens: int, kinds: frozenset[str]
 ) -> AbstractionResult:
     prompt = render_prompt(
         "memory_abstract_completion",
         question=" ".join(_cut(trajectory.question, _QUESTION_CHARS).split()),
         answer=" ".join(_cut(trajectory.answer, _ANSWER_CHARS).split()),
     )
-    request = ChatRequest(raw_prompt=prompt, n=1, temperature=0.0, max_tokens=max_tokens, stop=("\n",))
+    constraint: Constraint | None = completion_constraint(kinds)
+    request = ChatRequest(
+        raw_prompt=prompt, n=1, temperature=0.0, max_tokens=max_tokens, stop=("\n",), constraint=constraint
+    )
     response = await backend.generate(request)
     raw = response.texts[0] if response.completions else ""
+    constrained = constraint is not None
+    if is_decline(raw):
+        return AbstractionResult([], response.usage, raw, declined=True, constrained=constrained)
     try:
         draft = parse_lesson_line(raw)
     except AbstractionError as exc:
         log.warning("abstraction for task %r gave no usable lesson: %s", trajectory.task_id, exc)
-        return AbstractionResult([], response.usage, raw, str(exc))
-    return AbstractionResult([draft], response.usage, raw)
+        return AbstractionResult([], response.usage, raw, str(exc), constrained=constrained)
+    return AbstractionResult([draft], response.usage, raw, constrained=constrained)
 
 
 _PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]{0,40})\}")
+
+
+def _placeholders(suggestion: str) -> tuple[ConceptParameter, ...]:
+    """The ``{name}`` placeholders of a suggestion as parameters, in order, once each."""
+    return tuple(ConceptParameter(name=n) for n in dict.fromkeys(_PLACEHOLDER.findall(suggestion)))
 
 
 def parse_lesson_line(text: str) -> ConceptDraft:
     """A concept from one ``title | situation | suggestion`` line (what ``style="completion"`` asks for).
 
     Two fields are read as title and suggestion; ``{name}`` placeholders in the suggestion
-    become its parameters.
+    become its parameters. Variants models write instead are accepted too: ``Title: ...
+    Situation: ... Suggestion: ...``, fields separated by a spaced dash, a numbered or
+    bulleted line, and a JSON object.
     """
     line = text.strip().splitlines()[0] if text.strip() else ""
-    parts = [p.strip() for p in line.split("|")]
-    if len(parts) < 2 or not parts[0] or not parts[-1]:
+    fields = lesson_fields(text)
+    if fields is None:
         raise AbstractionError(f"expected 'title | situation | suggestion', got {line[:120]!r}")
-    title, suggestion = parts[0], parts[-1]
-    situation = " ".join(parts[1:-1])
-    names = list(dict.fromkeys(_PLACEHOLDER.findall(suggestion)))
+    title, situation, suggestion = fields
     try:
         return ConceptDraft(
-            title=title,
-            situation=situation,
-            suggestion=suggestion,
-            parameters=tuple(ConceptParameter(name=n) for n in names),
+            title=title, situation=situation, suggestion=suggestion, parameters=_placeholders(suggestion)
         )
     except ValueError as exc:
         raise AbstractionError(f"unusable lesson {line[:120]!r}: {exc}") from None
@@ -277,7 +342,10 @@ def _draft(item: Any) -> ConceptDraft | None:
             situation=str(item.get("situation") or item.get("when") or ""),
             cues=_cues(item.get("cues")),
             suggestion=str(item.get("suggestion") or item.get("do") or item.get("action") or ""),
-            parameters=_parameters(item.get("parameters")),
+            # The constrained JSON has no "parameters": the suggestion's {placeholders} stand in.
+            parameters=_parameters(item["parameters"])
+            if item.get("parameters") is not None
+            else _placeholders(str(item.get("suggestion") or item.get("do") or item.get("action") or "")),
             kind=kind if kind in KINDS else "strategy",  # type: ignore[arg-type]
         )
     except ValueError:

@@ -3,9 +3,13 @@
 Before a task (``retrieve``): search the task's namespace lexically, optionally rerank
 the shortlist by embeddings or let the LLM choose from it, record every concept shown,
 and return the concepts as lesson lines. After it (``remember``): close those uses
-with the task's outcome and, if the best candidate passed, abstract the trajectory
-into concepts and merge them into the store, now (``update="task"``), on
+with the task's outcome and, if the best candidate passed the verifier (``write="passed"``;
+``"best"`` and ``"all"`` take unverified answers too), abstract the trajectory into
+concepts and merge them into the store, now (``update="task"``), on
 :meth:`ConceptMemory.flush` (``"batch"``), or never (``"off"``).
+
+The backend that abstracts and selects need not be the one that solves: pass another
+(``owns_backend=True`` makes :meth:`ConceptMemory.aclose` close it).
 
 >>> memory = ConceptMemory.open("sqlite:///memory.sqlite", namespace="spider", backend=backend)
 >>> result = await run_task(task, backend, "iad", memory=memory)
@@ -24,7 +28,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal, get_args
 
-from agentloop.memory._types import AddResult, ConceptDraft, Provenance, SearchHit, check_namespace
+from agentloop.memory._types import AddResult, ConceptDraft, Evidence, Provenance, SearchHit, check_namespace
 from agentloop.memory.abstraction import (
     ABSTRACTION_STYLES,
     AbstractionStyle,
@@ -44,18 +48,26 @@ if TYPE_CHECKING:
 __all__ = [
     "SELECT_MODES",
     "UPDATE_MODES",
+    "WRITE_MODES",
     "ConceptMemory",
     "MemoryCounters",
     "SelectMode",
     "UpdateMode",
+    "WriteMode",
     "default_query",
+    "merge_counts",
 ]
 
 log = logging.getLogger(__name__)
 
 UpdateMode = Literal["task", "batch", "off"]
 SelectMode = Literal["lexical", "embed", "llm"]
+# passed: lessons only from a best candidate the (gold-free) verifier passed; best: from the
+# best candidate whatever its verdict; all: from every task with an answer, the last
+# candidate standing in when none was judged best.
+WriteMode = Literal["passed", "best", "all"]
 UPDATE_MODES: tuple[str, ...] = get_args(UpdateMode)
+WRITE_MODES: tuple[str, ...] = get_args(WriteMode)
 SELECT_MODES: tuple[str, ...] = get_args(SelectMode)
 
 
@@ -82,7 +94,11 @@ class MemoryCounters:
 
     ``retrieved``: concepts shown to tasks (summed over tasks). ``written``: drafts
     stored, ``inserted`` as new concepts plus ``merged`` into existing ones.
-    ``usage``: tokens spent on abstraction and LLM selection.
+    ``abstractions``: abstraction calls attempted; each is ``accepted`` (gave drafts),
+    ``declined`` (the model said there is no lesson) or rejected (``abstraction_errors``:
+    unreadable, or the call failed), the first rejection's reason in ``first_rejection``.
+    ``unverified_skipped``: tasks not written because their answer did not pass
+    (``write="passed"``). ``usage``: tokens spent on abstraction and LLM selection.
     """
 
     retrieved: int = 0
@@ -90,12 +106,42 @@ class MemoryCounters:
     inserted: int = 0
     merged: int = 0
     abstractions: int = 0
+    accepted: int = 0
+    declined: int = 0
     abstraction_errors: int = 0
+    first_rejection: str | None = None
+    unverified_skipped: int = 0
     usage: Usage = field(default_factory=Usage)
 
-    def to_dict(self) -> dict[str, int]:
+    def reject(self, reason: str) -> None:
+        self.abstraction_errors += 1
+        if self.first_rejection is None:
+            self.first_rejection = reason[:300]
+
+    def to_dict(self) -> dict[str, Any]:
         """The run summary's ``"memory"`` entry."""
-        return {"retrieved": self.retrieved, "written": self.written}
+        return {
+            "retrieved": self.retrieved,
+            "written": self.written,
+            "abstractions_attempted": self.abstractions,
+            "abstractions_accepted": self.accepted,
+            "abstractions_declined": self.declined,
+            "abstractions_rejected": self.abstraction_errors,
+            "first_rejection": self.first_rejection,
+            "unverified_skipped": self.unverified_skipped,
+        }
+
+
+def merge_counts(a: dict[str, Any] | None, b: dict[str, Any]) -> dict[str, Any]:
+    """Two :meth:`MemoryCounters.to_dict` results as one (Ray workers each keep their own):
+    counts add up, the first rejection found is kept."""
+    out = dict(a or {})
+    for key, value in b.items():
+        if isinstance(value, int) and not isinstance(value, bool):
+            out[key] = out.get(key, 0) + value
+        elif out.get(key) is None:
+            out[key] = value
+    return out
 
 
 def _run_id() -> str:
@@ -108,8 +154,11 @@ class ConceptMemory:
     ``k``: most lessons shown per task. ``shortlist``: lexical hits that ``embed`` and
     ``llm`` selection choose from. ``backend`` writes the abstractions (needed unless
     ``update="off"``) and makes ``llm`` selections; ``abstraction="completion"`` suits
-    small models that cannot write the JSON (see :func:`abstract`). ``batch_size``
-    flushes a batch early once that many trajectories wait.
+    small models that cannot write the JSON (see :func:`abstract`); ``constrain=False``
+    sends abstraction requests without the lesson-format constraint. ``write``: which
+    answers become lessons (see :data:`WriteMode`). ``verifier``: the verifier's name, kept in
+    each lesson's provenance. ``batch_size`` flushes a batch early once that many
+    trajectories wait. ``owns_store`` / ``owns_backend``: :meth:`aclose` closes them.
     """
 
     def __init__(
@@ -130,11 +179,17 @@ class ConceptMemory:
         concurrency: int = 4,
         owns_store: bool = False,
         abstraction: AbstractionStyle = "json",
+        write: WriteMode = "passed",
+        verifier: str | None = None,
+        constrain: bool = True,
+        owns_backend: bool = False,
     ):
         if update not in UPDATE_MODES:
             raise ValueError(f"memory update mode must be one of {', '.join(UPDATE_MODES)}, got {update!r}")
         if select not in SELECT_MODES:
             raise ValueError(f"memory select mode must be one of {', '.join(SELECT_MODES)}, got {select!r}")
+        if write not in WRITE_MODES:
+            raise ValueError(f"memory write mode must be one of {', '.join(WRITE_MODES)}, got {write!r}")
         if abstraction not in ABSTRACTION_STYLES:
             raise ValueError(
                 f"memory abstraction must be one of {', '.join(ABSTRACTION_STYLES)}, got {abstraction!r}"
@@ -158,6 +213,9 @@ class ConceptMemory:
         self.query = query
         self.max_concepts = max_concepts
         self.abstraction = abstraction
+        self.write = write
+        self.verifier = verifier
+        self.constrain = constrain
         self.batch_size = batch_size
         self.counters = MemoryCounters()
         # Tokens spent for each task (LLM selection, abstraction) until the runner takes them.
@@ -169,6 +227,7 @@ class ConceptMemory:
         self._written: set[str] = set()
         self.concurrency = concurrency
         self._owns_store = owns_store
+        self._owns_backend = owns_backend
 
     @classmethod
     def open(
@@ -183,7 +242,7 @@ class ConceptMemory:
     def __repr__(self) -> str:
         return (
             f"<ConceptMemory {self.namespace!r} update={self.update} select={self.select} "
-            f"k={self.k} store={self.store!r}>"
+            f"k={self.k} write={self.write} store={self.store!r}>"
         )
 
     # --- LessonSource ------------------------------------------------------------------------
@@ -213,19 +272,27 @@ class ConceptMemory:
         return [h.concept.render() for h in hits]
 
     async def remember(self, task: Task, result: LoopResult) -> None:
-        """Close the task's uses with its outcome; abstract and write if it passed (per ``update``)."""
+        """Close the task's uses with its outcome; abstract and write (per ``write`` and ``update``)."""
         if task.id in self._shown:
             self._shown.discard(task.id)
             await asyncio.to_thread(
                 self.store.record_outcome, task_id=task.id, run_id=self.run_id, passed=result.passed
             )
-        if self.update == "off" or not result.passed or self.max_concepts == 0:
+        if self.update == "off" or self.max_concepts == 0:
+            return
+        if self.write == "passed" and not result.passed:
+            self.counters.unverified_skipped += 1
+            return
+        if self.write == "best" and result.best is None:
             return
         if task.id in self._written:
             log.info("memory: task %r already wrote in run %s; not writing again", task.id, self.run_id)
             return
         self._written.add(task.id)
-        trajectory = Trajectory.from_result(self.query(task), result)
+        try:
+            trajectory = Trajectory.from_result(self.query(task), result, require_pass=self.write == "passed")
+        except ValueError:  # write="all" and not one candidate with text
+            return
         if self.update == "task":
             await self._write([trajectory])
             return
@@ -254,13 +321,18 @@ class ConceptMemory:
         return len(done)
 
     async def aclose(self, *, flush: bool = True) -> None:
-        """Flush a waiting batch (unless ``flush=False``) and, if this memory opened its store, close it."""
+        """Flush a waiting batch (unless ``flush=False``), then close the store and the backend
+        this memory owns."""
         try:
             if flush:
                 await self.flush()
         finally:
-            if self._owns_store:
-                self.store.close()
+            try:
+                if self._owns_store:
+                    self.store.close()
+            finally:
+                if self._owns_backend and self.backend is not None:
+                    await self.backend.aclose()
 
     async def __aenter__(self) -> ConceptMemory:
         return self
@@ -312,7 +384,7 @@ class ConceptMemory:
                 self.store.add_many,
                 drafts,
                 namespace=self.namespace,
-                provenance=Provenance((trajectory.task_id,), (self.run_id,)),
+                provenance=self._provenance(trajectory),
             )
             self._task_written.setdefault(trajectory.task_id, []).extend(a.concept.render() for a in added)
             for a in added:
@@ -325,22 +397,52 @@ class ConceptMemory:
         self.counters.written += written
         return written
 
+    def _provenance(self, trajectory: Trajectory) -> Provenance:
+        evidence = Evidence(
+            task_id=trajectory.task_id,
+            run_id=self.run_id,
+            candidate=trajectory.candidate,
+            score=min(max(trajectory.score, 0.0), 1.0),
+            passed=trajectory.passed,
+            verifier=self.verifier or "",
+        )
+        return Provenance((trajectory.task_id,), (self.run_id,), evidence=(evidence,))
+
     async def _abstract(self, trajectory: Trajectory, sem: asyncio.Semaphore) -> list[ConceptDraft]:
         assert self.backend is not None
         async with sem:
             self.counters.abstractions += 1
             try:
                 out = await abstract(
-                    self.backend, trajectory, max_concepts=self.max_concepts, style=self.abstraction
+                    self.backend,
+                    trajectory,
+                    max_concepts=self.max_concepts,
+                    style=self.abstraction,
+                    constrain=self.constrain,
                 )
             except Exception as exc:  # a failed abstraction must not fail the task it follows
                 log.warning("memory: abstraction for task %r failed: %s", trajectory.task_id, exc)
-                self.counters.abstraction_errors += 1
+                await self._count("rejected", f"task {trajectory.task_id!r}: {type(exc).__name__}: {exc}")
                 return []
         self._charge(trajectory.task_id, out.usage)
         if out.error is not None:
-            self.counters.abstraction_errors += 1
+            await self._count("rejected", f"task {trajectory.task_id!r}: {out.error}")
+        else:
+            await self._count("accepted" if out.drafts else "declined")
         return out.drafts
+
+    async def _count(self, outcome: str, reason: str | None = None) -> None:
+        """Count one abstraction here and in the store (``agentloop memory stats`` reads it there)."""
+        if outcome == "rejected":
+            self.counters.reject(reason or "")
+        elif outcome == "accepted":
+            self.counters.accepted += 1
+        else:
+            self.counters.declined += 1
+        try:
+            await asyncio.to_thread(self.store.record_abstraction, self.namespace, outcome, reason)
+        except Exception as exc:  # a count that does not store must not fail the task
+            log.warning("memory: could not store the abstraction count: %s", exc)
 
     async def _llm_select(self, query: str, hits: list[SearchHit], task_id: str) -> list[SearchHit]:
         """Let the backend choose from the shortlist (ArcMemo); the lexical order if its reply is unreadable."""

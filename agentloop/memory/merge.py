@@ -165,6 +165,8 @@ def merge_fields(
         cues=_union_cues(cues, draft.cues),
         parameters=_union_parameters(parameters, draft.parameters),
         provenance=provenance.union(
-            Provenance(draft_provenance.task_ids, draft_provenance.run_ids, (event,))
+            Provenance(
+                draft_provenance.task_ids, draft_provenance.run_ids, (event,), draft_provenance.evidence
+            )
         ),
     )

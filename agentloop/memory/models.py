@@ -7,6 +7,8 @@ Tables:
   title, situation, cues and suggestion (:func:`agentloop.memory.retrieval.analyze`).
 - ``concept_uses``: which concept was shown to which task in which run, and how that
   task ended.
+- ``abstraction_stats``: per namespace, how many abstractions were attempted, accepted,
+  declined and rejected, and the first rejection's reason (``agentloop memory stats``).
 - ``term_stats`` and ``namespace_stats``: per-namespace document frequencies and sizes,
   kept in step with ``concepts`` by the store, so a search reads a term's IDF with one
   primary-key lookup instead of counting postings.
@@ -49,6 +51,7 @@ from sqlalchemy.types import TypeDecorator
 __all__ = [
     "FTS_TABLE",
     "TSV_COLUMN",
+    "AbstractionStat",
     "Base",
     "Concept",
     "ConceptUse",
@@ -154,6 +157,17 @@ class TermStat(Base):
     namespace: Mapped[str] = mapped_column(String(200), primary_key=True)
     term: Mapped[str] = mapped_column(String(64), primary_key=True)
     df: Mapped[int] = mapped_column(Integer)
+
+
+class AbstractionStat(Base):
+    __tablename__ = "abstraction_stats"
+
+    namespace: Mapped[str] = mapped_column(String(200), primary_key=True)
+    attempted: Mapped[int] = mapped_column(Integer)
+    accepted: Mapped[int] = mapped_column(Integer)
+    declined: Mapped[int] = mapped_column(Integer)
+    rejected: Mapped[int] = mapped_column(Integer)
+    first_rejection: Mapped[str | None] = mapped_column(Text, nullable=True)
 
 
 class NamespaceStat(Base):

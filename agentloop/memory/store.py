@@ -58,7 +58,7 @@ from agentloop.memory._types import (
     check_namespace,
 )
 from agentloop.memory.merge import LEXICAL_THRESHOLD
-from agentloop.memory.models import Concept, ConceptUse
+from agentloop.memory.models import AbstractionStat, Concept, ConceptUse
 from agentloop.memory.retrieval import LexicalParams
 
 if TYPE_CHECKING:
@@ -204,6 +204,24 @@ class SQLMemoryStore(MergeMixin, SearchMixin, ImportMixin, MaintenanceMixin, Mem
 
         return self._write(run, namespaces=())
 
+    def record_abstraction(self, namespace: str, outcome: str, reason: str | None = None) -> None:
+        if outcome not in ("accepted", "declined", "rejected"):
+            raise ValueError(f"abstraction outcome must be accepted, declined or rejected, got {outcome!r}")
+
+        def run(s: Session) -> None:
+            row = s.get(AbstractionStat, namespace)
+            if row is None:
+                row = AbstractionStat(
+                    namespace=namespace, attempted=0, accepted=0, declined=0, rejected=0, first_rejection=None
+                )
+                s.add(row)
+            row.attempted += 1
+            setattr(row, outcome, getattr(row, outcome) + 1)
+            if outcome == "rejected" and row.first_rejection is None:
+                row.first_rejection = (reason or "")[:500]
+
+        self._write(run, namespaces=[namespace])
+
     # --- reads -----------------------------------------------------------------------------
 
     def get(self, ref: int | str) -> ConceptRecord | None:
@@ -271,6 +289,10 @@ class SQLMemoryStore(MergeMixin, SearchMixin, ImportMixin, MaintenanceMixin, Mem
             never_used = s.scalar(scoped(select(func.count()).where(Concept.usage_count == 0))) or 0
             helped = s.scalar(scoped(select(func.count()).where(Concept.success_count > 0))) or 0
             revision = migrate.current_revision(s.connection())
+            tried_q = select(AbstractionStat).order_by(AbstractionStat.namespace)
+            if namespace is not None:
+                tried_q = tried_q.where(AbstractionStat.namespace == namespace)
+            tried = list(s.scalars(tried_q))
         return MemoryStats(
             concepts=sum(per_ns.values()),
             namespaces={k: per_ns[k] for k in sorted(per_ns)},
@@ -281,6 +303,11 @@ class SQLMemoryStore(MergeMixin, SearchMixin, ImportMixin, MaintenanceMixin, Mem
             helped=helped,
             revision=revision,
             url=self.safe_url,
+            abstractions=sum(t.attempted for t in tried),
+            abstractions_accepted=sum(t.accepted for t in tried),
+            abstractions_declined=sum(t.declined for t in tried),
+            abstractions_rejected=sum(t.rejected for t in tried),
+            first_rejection=next((t.first_rejection for t in tried if t.first_rejection), None),
         )
 
     def iter_export(self, *, namespace: str | None = None) -> Iterator[dict[str, Any]]:

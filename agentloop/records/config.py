@@ -113,8 +113,10 @@ class RunSummary:
     usage: dict[str, Any]
     run_dir: str
     extra: dict[str, Any] = field(default_factory=dict)
-    # This invocation's concept memory counts, ``{"retrieved", "written"}``; None without memory.
-    memory: dict[str, int] | None = None
+    # This invocation's concept memory counts (``MemoryCounters.to_dict``: lessons retrieved and
+    # written, abstractions attempted/accepted/declined/rejected, the first rejection); None
+    # without memory.
+    memory: dict[str, Any] | None = None
     # Every task stored with an error, as ``{"task_id", "error"}`` (the error's first line).
     failed: list[dict[str, str]] = field(default_factory=list)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import abc
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from agentloop.graphs.library import GraphSpec
 from agentloop.records.store import RunStore, TaskOutcome
@@ -48,7 +48,7 @@ class Executor(abc.ABC):
         """Run ``item`` and store it; ``wall_origin`` is the clock at which the run's wall time was 0."""
 
     @abc.abstractmethod
-    async def close(self, *, flush: bool) -> dict[str, int] | None:
+    async def close(self, *, flush: bool) -> dict[str, Any] | None:
         """Flush memory (unless ``flush=False``) and close; the run's memory counts, None without memory."""
 
 
@@ -89,7 +89,7 @@ class LocalExecutor(Executor):
         self.store.record(self.run_id, outcome, run_wall_s=time.time() - wall_origin)
         return outcome
 
-    async def close(self, *, flush: bool) -> dict[str, int] | None:
+    async def close(self, *, flush: bool) -> dict[str, Any] | None:
         if self.memory is None:
             return None
         # A batch waiting for writes came from finished tasks: flush it even when the run failed,

@@ -194,7 +194,7 @@ class TaskWorker:
             session.store.record(session.run_id, outcome, run_wall_s=time.time() - wall_origin)
             return outcome
 
-    async def close(self, flush: bool) -> dict[str, int] | None:
+    async def close(self, flush: bool) -> dict[str, Any] | None:
         """Flush and close memory (returns its counts), the store and the backend."""
         session, self.session = self.session, None
         if session is None:
@@ -345,9 +345,11 @@ class RayExecutor(Executor):
         finally:
             self.load[k] -= 1
 
-    async def close(self, *, flush: bool) -> dict[str, int] | None:
+    async def close(self, *, flush: bool) -> dict[str, Any] | None:
         """Close every worker (flushing memory unless ``flush=False``), then end them; the summed memory counts."""
-        totals: dict[str, int] | None = None
+        from agentloop.memory import merge_counts
+
+        totals: dict[str, Any] | None = None
         try:
             closing = asyncio.gather(*(a.close.remote(flush) for a in self.actors), return_exceptions=True)
             try:
@@ -358,7 +360,7 @@ class RayExecutor(Executor):
                 if isinstance(r, RayTaskError):
                     raise _cause(r) from None
                 if isinstance(r, dict):
-                    totals = {k: (totals or {}).get(k, 0) + v for k, v in r.items()}
+                    totals = merge_counts(totals, r)
         finally:
             for a in self.actors:
                 ray.kill(a)

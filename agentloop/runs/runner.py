@@ -120,7 +120,7 @@ async def run_suite(
         assert backend is not None
         executor = LocalExecutor(spec, suite, graph, backend)
     store: RunStore | None = None
-    memory_counts: dict[str, int] | None = None
+    memory_counts: dict[str, Any] | None = None
     interrupted = False
     try:
         await executor.prepare()

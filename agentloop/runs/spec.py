@@ -83,6 +83,12 @@ class RunSpec:
     # How concepts are abstracted: "json", "completion" (small models), or "auto": completion
     # for in-process transformers models, json otherwise (see memory_abstraction()).
     memory_abstract: str = "auto"
+    # Which answers become lessons: "passed" (the gold-free verifier passed the best candidate),
+    # "best" (the best candidate, even if it failed) or "all" (every task with an answer).
+    memory_write: str = "passed"
+    # Another backend id that writes and selects lessons while ``backend`` solves (None: the
+    # run's backend). Its tokens are charged to memory's usage like any abstraction.
+    memory_backend: str | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "n_schedule", tuple(self.n_schedule))
@@ -135,7 +141,7 @@ class RunSpec:
         return [u.strip() for u in (self.base_url or "").split(",") if u.strip()]
 
     def _check_memory(self) -> None:
-        from agentloop.memory import SELECT_MODES, UPDATE_MODES, check_namespace
+        from agentloop.memory import SELECT_MODES, UPDATE_MODES, WRITE_MODES, check_namespace
         from agentloop.memory.store import resolve_memory_url
 
         if self.memory_update not in UPDATE_MODES:
@@ -148,6 +154,12 @@ class RunSpec:
             )
         if self.memory_k < 1:
             raise ValueError(f"memory_k must be >= 1, got {self.memory_k}")
+        if self.memory_write not in WRITE_MODES:
+            raise ValueError(
+                f"memory_write must be one of {', '.join(WRITE_MODES)}, got {self.memory_write!r}"
+            )
+        if self.memory_backend is not None and not self.memory_backend.strip():
+            raise ValueError("memory_backend must be a backend id such as 'openai:gpt-4o-mini', or unset")
         self.memory_abstraction()
         if self.memory is None:
             return
@@ -216,12 +228,14 @@ class RunSpec:
 
     def memory_abstraction(self) -> AbstractionStyle:
         """``memory_abstract`` resolved: ``auto`` is ``completion`` for in-process transformers
-        models (the embedded 135M model cannot write the JSON the other asks for), else ``json``.
+        models (the embedded 135M model cannot write the JSON the other asks for), else ``json``;
+        the model asked is ``memory_backend`` when set.
         """
         from agentloop.memory import ABSTRACTION_STYLES
 
         if self.memory_abstract == "auto":
-            return "completion" if self.backend.split(":", 1)[0] == "transformers" else "json"
+            writer = self.memory_backend or self.backend
+            return "completion" if writer.split(":", 1)[0].split("?", 1)[0] == "transformers" else "json"
         if self.memory_abstract not in ABSTRACTION_STYLES:
             raise ValueError(
                 f"memory_abstract must be auto, {', '.join(ABSTRACTION_STYLES)}, got {self.memory_abstract!r}"

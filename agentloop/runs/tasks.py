@@ -185,19 +185,35 @@ def failed_outcome(item: SuiteItem, started: float, error: str) -> TaskOutcome:
 
 
 def open_memory(spec: RunSpec, backend: Backend) -> ConceptMemory:
-    """One memory for the whole run; its run id is set once the run store is open."""
-    from agentloop.memory import ConceptMemory
+    """One memory for the whole run; its run id is set once the run store is open.
+
+    With ``spec.memory_backend``, that backend (resolved here, owned and closed by the
+    memory) writes and selects lessons; otherwise the run's ``backend`` does.
+    """
+    from agentloop.backends import resolve_backend
+    from agentloop.memory import ConceptMemory, SQLMemoryStore
 
     assert spec.memory is not None and spec.memory_namespace is not None
-    return ConceptMemory.open(
-        spec.memory,
-        namespace=spec.memory_namespace,
-        backend=backend,
-        update=spec.memory_update,  # type: ignore[arg-type]  # checked in RunSpec
-        select=spec.memory_select,  # type: ignore[arg-type]
-        k=spec.memory_k,
-        abstraction=spec.memory_abstraction(),
-    )
+    store = SQLMemoryStore(spec.memory)
+    try:
+        # After the store: a memory URL that does not open loads no second model.
+        writer = resolve_backend(spec.memory_backend) if spec.memory_backend is not None else backend
+        return ConceptMemory(
+            store,
+            namespace=spec.memory_namespace,
+            backend=writer,
+            owns_store=True,
+            owns_backend=writer is not backend,
+            update=spec.memory_update,  # type: ignore[arg-type]  # checked in RunSpec
+            select=spec.memory_select,  # type: ignore[arg-type]
+            k=spec.memory_k,
+            abstraction=spec.memory_abstraction(),
+            write=spec.memory_write,  # type: ignore[arg-type]
+            verifier=spec.verifier,
+        )
+    except BaseException:
+        store.close()
+        raise
 
 
 def store_unclaimed(store: RunStore, run_id: int, memory: ConceptMemory) -> None:
