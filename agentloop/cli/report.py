@@ -46,6 +46,28 @@ def report(
     errors: Annotated[
         bool, typer.Option("--errors", help="List every failed task with its whole error message.")
     ] = False,
+    frontier: Annotated[
+        bool,
+        typer.Option(
+            "--frontier",
+            help="Accuracy vs compute: each sampling run's curve over k, other runs as points, the Pareto "
+            "frontier, one table per suite (--plot draws it).",
+        ),
+    ] = False,
+    matched: Annotated[
+        bool,
+        typer.Option(
+            "--matched",
+            help="With --compare: compare each run with the first run's curve at the other's own mean cost.",
+        ),
+    ] = False,
+    cost: Annotated[
+        str,
+        typer.Option(
+            "--cost",
+            help="Compute axis for --frontier/--matched: tokens, completion, candidates, calls, usd.",
+        ),
+    ] = "candidates",
 ) -> None:
     """Summarize runs: accuracy overall and by difficulty, verifier passes, tokens and latency per task."""
     from agentloop.records.render import plot_reports, render_reports
@@ -57,6 +79,13 @@ def report(
     reports = [RunReport.load(d, store=store) for d in [run_dir, *(compare or [])]]
     if errors:
         _list_errors(reports, as_json)
+        return
+    if frontier or matched:
+        from agentloop.cli._curves import curves_report
+
+        curves_report(
+            reports, frontier=frontier, matched=matched, cost=cost, store=store, plot=plot, as_json=as_json
+        )
         return
     check_comparable(reports)
     if plot is not None:

@@ -12,6 +12,7 @@ from typing import Any
 _LAZY = {
     "BUDGET_KEYS": "config",
     "RunSummary": "config",
+    "CandidateScore": "store",
     "ConfigMismatchError": "store",
     "RUN_DB": "store",
     "RunExistsError": "store",
