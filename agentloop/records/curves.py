@@ -213,8 +213,8 @@ def load_curve(
     metric = "reward" if report.scores_reward else report.metric
     rule = CURVE_GRAPHS.get(report.run.graph)
     if rule is None:
-        values = [[t.value] for t in tasks]
-        return _curve(report, cost, metric, [None], [statistics.fmean(costs)], values, True, seed, resamples)
+        point = [[t.value] for t in tasks]
+        return _curve(report, cost, metric, [None], [statistics.fmean(costs)], point, True, seed, resamples)
     with open_store(Path(report.run_dir), store=store) as opened:
         table = opened.candidate_table(report.run.name)
     if not any(table.values()):
