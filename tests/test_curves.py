@@ -276,3 +276,27 @@ def test_one_line_errors(runs: dict[str, Path], tmp_path: Path) -> None:
     assert code != 0 and "other suites" in out
     with pytest.raises(CurveError):
         load_curve(RunReport.load(runs["bon"]), cost="joules")
+
+
+def test_the_worked_example_in_docs_results_holds(tmp_path: Path) -> None:
+    """examples/frontier_demo.py: what docs/results.md says of its frontier and matched comparisons."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("frontier_demo", ROOT / "examples" / "frontier_demo.py")
+    assert spec is not None and spec.loader is not None
+    demo = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(demo)
+    demo.main(tmp_path)
+    runs = [str(tmp_path / name) for name in demo.RUNS]
+    code, out = cli(
+        runs[1], *(a for r in runs[2:] + runs[:1] for a in ("--compare", r)), "--frontier", "--json"
+    )
+    assert code == 0, out
+    (suite,) = json.loads(out)["frontier"]["suites"]
+    front = [p["config"] for p in suite["frontier"]]
+    assert front[:2] == ["bon8 k=1", "bon8 k=2"] and "adaptive8" in front
+    docs = (ROOT / "docs" / "results.md").read_text()
+    code, out = cli(runs[1], "--compare", runs[4], "--compare", runs[0], "--matched", "--json")
+    adaptive, greedy = json.loads(out)["matched"]
+    assert adaptive["verdict"].startswith("adaptive8 is better than bon8") and adaptive["verdict"] in docs
+    assert "cannot be told apart" in greedy["verdict"]
