@@ -276,6 +276,10 @@ def test_one_line_errors(runs: dict[str, Path], tmp_path: Path) -> None:
     assert code != 0 and "other suites" in out
     with pytest.raises(CurveError):
         load_curve(RunReport.load(runs["bon"]), cost="joules")
+    code, out = cli(str(runs["bon"]), "--matched")
+    assert code != 0 and "give one with --compare" in out
+    code, out = cli(str(runs["bon"]), "--cost", "tokens")
+    assert code != 0 and "--cost sets the compute axis" in out
 
 
 def test_the_worked_example_in_docs_results_holds(tmp_path: Path) -> None:

@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from agentloop.cli._common import err, friendly_errors, print_json
+from agentloop.errors import AgentloopError
 
 __all__ = ["STORE_HELP", "report"]
 
@@ -80,6 +81,8 @@ def report(
     if errors:
         _list_errors(reports, as_json)
         return
+    if cost != "candidates" and not (frontier or matched):
+        raise AgentloopError("--cost sets the compute axis of --frontier and --matched: give one of them")
     if frontier or matched:
         from agentloop.cli._curves import curves_report
 

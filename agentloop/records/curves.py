@@ -257,7 +257,8 @@ def _stat(c: dict[str, Any]) -> CandidateStat | None:
         return None
     reward = official.get("reward")
     value = float(reward) if reward is not None else float(bool(official.get("correct")))
-    verified = isinstance(c.get("verdict"), dict) and not c.get("parse_error")
+    # A candidate that did not parse still has a (failed) verdict, and best_of may keep it.
+    verified = isinstance(c.get("verdict"), dict)
     key = official.get("key")
     return CandidateStat(
         float(c["score"]), bool(c["passed"]), verified, value, key if isinstance(key, str) else None
