@@ -267,6 +267,11 @@ def test_one_line_errors(runs: dict[str, Path], tmp_path: Path) -> None:
     old = copy_run(runs["bon"], tmp_path / "old", "UPDATE candidates SET official = NULL")
     code, out = cli(str(old), "--frontier")
     assert code != 0 and "revision 0004" in out
+    partial = copy_run(
+        runs["bon"], tmp_path / "partial", "UPDATE candidates SET official = NULL WHERE id = 1"
+    )
+    code, out = cli(str(partial), "--frontier")
+    assert code != 0 and "failed to score 1 candidate(s)" in out
     other = copy_run(
         runs["greedy"],
         tmp_path / "other",

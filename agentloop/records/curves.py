@@ -220,10 +220,16 @@ def load_curve(
     if not any(table.values()):
         raise CurveError(f"run {report.label} stored no candidates: a curve over k needs its trajectory")
     per_task = [[_stat(c) for c in table.get(t.task_id, [])] for t in tasks]
-    if any(s is None for cands in per_task for s in cands):
+    missing = sum(s is None for cands in per_task for s in cands)
+    if missing == sum(len(cands) for cands in per_task):
         raise CurveError(
             f"run {report.label} was stored before candidates kept their official scores (store revision "
             "0004): rerun it to draw its curve"
+        )
+    if missing:
+        raise CurveError(
+            f"run {report.label}: the suite failed to score {missing} candidate(s), so its curve would "
+            "count them as neither right nor wrong; fix the suite's score and rerun"
         )
     stats: list[list[CandidateStat]] = [[s for s in cands if s is not None] for cands in per_task]
     n = max(len(c) for c in stats)
