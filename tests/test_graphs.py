@@ -393,7 +393,16 @@ async def test_a_threshold_reached_in_the_same_round_as_an_error_wins() -> None:
 
 
 def test_every_named_graph_compiles() -> None:
-    assert set(GRAPHS) == {"greedy", "best_of_n", "self_consistency", "self_refine", "iad"}
+    assert set(GRAPHS) == {
+        "greedy",
+        "best_of_n",
+        "self_consistency",
+        "self_refine",
+        "iad",
+        "adaptive",
+        "adaptive_sample",
+        "adaptive_flat",
+    }
     for name in GRAPHS:
         assert build_graph(name) is build_graph(name)  # compiled once
 

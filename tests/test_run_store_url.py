@@ -113,7 +113,7 @@ def test_a_new_store_is_at_head_and_matches_the_models(db_url: str) -> None:
     from alembic.runtime.migration import MigrationContext
 
     with RunStore(db_url) as store:
-        assert store.revision == run_migrate.head_revision() == "0003"
+        assert store.revision == run_migrate.head_revision() == "0004"
         with store.engine.connect() as conn:
             ctx = MigrationContext.configure(conn, opts={"version_table": run_migrate.VERSION_TABLE})
             assert compare_metadata(ctx, Base.metadata) == []

@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from agentloop.cli._common import err, friendly_errors, print_json
+from agentloop.errors import AgentloopError
 
 __all__ = ["STORE_HELP", "report"]
 
@@ -46,6 +47,28 @@ def report(
     errors: Annotated[
         bool, typer.Option("--errors", help="List every failed task with its whole error message.")
     ] = False,
+    frontier: Annotated[
+        bool,
+        typer.Option(
+            "--frontier",
+            help="Accuracy vs compute: each sampling run's curve over k, other runs as points, the Pareto "
+            "frontier, one table per suite (--plot draws it).",
+        ),
+    ] = False,
+    matched: Annotated[
+        bool,
+        typer.Option(
+            "--matched",
+            help="With --compare: compare each run with the first run's curve at the other's own mean cost.",
+        ),
+    ] = False,
+    cost: Annotated[
+        str,
+        typer.Option(
+            "--cost",
+            help="Compute axis for --frontier/--matched: tokens, completion, candidates, calls, usd.",
+        ),
+    ] = "candidates",
 ) -> None:
     """Summarize runs: accuracy overall and by difficulty, verifier passes, tokens and latency per task."""
     from agentloop.records.render import plot_reports, render_reports
@@ -57,6 +80,15 @@ def report(
     reports = [RunReport.load(d, store=store) for d in [run_dir, *(compare or [])]]
     if errors:
         _list_errors(reports, as_json)
+        return
+    if cost != "candidates" and not (frontier or matched):
+        raise AgentloopError("--cost sets the compute axis of --frontier and --matched: give one of them")
+    if frontier or matched:
+        from agentloop.cli._curves import curves_report
+
+        curves_report(
+            reports, frontier=frontier, matched=matched, cost=cost, store=store, plot=plot, as_json=as_json
+        )
         return
     check_comparable(reports)
     if plot is not None:

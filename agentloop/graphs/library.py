@@ -1,4 +1,4 @@
-"""The named graphs (greedy, best_of_n, self_consistency, self_refine, iad) and their registry."""
+"""The named graphs (greedy, best_of_n, self_consistency, self_refine, iad, adaptive) and their registry."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ from agentloop._plugins import (
     plugin_names,
 )
 from agentloop.errors import AgentloopError, did_you_mean
-from agentloop.graphs import nodes
+from agentloop.graphs import adaptive, nodes
 from agentloop.graphs.context import LoopConfig, LoopContext
 from agentloop.graphs.state import LoopState
 
@@ -166,6 +166,24 @@ GRAPHS: dict[str, GraphSpec] = {
             "iad",
             "n candidates per round; the next prompt contrasts the best and the worst",
             lambda memory: loop_graph(memory=memory),
+        ),
+        GraphSpec(
+            "adaptive",
+            "waves of 1, 2, 4… up to n, stopping once one passes; refines when a wave was informative",
+            lambda memory: loop_graph(feedback=adaptive.adapt, memory=memory),
+            adaptive.waves_config,
+        ),
+        GraphSpec(
+            "adaptive_sample",
+            "adaptive without refinement: every wave samples the prompt afresh",
+            lambda memory: loop_graph(feedback=adaptive.resample, memory=memory),
+            adaptive.waves_config,
+        ),
+        GraphSpec(
+            "adaptive_flat",
+            "adaptive without growth: waves of one candidate up to n",
+            lambda memory: loop_graph(feedback=adaptive.adapt, memory=memory),
+            functools.partial(adaptive.waves_config, geometric=False),
         ),
     )
 }

@@ -12,6 +12,7 @@ from typing import Any
 _LAZY = {
     "BUDGET_KEYS": "config",
     "RunSummary": "config",
+    "CandidateScore": "store",
     "ConfigMismatchError": "store",
     "RUN_DB": "store",
     "RunExistsError": "store",
@@ -24,6 +25,10 @@ _LAZY = {
     "StoredTask": "store",
     "TaskOutcome": "store",
     "open_store": "store",
+    "Curve": "curves",
+    "MatchedDifference": "curves",
+    "load_curve": "curves",
+    "matched_difference": "curves",
     "PairedDifference": "report",
     "RunReport": "report",
     "check_comparable": "report",

@@ -8,7 +8,7 @@ from typing import Any, Protocol
 
 from agentloop.types import LoopUsage, Message
 
-__all__ = ["CandidateRecord", "TaskOutcome"]
+__all__ = ["CandidateRecord", "CandidateScore", "TaskOutcome"]
 
 
 class CandidateRecord(Protocol):
@@ -62,6 +62,26 @@ class CandidateRecord(Protocol):
     def to_dict(self) -> dict[str, Any]: ...
 
 
+@dataclass(frozen=True, slots=True)
+class CandidateScore:
+    """The suite's score of one candidate as if it were the final answer, and its vote key.
+
+    Stored with the candidate, so accuracy-vs-k curves over a run need no rescoring.
+    """
+
+    correct: bool
+    reward: float | None = None
+    key: str | None = None
+
+    @property
+    def value(self) -> float:
+        """The candidate's number: its reward, else 1.0 when correct (as :attr:`StoredTask.value`)."""
+        return self.reward if self.reward is not None else float(self.correct)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"correct": self.correct, "reward": self.reward, "key": self.key}
+
+
 @dataclass(slots=True)
 class TaskOutcome:
     """What the runner hands the store for one finished (or failed) task."""
@@ -98,6 +118,9 @@ class TaskOutcome:
     lessons: Sequence[str] | None = None
     lessons_written: Sequence[str] | None = None
     prompts: Mapping[str, Sequence[Message]] = field(default_factory=dict)
+    # Each candidate's official score, by position in ``candidates`` (see :class:`CandidateScore`);
+    # empty when the runner did not score them.
+    candidate_scores: Sequence[CandidateScore | None] = ()
     # Before SuiteItem.extra, Text2SQL's database had a field of its own: still taken, into extra.
     db_id: str | None = None
 

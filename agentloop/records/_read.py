@@ -215,6 +215,29 @@ class ReadMixin:
         keys = [c.key for c in CandidateRow.__table__.columns if c.key not in ("id", "task_result_id")]
         return self._call(lambda s: [{k: getattr(row, k) for k in keys} for row in s.scalars(query)])
 
+    def candidate_table(self, name: str | None = None) -> dict[str, list[dict[str, Any]]]:
+        """Every task's candidates in order, by task id: what curves over k read (no texts)."""
+        query = (
+            select(
+                TaskResultRow.task_id,
+                CandidateRow.position,
+                CandidateRow.score,
+                CandidateRow.passed,
+                CandidateRow.verdict,
+                CandidateRow.parse_error,
+                CandidateRow.official,
+            )
+            .join(TaskResultRow, CandidateRow.task_result_id == TaskResultRow.id)
+            .join(RunRow)
+            .where(RunRow.name == self._name(name))
+            .order_by(TaskResultRow.index, CandidateRow.position)
+        )
+        keys = ("position", "score", "passed", "verdict", "parse_error", "official")
+        out: dict[str, list[dict[str, Any]]] = {}
+        for row in self._call(lambda s: s.execute(query).all()):
+            out.setdefault(row[0], []).append(dict(zip(keys, row[1:], strict=True)))
+        return out
+
     def task_extra(self, task_id: str, name: str | None = None) -> tuple[Any, Any, Any] | None:
         """One task's lessons shown, lessons written and traceback (what its page shows beyond the row)."""
         query = (

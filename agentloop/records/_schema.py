@@ -122,6 +122,10 @@ class CandidateRow(Base):
     latency_s: Mapped[float] = mapped_column(Float)
     verify_s: Mapped[float] = mapped_column(Float)
     finish_reason: Mapped[str | None] = mapped_column(String(20))
+    # The suite's official score of this candidate as if it were the final answer:
+    # {"correct": bool, "reward": float | None, "key": str | None} (key: its self-consistency
+    # vote key, when the graph voted). Revision 0004; NULL for candidates stored before.
+    official: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
 
     task: Mapped[TaskResultRow] = relationship(back_populates="trajectory")
 

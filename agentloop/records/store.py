@@ -48,7 +48,7 @@ from agentloop.records._db import (
     with_password,
     write_marker,
 )
-from agentloop.records._outcome import CandidateRecord, TaskOutcome
+from agentloop.records._outcome import CandidateRecord, CandidateScore, TaskOutcome
 from agentloop.records._read import DEFAULT_RUN_NAME, ReadMixin, RunInfo, StoredRun, StoredTask
 from agentloop.records._schema import CandidateRow, PromptRow, RunRow, TaskResultRow
 
@@ -73,6 +73,7 @@ __all__ = [
     "TaskOutcome",
     "TaskResultRow",
     "CandidateRecord",
+    "CandidateScore",
     "open_store",
     "read_marker",
     "resolve_store_url",
@@ -499,7 +500,8 @@ def _task_row(run_id: int, outcome: TaskOutcome, *, attempt: int) -> TaskResultR
         started=outcome.started,
         finished=outcome.finished,
         trajectory=[
-            _candidate_row(i, c, best=i == outcome.best_position) for i, c in enumerate(outcome.candidates)
+            _candidate_row(i, c, best=i == outcome.best_position, official=_official(outcome, i))
+            for i, c in enumerate(outcome.candidates)
         ],
         prompts=[
             PromptRow(prompt_hash=h, messages=[[m.role, m.content] for m in msgs])
@@ -508,7 +510,15 @@ def _task_row(run_id: int, outcome: TaskOutcome, *, attempt: int) -> TaskResultR
     )
 
 
-def _candidate_row(position: int, c: CandidateRecord, *, best: bool) -> CandidateRow:
+def _official(outcome: TaskOutcome, position: int) -> dict[str, Any] | None:
+    scores = outcome.candidate_scores
+    score = scores[position] if position < len(scores) else None
+    return score.to_dict() if score is not None else None
+
+
+def _candidate_row(
+    position: int, c: CandidateRecord, *, best: bool, official: dict[str, Any] | None = None
+) -> CandidateRow:
     answer = c.answer if c.answer is None or isinstance(c.answer, str) else json.dumps(c.to_dict()["answer"])
     return CandidateRow(
         position=position,
@@ -528,6 +538,7 @@ def _candidate_row(position: int, c: CandidateRecord, *, best: bool) -> Candidat
         latency_s=c.latency_s,
         verify_s=c.verify_s,
         finish_reason=c.finish_reason,
+        official=official,
     )
 
 

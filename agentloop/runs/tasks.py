@@ -6,6 +6,8 @@ Both executors (:mod:`agentloop.runs.local`, :mod:`agentloop.runs.ray_executor`)
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import json
 import time
 import traceback
@@ -15,14 +17,14 @@ from typing import TYPE_CHECKING, Any
 
 from agentloop import tracing
 from agentloop._plugins import reference_label
-from agentloop.graphs import jsonable
+from agentloop.graphs import Candidate, LoopResult, jsonable
 from agentloop.graphs.budget import LoopUsage
 from agentloop.graphs.library import GraphSpec
 from agentloop.graphs.run import run_task
 from agentloop.records.config import VERIFIER_ERROR
-from agentloop.records.store import CandidateRecord, RunStore, TaskOutcome
+from agentloop.records.store import CandidateRecord, CandidateScore, RunStore, TaskOutcome
 from agentloop.runs.spec import RunSpec
-from agentloop.suites import Suite, SuiteItem
+from agentloop.suites import Score, Suite, SuiteItem
 from agentloop.types import Backend
 
 if TYPE_CHECKING:
@@ -87,6 +89,7 @@ class TaskRunner:
                     memory=self.memory,
                 )
                 score = await self.suite.score(item, result)
+                candidate_scores = await self._score_candidates(item, result, score)
                 tracing.set_attributes(
                     span,
                     {
@@ -132,7 +135,30 @@ class TaskRunner:
             lessons=result.lessons if self.memory is not None else None,
             lessons_written=self.memory.take_written(item.task_id) if self.memory is not None else None,
             prompts=result.prompts,
+            candidate_scores=candidate_scores,
         )
+
+    async def _score_candidates(
+        self, item: SuiteItem, result: LoopResult, final: Score
+    ) -> list[CandidateScore | None]:
+        """Every candidate's official score (and vote key, when the graph voted), for curves over k.
+
+        The final answer reuses ``final``; the others are scored concurrently, bounded by the
+        config's concurrency. A candidate that fails to score stores NULL, never sinks the task.
+        """
+        voted = result.votes is not None
+        gate = asyncio.Semaphore(self.config.concurrency)
+
+        async def one(c: Candidate) -> CandidateScore | None:
+            async with gate:
+                try:
+                    s = final if c is result.best else await self.suite.score_candidate(item, result, c)
+                    key = await _vote_key(item, c) if voted else None
+                except Exception:
+                    return None
+            return CandidateScore(correct=s.correct, reward=s.reward, key=key)
+
+        return list(await asyncio.gather(*(one(c) for c in result.candidates)))
 
     def _memory_usage(self, item: SuiteItem) -> LoopUsage | None:
         """What memory spent for this task (LLM selection, abstraction); None without memory."""
@@ -145,6 +171,23 @@ class TaskRunner:
             completion_tokens=u.completion_tokens,
             cost_usd=u.cost_usd,
         )
+
+
+async def _vote_key(item: SuiteItem, c: Candidate) -> str | None:
+    """The key self-consistency voted ``c`` under, as a label (None: it abstained)."""
+    if c.parse_error:
+        return None
+    try:
+        key = item.task.answer_key(c)
+        if inspect.isawaitable(key):
+            key = await key
+        hash(key)
+    except Exception:
+        return None
+    if key is None:
+        return None
+    text = key if isinstance(key, str) else repr(key)
+    return text if len(text) <= 200 else text[:197] + "..."
 
 
 def verifier_error(candidates: Sequence[CandidateRecord]) -> str | None:

@@ -17,7 +17,7 @@ from agentloop.errors import AgentloopError, DatasetError, did_you_mean
 
 if TYPE_CHECKING:
     from agentloop.graphs.result import LoopResult
-    from agentloop.graphs.task import Task
+    from agentloop.graphs.task import Candidate, Task
     from agentloop.types import Backend
 
 __all__ = [
@@ -176,6 +176,17 @@ class Suite(abc.ABC):
         raise NotImplementedError(
             f"suite {self.name!r} implements no score(); or set verifier_is_scorer = True"
         )
+
+    async def score_candidate(self, item: SuiteItem, result: LoopResult, candidate: Candidate) -> Score:
+        """Score one candidate as if the run had chosen it: what accuracy-vs-k curves are built from.
+
+        The default scores a copy of ``result`` whose best and only candidate is ``candidate``;
+        override it where one candidate can be scored more cheaply.
+        """
+        import dataclasses
+
+        alone = dataclasses.replace(result, best=candidate, candidates=[candidate], votes=None)
+        return await self.score(item, alone)
 
     def upper_bound(self, verifier: str) -> bool:
         """Whether runs with ``verifier`` read the reference while they run (an oracle)."""

@@ -1,0 +1,69 @@
+"""``agentloop report --frontier`` and ``--compare --matched``: parse nothing, call records.curves, print."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from agentloop.cli._common import err, print_json
+from agentloop.errors import AgentloopError
+
+__all__ = ["curves_report"]
+
+
+def curves_report(
+    reports: list[Any],
+    *,
+    frontier: bool,
+    matched: bool,
+    cost: str,
+    store: str | None,
+    plot: Path | None,
+    as_json: bool,
+) -> None:
+    """Frontier tables and/or compute-matched comparisons of ``reports`` (the first is the base)."""
+    from agentloop.records.curves import COSTS, CurveError, frontier_json, load_curve, matched_difference
+    from agentloop.records.render import render_reports
+    from agentloop.records.render_curves import plot_frontier, render_frontier, render_matched
+    from agentloop.records.report import check_comparable, paired_difference
+
+    if cost not in COSTS:
+        raise CurveError(f"unknown --cost {cost!r}; use one of {', '.join(COSTS)}")
+    if matched and len(reports) < 2:
+        raise AgentloopError("--matched compares runs: give one with --compare")
+    console = Console()
+    out: dict[str, Any] = {}
+    curves = [load_curve(r, cost=cost, store=store) for r in reports]
+    if frontier:
+        if plot is not None:
+            err.print(f"[dim]plot: {plot_frontier(curves, plot)}[/]", highlight=False)
+        if as_json:
+            out["frontier"] = frontier_json(curves)
+        else:
+            render_frontier(curves, console)
+    if matched:
+        check_comparable(reports)
+        base = curves[0]
+        rows: list[dict[str, Any]] = []
+        for report, curve in zip(reports[1:], curves[1:], strict=True):
+            if base.suite != curve.suite:
+                raise CurveError(
+                    f"runs {base.label} ({base.suite}) and {curve.label} ({curve.suite}) are of other suites"
+                )
+            if not base.sampled:
+                note = f"{base.label} has no curve ({base.graph} is not a sampling run): plain comparison"
+                plain = paired_difference(reports[0], report)
+                rows.append({**plain.to_json(), "matched": False, "note": note})
+                if not as_json:
+                    err.print(f"[yellow]{note}[/]", highlight=False)
+                    render_reports([reports[0], report], console)
+                continue
+            d = matched_difference(base, reports[0], curve, report)
+            rows.append({**d.to_json(), "matched": True})
+            if not as_json:
+                render_matched(d, console)
+        out["matched"] = rows
+    if as_json:
+        print_json(out)

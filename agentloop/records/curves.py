@@ -1,0 +1,499 @@
+"""Accuracy-vs-compute curves from one stored run, Pareto frontiers over runs, and compute-matched comparisons.
+
+A ``best_of_n`` or ``self_consistency`` run with n=N stored N candidates per task, each
+with its verdict and (from store revision 0004) its official score. Choosing k of them
+at random and letting the graph's own rule pick one gives the metric that run would have
+had with n=k; its expectation over all k-subsets is the curve point at k (Brown et al.
+2024 estimate coverage curves the same way). Best-of-k is exact: rank the candidates in
+the graph's preference order; the i-th (0-based) is chosen exactly when it is in the
+subset and none ranked above it is, in C(N-1-i, k-1) of the C(N, k) subsets. Majority of k
+has no such closed form: every subset is enumerated while there are few, else a seeded
+sample is drawn. Intervals come from a seeded bootstrap over tasks.
+
+Cost at k scales each task's stored spend by k/N (see :data:`COST_NOTES` for what that
+assumes). Other graphs give one point: their mean value at their mean cost.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import random
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from agentloop.errors import AgentloopError
+from agentloop.records.report import RunReport, pair_tasks
+from agentloop.records.store import StoredTask, open_store
+
+__all__ = [
+    "COSTS",
+    "COST_NOTES",
+    "CURVE_GRAPHS",
+    "CandidateStat",
+    "Curve",
+    "CurveError",
+    "FrontierPoint",
+    "MatchedDifference",
+    "best_of_k",
+    "frontier",
+    "load_curve",
+    "majority_of_k",
+    "matched_difference",
+    "task_cost",
+]
+
+CostKind = Literal["tokens", "completion", "candidates", "calls", "usd"]
+COSTS: tuple[str, ...] = ("tokens", "completion", "candidates", "calls", "usd")
+COST_NOTES: dict[str, str] = {
+    "tokens": "prompt + completion tokens per task; at k, scaled k/N (a batched call's shared prompt is "
+    "counted per candidate, so small k is priced as if sampled alone)",
+    "completion": "completion tokens per task; at k, scaled k/N (each candidate's own tokens)",
+    "candidates": "candidates (or episodes) per task; at k, k",
+    "calls": "LLM calls per task; at k, scaled k/N (one call per candidate: batched runs overstate small k)",
+    "usd": "USD per task where the backend priced it; at k, scaled k/N",
+}
+#: The graphs whose stored candidates give a curve, and the rule that picks one of k.
+CURVE_GRAPHS: dict[str, Literal["best", "vote"]] = {"best_of_n": "best", "self_consistency": "vote"}
+# Enumerate a task's k-subsets for the vote while there are at most this many; else sample.
+EXACT_LIMIT = 3000
+SAMPLES = 1000
+
+
+class CurveError(AgentloopError, ValueError):
+    """A curve or frontier cannot be drawn from what was stored: the CLI prints it as one line."""
+
+
+@dataclass(frozen=True, slots=True)
+class CandidateStat:
+    """What choosing among candidates needs of one: its verdict, official value and vote key."""
+
+    score: float = 0.0
+    passed: bool = False
+    verified: bool = True  # had a verdict (best_of skips candidates without one)
+    value: float = 0.0  # official: reward, or 1.0 when correct
+    key: str | None = None  # self-consistency vote key; None abstains
+
+
+def best_of_k(cands: Sequence[CandidateStat], k: int) -> float:
+    """The expected value of the verifier's pick of k candidates drawn without replacement (exact).
+
+    Ties break as ``nodes.best_of`` breaks them: higher (score, passed) wins, else the
+    earlier. Unverified candidates are never picked; a subset of only those scores 0.
+    """
+    n = len(cands)
+    k = min(k, n)
+    if k <= 0:
+        return 0.0
+    order = sorted(range(n), key=lambda i: (not cands[i].verified, -cands[i].score, -cands[i].passed, i))
+    total = math.comb(n, k)
+    return sum(
+        cands[i].value * math.comb(n - 1 - rank, k - 1) / total
+        for rank, i in enumerate(order)
+        if cands[i].verified
+    )
+
+
+def _vote(subset: Sequence[CandidateStat]) -> float:
+    """``nodes.vote`` over ``subset`` (in stored order): the most common key, ties to the first seen."""
+    groups: dict[str, list[CandidateStat]] = {}
+    for c in subset:
+        if c.key is not None:
+            groups.setdefault(c.key, []).append(c)
+    if not groups:
+        return subset[0].value if subset else 0.0
+    return max(groups.values(), key=len)[0].value
+
+
+def majority_of_k(
+    cands: Sequence[CandidateStat], k: int, *, rng: random.Random | None = None
+) -> tuple[float, bool]:
+    """The expected value of the vote over k of ``cands``, and whether it is exact (else sampled)."""
+    n = len(cands)
+    k = min(k, n)
+    if k <= 0:
+        return 0.0, True
+    if math.comb(n, k) <= EXACT_LIMIT:
+        values = [_vote([cands[i] for i in s]) for s in itertools.combinations(range(n), k)]
+        return statistics.fmean(values), True
+    rng = rng or random.Random(0)
+    values = [_vote([cands[i] for i in sorted(rng.sample(range(n), k))]) for _ in range(SAMPLES)]
+    return statistics.fmean(values), False
+
+
+def task_cost(t: StoredTask, cost: str) -> float | None:
+    """One task's stored spend in ``cost`` units (None: USD was not priced)."""
+    if cost == "tokens":
+        return float(t.total_tokens)
+    if cost == "completion":
+        return float(t.completion_tokens)
+    if cost == "candidates":
+        return float(t.candidates)
+    if cost == "calls":
+        return float(t.llm_calls)
+    if cost == "usd":
+        return t.cost_usd
+    raise CurveError(f"unknown --cost {cost!r}; use one of {', '.join(COSTS)}")
+
+
+@dataclass(frozen=True, slots=True)
+class Curve:
+    """A run's metric at each k (one point for runs that are not sampling runs), with 95% intervals.
+
+    ``values[t][j]`` is task ``task_ids[t]``'s expected value at ``ks[j]``: what matched
+    comparisons pair per task.
+    """
+
+    label: str
+    suite: str
+    graph: str
+    metric: str
+    cost: str
+    ks: list[int | None]  # None: the run's own configuration (a single point)
+    costs: list[float]
+    means: list[float]
+    ci_low: list[float]
+    ci_high: list[float]
+    task_ids: list[str]
+    values: list[list[float]] = field(repr=False)
+    exact: bool = True
+
+    @property
+    def sampled(self) -> bool:
+        """Whether this is a curve over k (else one point)."""
+        return self.ks != [None]
+
+    def point_label(self, j: int) -> str:
+        k = self.ks[j]
+        return self.label if k is None else f"{self.label} k={k}"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "run": self.label,
+            "suite": self.suite,
+            "graph": self.graph,
+            "metric": self.metric,
+            "cost": self.cost,
+            "exact": self.exact,
+            "points": [
+                {
+                    "k": k,
+                    "cost": _r(c),
+                    "value": _r(m),
+                    "ci": [_r(lo), _r(hi)],
+                }
+                for k, c, m, lo, hi in zip(
+                    self.ks, self.costs, self.means, self.ci_low, self.ci_high, strict=True
+                )
+            ],
+        }
+
+
+def load_curve(
+    report: RunReport,
+    *,
+    cost: str = "candidates",
+    store: str | None = None,
+    seed: int = 0,
+    resamples: int = 1000,
+) -> Curve:
+    """``report``'s curve over k (sampling runs) or its single point, in ``cost`` units."""
+    if cost not in COSTS:
+        raise CurveError(f"unknown --cost {cost!r}; use one of {', '.join(COSTS)}")
+    tasks = report.tasks
+    if not tasks:
+        raise CurveError(f"run {report.label} stored no tasks")
+    spend = [task_cost(t, cost) for t in tasks]
+    if any(s is None for s in spend):
+        raise CurveError(f"run {report.label} has no USD price for some tasks; use another --cost")
+    costs = [float(s or 0.0) for s in spend]
+    metric = "reward" if report.scores_reward else report.metric
+    rule = CURVE_GRAPHS.get(report.run.graph)
+    if rule is None:
+        point = [[t.value] for t in tasks]
+        return _curve(report, cost, metric, [None], [statistics.fmean(costs)], point, True, seed, resamples)
+    with open_store(Path(report.run_dir), store=store) as opened:
+        table = opened.candidate_table(report.run.name)
+    if not any(table.values()):
+        raise CurveError(f"run {report.label} stored no candidates: a curve over k needs its trajectory")
+    per_task = [[_stat(c) for c in table.get(t.task_id, [])] for t in tasks]
+    missing = sum(s is None for cands in per_task for s in cands)
+    if missing == sum(len(cands) for cands in per_task):
+        raise CurveError(
+            f"run {report.label} was stored before candidates kept their official scores (store revision "
+            "0004): rerun it to draw its curve"
+        )
+    if missing:
+        raise CurveError(
+            f"run {report.label}: the suite failed to score {missing} candidate(s), so its curve would "
+            "count them as neither right nor wrong; fix the suite's score and rerun"
+        )
+    stats: list[list[CandidateStat]] = [[s for s in cands if s is not None] for cands in per_task]
+    n = max(len(c) for c in stats)
+    ks = list(range(1, n + 1))
+    rng = random.Random(seed)
+    values: list[list[float]] = []
+    exact = True
+    for cands in stats:
+        row = []
+        for k in ks:
+            if rule == "best":
+                row.append(best_of_k(cands, k))
+            else:
+                v, was_exact = majority_of_k(cands, k, rng=rng)
+                exact = exact and was_exact
+                row.append(v)
+        values.append(row)
+    # A task that stored fewer candidates than N (a call came back short) spent what it spent at k >= its count.
+    mean_costs = [
+        statistics.fmean(
+            c * min(k, len(cands)) / len(cands) if cands else c for c, cands in zip(costs, stats, strict=True)
+        )
+        for k in ks
+    ]
+    return _curve(report, cost, metric, list(ks), mean_costs, values, exact, seed, resamples)
+
+
+def _stat(c: dict[str, Any]) -> CandidateStat | None:
+    official = c.get("official")
+    if not isinstance(official, dict):
+        return None
+    reward = official.get("reward")
+    value = float(reward) if reward is not None else float(bool(official.get("correct")))
+    # A candidate that did not parse still has a (failed) verdict, and best_of may keep it.
+    verified = isinstance(c.get("verdict"), dict)
+    key = official.get("key")
+    return CandidateStat(
+        float(c["score"]), bool(c["passed"]), verified, value, key if isinstance(key, str) else None
+    )
+
+
+def _curve(
+    report: RunReport,
+    cost: str,
+    metric: str,
+    ks: list[int | None],
+    costs: list[float],
+    values: list[list[float]],
+    exact: bool,
+    seed: int,
+    resamples: int,
+) -> Curve:
+    means = [statistics.fmean(row[j] for row in values) for j in range(len(ks))]
+    lows, highs = _bootstrap(values, seed=seed, resamples=resamples)
+    return Curve(
+        label=report.label,
+        suite=report.suite_label,
+        graph=report.graph_label,
+        metric=metric,
+        cost=cost,
+        ks=ks,
+        costs=costs,
+        means=means,
+        ci_low=lows,
+        ci_high=highs,
+        task_ids=[t.task_id for t in report.tasks],
+        values=values,
+        exact=exact,
+    )
+
+
+def _bootstrap(
+    values: Sequence[Sequence[float]], *, seed: int, resamples: int, confidence: float = 0.95
+) -> tuple[list[float], list[float]]:
+    """Percentile intervals of each column's mean, resampling tasks (rows) with replacement."""
+    rng = random.Random(seed)  # the same run always prints the same interval
+    n = len(values)
+    width = len(values[0]) if values else 0
+    draws: list[list[float]] = [[] for _ in range(width)]
+    for _ in range(resamples):
+        rows = [values[rng.randrange(n)] for _ in range(n)]
+        for j in range(width):
+            draws[j].append(statistics.fmean(r[j] for r in rows))
+    tail = (1.0 - confidence) / 2
+    lows, highs = [], []
+    for d in draws:
+        d.sort()
+        lows.append(d[int(tail * (resamples - 1))])
+        highs.append(d[int((1.0 - tail) * (resamples - 1))])
+    return lows, highs
+
+
+# --- frontiers -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class FrontierPoint:
+    """One configuration: a run at some k (or as it ran), its cost, value and interval."""
+
+    config: str
+    run: str
+    k: int | None
+    cost: float
+    value: float
+    ci_low: float
+    ci_high: float
+    on_frontier: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "config": self.config,
+            "run": self.run,
+            "k": self.k,
+            "cost": _r(self.cost),
+            "value": _r(self.value),
+            "ci": [_r(self.ci_low), _r(self.ci_high)],
+            "on_frontier": self.on_frontier,
+        }
+
+
+def frontier(curves: Sequence[Curve]) -> list[FrontierPoint]:
+    """Every curve's points by cost, each marked when no cheaper (or equally cheap) point does as well.
+
+    The marked points are the Pareto frontier; read by cost, each is the best configuration
+    at that spend or less.
+    """
+    points = [
+        FrontierPoint(c.point_label(j), c.label, c.ks[j], c.costs[j], c.means[j], c.ci_low[j], c.ci_high[j])
+        for c in curves
+        for j in range(len(c.ks))
+    ]
+    points.sort(key=lambda p: (p.cost, -p.value))
+    out, best = [], -math.inf
+    for p in points:
+        on = p.value > best
+        best = max(best, p.value)
+        out.append(FrontierPoint(p.config, p.run, p.k, p.cost, p.value, p.ci_low, p.ci_high, on))
+    return out
+
+
+def frontier_json(curves: Sequence[Curve]) -> dict[str, Any]:
+    """``report --frontier --json``: per suite, every curve and the frontier."""
+    suites: dict[str, list[Curve]] = {}
+    for c in curves:
+        suites.setdefault(c.suite, []).append(c)
+    return {
+        "cost": curves[0].cost if curves else None,
+        "cost_note": COST_NOTES.get(curves[0].cost) if curves else None,
+        "suites": [
+            {
+                "suite": suite,
+                "curves": [c.to_json() for c in group],
+                "frontier": [p.to_json() for p in frontier(group) if p.on_frontier],
+            }
+            for suite, group in suites.items()
+        ],
+    }
+
+
+# --- compute-matched comparison ------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class MatchedDifference:
+    """``other`` minus ``base``'s curve at ``other``'s mean cost, per paired task, with a bootstrap CI."""
+
+    base: str
+    other: str
+    cost: str
+    other_cost: float
+    base_k: float  # where on base's curve: 2.5 is halfway between k=2 and k=3
+    tasks: int
+    difference: float | None
+    ci_low: float | None
+    ci_high: float | None
+    note: str = ""
+    confidence: float = 0.95
+
+    @property
+    def verdict(self) -> str:
+        """One sentence: which is better at equal compute, or that the interval includes 0."""
+        if self.difference is None or self.ci_low is None or self.ci_high is None:
+            return f"{self.other} and {self.base} share no task"
+        at = f"at equal compute ({_g(self.other_cost)} {self.cost} per task, {self.base} at k={self.base_k:.2f})"
+        if self.ci_low > 0:
+            return f"{self.other} is better than {self.base} {at}"
+        if self.ci_high < 0:
+            return f"{self.base} is better than {self.other} {at}"
+        return f"{self.other} and {self.base} cannot be told apart {at}: the interval includes 0"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "base": self.base,
+            "other": self.other,
+            "cost": self.cost,
+            "other_cost": _r(self.other_cost),
+            "base_k": round(self.base_k, 4),
+            "paired_tasks": self.tasks,
+            "difference": _r(self.difference),
+            "ci": [_r(self.ci_low), _r(self.ci_high)],
+            "confidence": self.confidence,
+            "note": self.note,
+            "verdict": self.verdict,
+        }
+
+
+def matched_difference(
+    base: Curve,
+    base_report: RunReport,
+    other: Curve,
+    other_report: RunReport,
+    *,
+    resamples: int = 2000,
+    seed: int = 0,
+) -> MatchedDifference:
+    """``other`` against ``base``'s curve at ``other``'s mean cost (interpolating between neighbouring k)."""
+    if not base.sampled:
+        raise CurveError(f"run {base.label} has no curve ({base.graph} is not a sampling run)")
+    if base.suite != other.suite:
+        raise CurveError(
+            f"runs {base.label} ({base.suite}) and {other.label} ({other.suite}) are of other suites"
+        )
+    target = other.costs[-1]
+    j, w, note = _locate(base.costs, target)
+    base_k = float(base.ks[j] or 0) + w  # type: ignore[operator]
+    if note:
+        note = f"{other.label} spent {_g(target)} {base.cost} per task, {note} of {base.label}'s curve"
+    rows = {tid: row for tid, row in zip(base.task_ids, base.values, strict=True)}
+    other_rows = {tid: row for tid, row in zip(other.task_ids, other.values, strict=True)}
+    pairs, _ = pair_tasks(base_report.tasks, other_report.tasks)
+    diffs = []
+    for b, o in pairs:
+        row = rows[b.task_id]
+        a = row[j] if w == 0 else (1 - w) * row[j] + w * row[j + 1]
+        diffs.append(other_rows[o.task_id][-1] - a)
+    if not diffs:
+        return MatchedDifference(
+            base.label, other.label, base.cost, target, base_k, 0, None, None, None, note
+        )
+    rng = random.Random(seed)
+    n = len(diffs)
+    means = sorted(statistics.fmean(rng.choices(diffs, k=n)) for _ in range(resamples))
+    lo, hi = means[int(0.025 * (resamples - 1))], means[int(0.975 * (resamples - 1))]
+    return MatchedDifference(
+        base.label, other.label, base.cost, target, base_k, n, statistics.fmean(diffs), lo, hi, note
+    )
+
+
+def _locate(costs: Sequence[float], target: float) -> tuple[int, float, str]:
+    """Index j and weight w so that cost ``target`` is (1-w)*costs[j] + w*costs[j+1], clamped to the ends."""
+    if target <= costs[0]:
+        return 0, 0.0, "at or below the cheapest point" if target < costs[0] else ""
+    if target >= costs[-1]:
+        return len(costs) - 1, 0.0, "beyond the last point" if target > costs[-1] else ""
+    for j in range(len(costs) - 1):
+        lo, hi = costs[j], costs[j + 1]
+        if lo <= target <= hi:
+            return j, (0.0 if hi == lo else (target - lo) / (hi - lo)), ""
+    return len(costs) - 1, 0.0, ""  # costs not increasing: cannot happen for k/N scaling
+
+
+def _r(x: float | None) -> float | None:
+    return None if x is None else round(x, 4)
+
+
+def _g(x: float) -> str:
+    return f"{x:.4g}"
