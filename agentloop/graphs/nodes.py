@@ -338,7 +338,11 @@ async def verify_candidates(ctx: LoopContext, candidates: Sequence[Candidate]) -
                     f"{type(task).__name__}.verify returned {type(verdict).__name__}, not a Verdict"
                 )
         except Exception as exc:
-            verdict = Verdict.failed(f"the verifier raised {_describe(exc)}", error=_describe(exc))
+            # ``raised`` tells a verifier that crashed from a verdict that reports an error it found
+            # (a SQL error is a wrong answer; an exception in the verifier is no verdict at all).
+            verdict = Verdict.failed(
+                f"the verifier raised {_describe(exc)}", error=_describe(exc), raised=True
+            )
         return c.with_verdict(verdict, time.perf_counter() - start)
 
     return await _map_bounded(one, candidates, ctx.config.concurrency)

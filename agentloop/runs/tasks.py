@@ -196,9 +196,8 @@ def verifier_error(candidates: Sequence[CandidateRecord]) -> str | None:
     Candidates that did not parse never reach the verifier and do not count either way.
     """
     judged = [c for c in candidates if c.verdict is not None and not c.parse_error]
-    errors = [c.verdict.details.get("error") for c in judged]
-    if judged and all(errors):
-        return str(errors[0])
+    if judged and all(c.verdict.details.get("raised") for c in judged):
+        return str(judged[0].verdict.details.get("error"))
     return None
 
 
