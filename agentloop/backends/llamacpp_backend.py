@@ -205,7 +205,8 @@ class LlamaCppBackend(Backend):
                 params.cpuparams_batch.n_threads = self.threads
             params.hostnames = ["127.0.0.1"]
             params.port = 0
-            params.verbosity = 1  # errors only: the engine's info lines are many per request
+            # Silent: its info lines are many per request, and its errors come back to us.
+            params.verbosity = 0
             try:
                 server = xllamacpp.Server(params)
             except Exception as exc:  # the engine's loader raises plain RuntimeErrors
@@ -240,7 +241,7 @@ class LlamaCppBackend(Backend):
         if error.get("type") == "exceed_context_size_error":
             return ContextOverflowError(
                 f"prompt is {error.get('n_prompt_tokens')} tokens but {self.id} holds at most "
-                f"{error.get('n_ctx')} per request; shorten it or raise ctx ({self.id}?ctx=N)"
+                f"{error.get('n_ctx')} per request; shorten it or raise the ctx option (append ?ctx=N to the id)"
             )
         message = str(error.get("message", error)).strip().splitlines()
         return BackendError(f"llama.cpp: {message[0] if message else error}")
