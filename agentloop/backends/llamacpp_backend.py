@@ -131,7 +131,7 @@ class LlamaCppBackend(Backend):
         model: str | Path | None = None,
         *,
         threads: int | None = None,
-        parallel: int = 8,
+        parallel: int = 16,
         ctx: int = 16384,
         cache_mb: int = 256,
     ):
@@ -153,7 +153,7 @@ class LlamaCppBackend(Backend):
 
     @classmethod
     def from_id(cls, arg: str, options: Any) -> LlamaCppBackend:
-        """``llamacpp[:PATH.gguf|:NAME][?threads=2&parallel=8&ctx=16384&cache_mb=256]``."""
+        """``llamacpp[:PATH.gguf|:NAME][?threads=2&parallel=16&ctx=16384&cache_mb=256]``."""
         model, _, query = arg.partition("?")
         kwargs: dict[str, Any] = {}
         for key, value in parse_qsl(query, keep_blank_values=True):
