@@ -416,16 +416,29 @@ class LlamaCppBackend(Backend):
         conts = [await self._call(self.tokenize, c) if c else [] for c in continuations]
         logprobs = [0.0] * len(conts)
         prompt_tokens = reused = 0
-        # One at a time on purpose: each request lands on the slot that holds the prompt
-        # (the engine picks the slot with the longest common prefix), so the prompt is
-        # computed once. Concurrent requests would each compute it on a slot of their own.
-        for i, ids in enumerate(conts):
-            if not ids:
-                continue
-            out = await self._call(self._handle, self._score_payload(prompt, ids))
+        outs: dict[int, dict[str, Any]] = {}
+        todo = [i for i, ids in enumerate(conts) if ids]
+        if todo:
+            # The first computes the prompt (or finds it cached) on one slot. The engine
+            # reuses a cached prompt only on the slot that holds it, so the rest go one at a
+            # time, each landing there, unless the prompt is short enough that recomputing
+            # it on other slots costs less than decoding the continuations one by one.
+            first = await self._call(self._handle, self._score_payload(prompt, conts[todo[0]]))
+            outs[todo[0]] = first
+            rest = todo[1:]
+            prompt_len = int(first["usage"].get("prompt_tokens", 0))
+            if _fan_out_pays(prompt_len, [len(conts[i]) for i in rest]):
+                answers = await asyncio.gather(
+                    *(self._call(self._handle, self._score_payload(prompt, conts[i])) for i in rest)
+                )
+                outs.update(zip(rest, answers, strict=True))
+            else:
+                for i in rest:
+                    outs[i] = await self._call(self._handle, self._score_payload(prompt, conts[i]))
+        for i, out in outs.items():
+            ids = conts[i]
             entries = out["choices"][0]["logprobs"]["content"][: len(ids)]
-            got = [int(e["id"]) for e in entries]
-            if got != ids:
+            if [int(e["id"]) for e in entries] != ids:
                 raise BackendError(f"llama.cpp did not follow the forced tokens of {continuations[i]!r}")
             logprobs[i] = math.fsum(float(e["logprob"]) for e in entries)
             prompt_tokens = int(out["usage"].get("prompt_tokens", 0))
@@ -466,6 +479,23 @@ class LlamaCppBackend(Backend):
         if self._pool_obj is not None:
             self._pool_obj.shutdown(wait=False)
             self._pool_obj = None
+
+
+def _fan_out_pays(prompt_tokens: int, lengths: list[int]) -> bool:
+    """Whether scoring continuations of these token lengths at once beats one at a time.
+
+    One at a time costs a single-sequence decode step per token (each request is its
+    length plus one end step); at once, each request recomputes the prompt on a slot of
+    its own, and the batch decodes for the longest. Costs in single-sequence steps, from
+    SmolLM2-135M on 2 cores (46 tok/s alone, 91 tok/s for 8 at once, prompts at 150 tok/s):
+    a prompt token about 1/3, a step of m sequences about 1 + 0.4 (m - 1).
+    """
+    m = len(lengths)
+    if m < 2:
+        return False
+    serial = sum(k + 1 for k in lengths)
+    together = m * prompt_tokens / 3 + (1 + 0.4 * (m - 1)) * (max(lengths) + 1)
+    return together < serial
 
 
 def _sample(logprobs: list[float], n: int, temperature: float, top_p: float, seed: int | None) -> list[int]:
