@@ -28,7 +28,11 @@ from typing import Any
 
 from agentloop.backends.llamacpp_backend import LlamaCppBackend
 from agentloop.backends.transformers_backend import TransformersBackend
-from agentloop.evals import RunSpec, run_suite
+
+try:
+    from agentloop.runs import RunSpec, run_suite
+except ImportError:  # before agentloop.evals was split into suites, runs and records
+    from agentloop.evals import RunSpec, run_suite
 from agentloop.types import ScorePrompt, ScoreResponse
 
 
