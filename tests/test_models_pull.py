@@ -176,3 +176,15 @@ def test_models_list_json_says_what_is_pulled(home):
     rows = json.loads(result.stdout)
     assert [r["name"] for r in rows] == models.model_names()
     assert all(r["license"] == "Apache-2.0" and r["pulled"] is False for r in rows)
+
+
+def test_transformers_backend_loads_a_pulled_model_by_name(home):
+    from agentloop.backends.transformers_backend import TransformersBackend
+
+    backend = TransformersBackend("qwen2.5-coder-0.5b")
+    with pytest.raises(ModelPullError, match="run: agentloop models pull qwen2.5-coder-0.5b"):
+        backend._resolve_path()
+    gguf = models.model_path("qwen2.5-coder-0.5b")
+    gguf.parent.mkdir(parents=True)
+    gguf.write_bytes(b"GGUF")
+    assert backend._resolve_path() == (gguf.parent, gguf.name)
