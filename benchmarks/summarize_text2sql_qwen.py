@@ -41,10 +41,10 @@ def main() -> None:
         out = report_json(run_dir)
         rep = out["runs"][0] if "runs" in out else out
         if not rep.get("complete", True):
-            print(f"{run_dir.name}: not finished, left out")
-            continue
+            print(f"{run_dir.name}: not finished; its stored tasks are summarised and paired")
         summary = args.out.parent / "text2sql_qwen" / f"{run_dir.name}.summary.json"
         runs[run_dir.name] = {
+            "complete": rep.get("complete", True),
             "config": rep["config"],
             "tasks": rep["tasks"],
             "execution_accuracy": rep["metrics"]["execution_accuracy"],
