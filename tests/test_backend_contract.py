@@ -63,7 +63,9 @@ def test_usage_adds_up():
 def test_unknown_backend_suggests_the_closest_id():
     with pytest.raises(UnknownBackendError, match="Did you mean 'openai'"):
         resolve_backend("opena:gpt-4o")
-    with pytest.raises(UnknownBackendError, match="Known backends: anthropic, openai, transformers, vllm"):
+    with pytest.raises(
+        UnknownBackendError, match="Known backends: anthropic, llamacpp, openai, transformers, vllm"
+    ):
         resolve_backend("zzz")
 
 

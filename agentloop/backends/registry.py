@@ -27,6 +27,7 @@ _REGISTRY: dict[str, tuple[str, str]] = {
     "openai": ("agentloop.backends.openai_backend", "OpenAIBackend"),
     "anthropic": ("agentloop.backends.anthropic_backend", "AnthropicBackend"),
     "vllm": ("agentloop.backends.vllm_backend", "VLLMBackend"),
+    "llamacpp": ("agentloop.backends.llamacpp_backend", "LlamaCppBackend"),
 }
 
 

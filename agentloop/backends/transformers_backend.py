@@ -141,6 +141,10 @@ class TransformersBackend(Backend):
 
             return ensure_embedded_model(report=report), None
         path = self.model_path
+        from agentloop.models import MODELS, pulled_gguf
+
+        if not path.exists() and str(path) in MODELS:  # a pulled GGUF model: transformers:qwen2.5-coder-0.5b
+            path = pulled_gguf(str(path))
         if not path.exists():
             raise AgentloopError(
                 f"model path not found: {path}. Pass an HF-format model dir or a .gguf file "

@@ -38,7 +38,9 @@ _WHERE_STRINGS = ("db", "memory")
 BackendOpt = Annotated[
     str,
     typer.Option(
-        "--backend", "-b", help="Backend id: transformers[:PATH], openai:MODEL, anthropic:MODEL, vllm:MODEL."
+        "--backend",
+        "-b",
+        help="Backend id: transformers[:PATH], llamacpp[:PATH.gguf|NAME], openai:MODEL, anthropic:MODEL, vllm:MODEL.",
     ),
 ]
 BaseUrlOpt = Annotated[
