@@ -28,11 +28,7 @@ from typing import Any
 
 from agentloop.backends.llamacpp_backend import LlamaCppBackend
 from agentloop.backends.transformers_backend import TransformersBackend
-
-try:
-    from agentloop.runs import RunSpec, run_suite
-except ImportError:  # before agentloop.evals was split into suites, runs and records
-    from agentloop.evals import RunSpec, run_suite
+from agentloop.runs import RunSpec, run_suite
 from agentloop.types import ScorePrompt, ScoreResponse
 
 

@@ -135,12 +135,8 @@ async def test_choice_draws_whole_options_and_greedy_is_the_argmax_of_score(back
 
 
 async def test_sql_under_the_schema_grammar_of_the_largest_database(backend):
-    try:
-        from agentloop.suites.text2sql.data import load_text2sql
-        from agentloop.suites.text2sql.grammar import schema_grammar, sql_accepted
-    except ImportError:  # before agentloop.evals was split into suites, runs and records
-        from agentloop.evals.spider_data import load_text2sql
-        from agentloop.evals.sql_grammar import schema_grammar, sql_accepted
+    from agentloop.suites.text2sql.data import load_text2sql
+    from agentloop.suites.text2sql.grammar import schema_grammar, sql_accepted
 
     example = max(load_text2sql(None), key=lambda e: e.db_path.stat().st_size)
     grammar = schema_grammar(example.db_path, after_select=True, newlines=False, max_items=6)

@@ -11,7 +11,7 @@ environment on one of its goals, and act with ``search[...]`` / ``click[...]``::
     step = env.step("search[leak proof travel bottles]")
 
 This package is the world: it knows no agent. The WebShop agent (the task, its prompt
-formats, policies and verifiers) is on the suite side, in ``agentloop.evals.webshop_*``.
+formats, policies and verifiers) is on the suite side, in ``agentloop.suites.webshop``.
 """
 
 from agentloop.webshop._catalog import (
