@@ -24,6 +24,7 @@ __all__ = [
     "FinishReason",
     "LoopUsage",
     "combine_usage",
+    "small_local_model",
     "ChatRequest",
     "ChatResponse",
     "Completion",
@@ -534,3 +535,13 @@ def combine_usage(a: LoopUsage, b: LoopUsage, sign: int) -> LoopUsage:
         cost_usd=cost,
         wall_s=a.wall_s + sign * b.wall_s,
     )
+
+
+def small_local_model(backend_id: str) -> bool:
+    """Whether ``backend_id`` runs a small base-like model in process: any ``transformers`` model, or
+    the embedded model on ``llamacpp``. Such models follow few-shot completion prompts better than
+    chat instructions (measured in docs/text2sql.md and docs/webshop.md)."""
+    prefix, _, arg = backend_id.partition(":")
+    prefix, _, _ = prefix.partition("?")
+    arg = arg.partition("?")[0]
+    return prefix == "transformers" or (prefix == "llamacpp" and arg in ("", "smollm2-135m"))

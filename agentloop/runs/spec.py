@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from agentloop._plugins import normalize_reference
 from agentloop.backends.registry import DEFAULT_BACKEND
 from agentloop.records.config import BUDGET_KEYS, RunSummary
+from agentloop.types import small_local_model
 
 if TYPE_CHECKING:
     from agentloop.graphs.budget import Budget
@@ -235,7 +236,7 @@ class RunSpec:
 
         if self.memory_abstract == "auto":
             writer = self.memory_backend or self.backend
-            return "completion" if writer.split(":", 1)[0].split("?", 1)[0] == "transformers" else "json"
+            return "completion" if small_local_model(writer) else "json"
         if self.memory_abstract not in ABSTRACTION_STYLES:
             raise ValueError(
                 f"memory_abstract must be auto, {', '.join(ABSTRACTION_STYLES)}, got {self.memory_abstract!r}"

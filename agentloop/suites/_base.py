@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar
 
 from agentloop.errors import AgentloopError, DatasetError, did_you_mean
+from agentloop.types import small_local_model
 
 if TYPE_CHECKING:
     from agentloop.graphs.result import LoopResult
@@ -216,14 +217,14 @@ class Suite(abc.ABC):
 
     @classmethod
     def prompt_format(cls, spec: SuiteOptions) -> str:
-        """``--prompt``; ``auto`` picks ``fewshot`` for in-process transformers models, ``chat`` otherwise.
+        """``--prompt``; ``auto`` picks ``fewshot`` for small in-process models (any transformers model, the embedded model on llamacpp), ``chat`` otherwise.
 
         Small local models follow a few-shot completion prompt far better than chat
         instructions (measured in docs/text2sql.md and docs/webshop.md); hosted and served
         models are instruction-tuned, and many have no completion endpoint.
         """
         if spec.prompt == "auto":
-            return "fewshot" if spec.backend.split(":", 1)[0] == "transformers" else "chat"
+            return "fewshot" if small_local_model(spec.backend) else "chat"
         if spec.prompt not in PROMPT_FORMATS:
             raise AgentloopError(
                 f"unknown --prompt {spec.prompt!r} for {cls.name}; use auto, {', '.join(PROMPT_FORMATS)}"
