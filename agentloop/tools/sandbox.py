@@ -163,14 +163,58 @@ def _bwrap_args(workdir: str) -> list[str]:
 
 @functools.cache
 def _probe(isolation: Isolation) -> tuple[bool, bool, str]:
-    """Whether ``isolation`` works here, whether seccomp took, and why not (run once per process)."""
+    """Whether ``isolation`` works here, whether seccomp took, and why not (run once per process).
+
+    Synchronous on purpose: it runs from inside event loops (a suite's ``items``) and outside them.
+    """
     if isolation == "bwrap" and shutil.which("bwrap") is None:
         return False, False, "the bwrap binary is not installed (Debian/Ubuntu: apt-get install bubblewrap)"
-    sandbox = Sandbox(SandboxLimits(timeout_s=5.0), isolation=isolation, _probed=True)
-    result = sandbox.run_sync("__result__ = 1")
+    limits = SandboxLimits(timeout_s=5.0)
+    nonce, request = _request("__result__ = 1", limits, 5.0, "<probe>")
+    workdir = tempfile.mkdtemp(prefix="agentloop-sandbox-")
+    try:
+        argv, env = _command(isolation, workdir, {})
+        done = subprocess.run(argv, input=request, capture_output=True, cwd=workdir, env=env, timeout=30, check=False)
+        result = _parse_report(done.stdout, done.stderr, nonce, done.returncode, 5.0, 0.0, isolation)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return False, False, str(exc)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
     if result.result != 1:
         return False, False, (result.error or "it did not answer").splitlines()[0]
     return True, bool(result.details.get("seccomp")), ""
+
+
+def _request(code: str, limits: SandboxLimits, timeout_s: float, filename: str) -> tuple[str, bytes]:
+    """A fresh nonce and the child's request line."""
+    nonce = secrets.token_hex(8)
+    request = {
+        "nonce": nonce,
+        "code": code,
+        "filename": filename,
+        "timeout_s": timeout_s,
+        "limits": limits.child(),
+        "output_chars": limits.output_chars,
+        "result_chars": limits.result_chars,
+    }
+    return nonce, json.dumps(request).encode() + b"\n"
+
+
+def _command(isolation: str, workdir: str, extra_env: Mapping[str, str]) -> tuple[list[str], dict[str, str]]:
+    """The child's argv and its environment, built from nothing."""
+    env = {
+        "PATH": "/usr/local/bin:/usr/bin:/bin",
+        "LANG": "C.UTF-8",
+        "LC_ALL": "C.UTF-8",
+        "HOME": workdir,
+        "TMPDIR": workdir,
+        "PYTHONDONTWRITEBYTECODE": "1",
+        **extra_env,
+    }
+    argv = [sys.executable, "-I", "-c", _child_source()]
+    if isolation == "bwrap":
+        argv = [*_bwrap_args(workdir), *argv]
+    return argv, env
 
 
 def resolve_isolation(requested: str = "auto") -> Isolation:
@@ -201,11 +245,9 @@ class Sandbox:
         isolation: str = "auto",
         concurrency: int | None = None,
         env: Mapping[str, str] | None = None,
-        _probed: bool = False,
     ):
         self.limits = limits or SandboxLimits()
-        # The probe itself runs on the level it tests; everything else resolves ``auto`` first.
-        self.isolation: Isolation = isolation if _probed else resolve_isolation(isolation)  # type: ignore[assignment]
+        self.isolation: Isolation = resolve_isolation(isolation)
         self.concurrency = concurrency or max(1, min(4, os.cpu_count() or 1))
         self.env = dict(env or {})
         for name in self.env:
@@ -243,29 +285,9 @@ class Sandbox:
 
     async def _run(self, code: str, timeout_s: float, filename: str) -> SandboxResult:
         limits = self.limits
-        nonce = secrets.token_hex(8)
-        request = {
-            "nonce": nonce,
-            "code": code,
-            "filename": filename,
-            "timeout_s": timeout_s,
-            "limits": limits.child(),
-            "output_chars": limits.output_chars,
-            "result_chars": limits.result_chars,
-        }
+        nonce, request = _request(code, limits, timeout_s, filename)
         workdir = tempfile.mkdtemp(prefix="agentloop-sandbox-")
-        env = {
-            "PATH": "/usr/local/bin:/usr/bin:/bin",
-            "LANG": "C.UTF-8",
-            "LC_ALL": "C.UTF-8",
-            "HOME": workdir,
-            "TMPDIR": workdir,
-            "PYTHONDONTWRITEBYTECODE": "1",
-            **self.env,
-        }
-        argv = [sys.executable, "-I", "-c", _child_source()]
-        if self.isolation == "bwrap":
-            argv = [*_bwrap_args(workdir), *argv]
+        argv, env = _command(self.isolation, workdir, self.env)
         start = time.perf_counter()
         cap = 4 * limits.output_chars + limits.result_chars + 65_536
         try:
@@ -284,7 +306,7 @@ class Sandbox:
         assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
         timed_out = False
         try:
-            proc.stdin.write(json.dumps(request).encode() + b"\n")
+            proc.stdin.write(request)
             with contextlib.suppress(OSError):
                 await proc.stdin.drain()
             proc.stdin.close()

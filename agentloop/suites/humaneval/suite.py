@@ -29,6 +29,22 @@ class HumanEvalSuite(Suite):
     default_verifier = "tests"
     # About two minutes of greedy decoding on the embedded model on 2 cores.
     default_limit = 10
+    # What follows a closed code block is an explanation nobody reads (an opening fence is never
+    # followed by a blank line), as in Text2SQL.
+    stop = ("```\n\n",)
+
+    @classmethod
+    def prompt_format(cls, spec: SuiteOptions) -> str:
+        """``auto`` is ``chat`` here for every backend, unlike the other suites.
+
+        The embedded SmolLM2-135M-Instruct does not continue a function body in the few-shot
+        completion format: after the docstring it starts a new function of its own (tried on
+        the first problems); in chat it writes the whole function. ``--prompt fewshot`` stays
+        available for base models.
+        """
+        if spec.prompt == "auto":
+            return "chat"
+        return super().prompt_format(spec)
 
     def items(self, spec: SuiteOptions, backend: Backend | None = None) -> list[SuiteItem]:
         from agentloop.suites.humaneval.data import load_problems
