@@ -369,6 +369,9 @@ def _parse_report(
             details={"seccomp": bool(report.get("seccomp"))},
         )
     # No report: the process died (a signal, os._exit, a limit) before the code finished.
+    # bwrap reports a child killed by signal N as exit status 128 + N.
+    if isolation == "bwrap" and returncode is not None and 128 < returncode < 128 + 65:
+        returncode = 128 - returncode
     if returncode is not None and returncode < 0:
         sig = -returncode
         try:
