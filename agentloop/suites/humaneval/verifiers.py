@@ -109,6 +109,7 @@ class TestsVerifier(HumanEvalVerifier):
     """Gold-free: the docstring's examples pass (score = the fraction that pass); none: the code runs."""
 
     name = "tests"
+    __test__ = False  # pytest: a verifier, not a test class
 
     async def verify(self, task: HumanEvalTask, candidate: Candidate) -> Verdict:
         code = candidate.answer
