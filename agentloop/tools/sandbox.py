@@ -174,7 +174,9 @@ def _probe(isolation: Isolation) -> tuple[bool, bool, str]:
     workdir = tempfile.mkdtemp(prefix="agentloop-sandbox-")
     try:
         argv, env = _command(isolation, workdir, {})
-        done = subprocess.run(argv, input=request, capture_output=True, cwd=workdir, env=env, timeout=30, check=False)
+        done = subprocess.run(
+            argv, input=request, capture_output=True, cwd=workdir, env=env, timeout=30, check=False
+        )
         result = _parse_report(done.stdout, done.stderr, nonce, done.returncode, 5.0, 0.0, isolation)
     except (OSError, subprocess.TimeoutExpired) as exc:
         return False, False, str(exc)
@@ -252,7 +254,11 @@ class Sandbox:
         self.env = dict(env or {})
         for name in self.env:
             upper = name.upper()
-            if upper.startswith("AGENTLOOP_") or upper.endswith("_URL") or any(m in upper for m in _SECRET_MARKERS):
+            if (
+                upper.startswith("AGENTLOOP_")
+                or upper.endswith("_URL")
+                or any(m in upper for m in _SECRET_MARKERS)
+            ):
                 raise SandboxError(f"the sandbox does not pass {name} to untrusted code")
         self._gates: dict[int, asyncio.Semaphore] = {}
 
@@ -274,7 +280,9 @@ class Sandbox:
         """Blocking wrapper around :meth:`run`."""
         return asyncio.run(self.run(code, timeout_s=timeout_s))
 
-    async def run(self, code: str, *, timeout_s: float | None = None, filename: str = "<sandbox>") -> SandboxResult:
+    async def run(
+        self, code: str, *, timeout_s: float | None = None, filename: str = "<sandbox>"
+    ) -> SandboxResult:
         """Execute ``code`` (as ``exec`` in fresh globals) and report how it ended; never raises for the code's sake."""
         loop_id = id(asyncio.get_running_loop())
         gate = self._gates.get(loop_id)
@@ -325,7 +333,9 @@ class Sandbox:
             shutil.rmtree(workdir, ignore_errors=True)
         wall = time.perf_counter() - start
         if timed_out:
-            return SandboxResult("timeout", f"timed out after {timeout_s:g} s (killed)", wall_s=wall, isolation=self.isolation)
+            return SandboxResult(
+                "timeout", f"timed out after {timeout_s:g} s (killed)", wall_s=wall, isolation=self.isolation
+            )
         return _parse_report(out, err, nonce, proc.returncode, timeout_s, wall, self.isolation)
 
 
@@ -379,10 +389,14 @@ def _parse_report(
         except ValueError:
             name = str(sig)
         if sig in (signal.SIGXCPU, signal.SIGKILL) and wall >= timeout_s:
-            return SandboxResult("timeout", f"timed out after {timeout_s:g} s ({name})", wall_s=wall, isolation=isolation)
+            return SandboxResult(
+                "timeout", f"timed out after {timeout_s:g} s ({name})", wall_s=wall, isolation=isolation
+            )
         why = {"SIGXFSZ": "wrote a file over the size limit", "SIGXCPU": "used up its CPU time"}.get(name, "")
         error = f"the process was killed by {name}" + (f" ({why})" if why else "")
     else:
         tail = err.decode(errors="replace").strip().splitlines()
-        error = f"the process exited with status {returncode} before finishing" + (f": {tail[-1]}" if tail else "")
+        error = f"the process exited with status {returncode} before finishing" + (
+            f": {tail[-1]}" if tail else ""
+        )
     return SandboxResult("crashed", error, wall_s=wall, isolation=isolation)

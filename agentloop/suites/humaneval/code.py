@@ -16,7 +16,9 @@ __all__ = ["CodeExtractionError", "extract_function", "strip_prompt_continuation
 _FENCE = re.compile(r"```[ \t]*([\w+.-]*)[ \t]*\n(.*?)(?:```|\Z)", re.DOTALL)
 _NON_PYTHON = frozenset({"text", "console", "bash", "sh", "shell", "json", "output", "plaintext"})
 # Top-level lines that carry on a module of code (anything else at column 0 is prose).
-_CODE_START = re.compile(r"(?:def|async\s+def|class|import|from|@|#|if\s+__name__|[A-Za-z_][\w.]*\s*(?:=|\())")
+_CODE_START = re.compile(
+    r"(?:def|async\s+def|class|import|from|@|#|if\s+__name__|[A-Za-z_][\w.]*\s*(?:=|\())"
+)
 
 
 class CodeExtractionError(ValueError):
@@ -32,7 +34,11 @@ def _defines(code: str, entry_point: str) -> bool:
     for node in tree.body:
         if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.name == entry_point:
             body = node.body
-            if body and isinstance(body[0], ast.Expr) and isinstance(getattr(body[0], "value", None), ast.Constant):
+            if (
+                body
+                and isinstance(body[0], ast.Expr)
+                and isinstance(getattr(body[0], "value", None), ast.Constant)
+            ):
                 body = body[1:]
             if body:
                 return True
@@ -42,7 +48,14 @@ def _defines(code: str, entry_point: str) -> bool:
 def _module_code(text: str, entry_point: str) -> str | None:
     """The code part of ``text``: from the first import or the def, to where prose starts at column 0."""
     lines = text.splitlines()
-    start = next((i for i, ln in enumerate(lines) if re.match(rf"\s*(?:async\s+)?def\s+{re.escape(entry_point)}\s*\(", ln)), None)
+    start = next(
+        (
+            i
+            for i, ln in enumerate(lines)
+            if re.match(rf"\s*(?:async\s+)?def\s+{re.escape(entry_point)}\s*\(", ln)
+        ),
+        None,
+    )
     if start is None:
         return None
     # Imports and helpers just above the def belong to it.

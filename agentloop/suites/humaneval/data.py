@@ -163,7 +163,11 @@ def docstring_examples(prompt: str, entry_point: str) -> tuple[Example, ...]:
             i = j
             continue
         low = line.lower()
-        if low.startswith("input:") and i + 1 < len(lines) and lines[i + 1].strip().lower().startswith("output:"):
+        if (
+            low.startswith("input:")
+            and i + 1 < len(lines)
+            and lines[i + 1].strip().lower().startswith("output:")
+        ):
             args = line.split(":", 1)[1].strip()
             expected = lines[i + 1].strip().split(":", 1)[1].strip()
             call = f"{entry_point}({args})"
@@ -187,10 +191,10 @@ def docstring_examples(prompt: str, entry_point: str) -> tuple[Example, ...]:
                 continue
             call = line[m.start() : end]
             rest = line[arrow.end() :].strip().rstrip(".,;")
-            expected = _longest_expr(rest)
+            value = _longest_expr(rest)
             # "f(3) = f(2) + f(1)" defines the function; it is no example.
-            if expected is not None and entry_point not in expected and _concrete(call, entry_point):
-                found.append(Example(call, _literal(expected)))
+            if value is not None and entry_point not in value and _concrete(call, entry_point):
+                found.append(Example(call, _literal(value)))
             break
         i += 1
     unique: dict[tuple[str, str], Example] = {(e.call, e.expected): e for e in found}

@@ -58,7 +58,9 @@ async def score_completion(
 ) -> SandboxResult:
     """Run the hidden tests on ``completion`` as the official harness does; ``.passed`` is the score."""
     box = sandbox or default_sandbox()
-    return await box.run(official_program(problem, completion), timeout_s=OFFICIAL_TIMEOUT_S, filename=problem.task_id)
+    return await box.run(
+        official_program(problem, completion), timeout_s=OFFICIAL_TIMEOUT_S, filename=problem.task_id
+    )
 
 
 _DEFAULT: dict[str, Sandbox] = {}
@@ -97,7 +99,12 @@ class SampleResult:
     result: str  # "passed", "failed: ...", "timed out"
 
     def to_json(self) -> dict[str, Any]:
-        return {"task_id": self.task_id, "completion_id": self.completion_id, "passed": self.passed, "result": self.result}
+        return {
+            "task_id": self.task_id,
+            "completion_id": self.completion_id,
+            "passed": self.passed,
+            "result": self.result,
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,11 +139,19 @@ def read_samples(path: str | Path, problems: Sequence[HumanEvalProblem]) -> list
             try:
                 row = json.loads(line)
             except ValueError as exc:
-                raise DatasetError(f"{file}:{lineno}: not a JSON object ({exc.args[0].split(':')[0]})") from None
-            if not isinstance(row, dict) or not isinstance(row.get("task_id"), str) or not isinstance(row.get("completion"), str):
+                raise DatasetError(
+                    f"{file}:{lineno}: not a JSON object ({exc.args[0].split(':')[0]})"
+                ) from None
+            if (
+                not isinstance(row, dict)
+                or not isinstance(row.get("task_id"), str)
+                or not isinstance(row.get("completion"), str)
+            ):
                 raise DatasetError(f'{file}:{lineno}: each line needs "task_id" and "completion" strings')
             if row["task_id"] not in known:
-                raise DatasetError(f"{file}:{lineno}: unknown task_id {row['task_id']!r} (HumanEval ids run HumanEval/0 to HumanEval/{len(problems) - 1})")
+                raise DatasetError(
+                    f"{file}:{lineno}: unknown task_id {row['task_id']!r} (HumanEval ids run HumanEval/0 to HumanEval/{len(problems) - 1})"
+                )
             out.append(Sample(row["task_id"], row["completion"], lineno))
     if not out:
         raise DatasetError(f"{file} holds no samples")
@@ -181,7 +196,9 @@ async def evaluate_samples(
     return summarize(results, ks=ks, of_problems=len(problems))
 
 
-def summarize(results: Sequence[SampleResult], *, ks: Sequence[int] = (1, 10, 100), of_problems: int = 164) -> SamplesReport:
+def summarize(
+    results: Sequence[SampleResult], *, ks: Sequence[int] = (1, 10, 100), of_problems: int = 164
+) -> SamplesReport:
     """pass@k (averaged over tasks) from per-sample results, for each k every task has samples for."""
     n: dict[str, int] = defaultdict(int)
     c: dict[str, int] = defaultdict(int)

@@ -32,7 +32,9 @@ _SHOWN_LINES = 30
 class HumanEvalTask(Task):
     """One HumanEval problem: prompt with its signature and docstring, parse the function, verify it."""
 
-    def __init__(self, problem: HumanEvalProblem, verifier: HumanEvalVerifier, *, prompt_format: PromptFormat = "chat"):
+    def __init__(
+        self, problem: HumanEvalProblem, verifier: HumanEvalVerifier, *, prompt_format: PromptFormat = "chat"
+    ):
         if prompt_format not in ("chat", "fewshot"):
             raise ValueError(f"unknown HumanEval prompt format {prompt_format!r}; use chat or fewshot")
         self.problem = problem
@@ -46,7 +48,9 @@ class HumanEvalTask(Task):
             return [Message("user", self._fewshot(lessons))]
         section = render_lessons(lessons)
         user = render_prompt(
-            "humaneval_user", lessons=f"{section}\n\n" if section else "", prompt=self.problem.prompt.strip("\n")
+            "humaneval_user",
+            lessons=f"{section}\n\n" if section else "",
+            prompt=self.problem.prompt.strip("\n"),
         )
         return [Message("system", render_prompt("humaneval_system")), Message("user", user)]
 
@@ -78,12 +82,15 @@ class HumanEvalTask(Task):
     def _fewshot(self, lessons: Sequence[str], feedback: Feedback | None = None) -> str:
         items = [s.strip() for s in lessons if s and s.strip()]
         lesson_lines = "".join(f"# Lesson from earlier tasks: {s}\n" for s in items)
-        return render_prompt(
-            "humaneval_fewshot",
-            lessons=lesson_lines,
-            feedback=_fewshot_feedback(feedback, self.problem) + "\n" if feedback is not None else "",
-            prompt=self.problem.prompt.strip("\n"),
-        ) + "\n"
+        return (
+            render_prompt(
+                "humaneval_fewshot",
+                lessons=lesson_lines,
+                feedback=_fewshot_feedback(feedback, self.problem) + "\n" if feedback is not None else "",
+                prompt=self.problem.prompt.strip("\n"),
+            )
+            + "\n"
+        )
 
 
 def _fewshot_feedback(feedback: Feedback, problem: HumanEvalProblem) -> str:
@@ -104,12 +111,17 @@ def _fewshot_feedback(feedback: Feedback, problem: HumanEvalProblem) -> str:
     best = feedback.best
     if feedback.style == "revise":
         return render_prompt(
-            "humaneval_fewshot_self_refine", score=f"{best.score:.2f}", code=commented(best), feedback=message(best)
+            "humaneval_fewshot_self_refine",
+            score=f"{best.score:.2f}",
+            code=commented(best),
+            feedback=message(best),
         )
     worst = ""
     if feedback.worst is not None:
         worst = "\n" + render_prompt(
-            "humaneval_fewshot_worst", worst_score=f"{feedback.worst.score:.2f}", worst_feedback=message(feedback.worst)
+            "humaneval_fewshot_worst",
+            worst_score=f"{feedback.worst.score:.2f}",
+            worst_feedback=message(feedback.worst),
         )
     return render_prompt(
         "humaneval_fewshot_feedback",

@@ -22,7 +22,14 @@ from agentloop.tools.sandbox import Sandbox
 if TYPE_CHECKING:
     from agentloop.suites.humaneval.task import HumanEvalTask
 
-__all__ = ["VERIFIERS", "HumanEvalVerifier", "OracleVerifier", "TestsVerifier", "UnknownVerifierError", "examples_program"]
+__all__ = [
+    "VERIFIERS",
+    "HumanEvalVerifier",
+    "OracleVerifier",
+    "TestsVerifier",
+    "UnknownVerifierError",
+    "examples_program",
+]
 
 # Each example gets this long (an infinite loop fails its example, not the run's whole budget).
 EXAMPLE_TIMEOUT_S = 2.0
@@ -52,7 +59,7 @@ class HumanEvalVerifier(abc.ABC):
 
 # Runs after the candidate's code, in its globals: each example under its own timer, with the
 # result compared by value (floats within 1e-6), else by repr, as doctest would.
-_HARNESS = '''
+_HARNESS = """
 def __agentloop_examples__(examples, timeout):
     import math, signal
     def same(a, b):
@@ -89,7 +96,7 @@ def __agentloop_examples__(examples, timeout):
             ok = repr(actual).strip() == expected.strip() or str(actual).strip() == expected.strip()
         out.append(["pass" if ok else "fail", repr(actual)[:400]])
     return out
-'''
+"""
 
 
 def examples_program(task: HumanEvalTask, code: str, examples: tuple[Example, ...]) -> str:
@@ -118,16 +125,27 @@ class TestsVerifier(HumanEvalVerifier):
         examples = task.problem.examples
         entry = task.problem.entry_point
         if not examples:
-            program = f"{task.problem.prompt}\n{code}\nassert callable({entry}), '{entry} is not a function'\n"
+            program = (
+                f"{task.problem.prompt}\n{code}\nassert callable({entry}), '{entry} is not a function'\n"
+            )
             r = await self.sandbox.run(program, timeout_s=OFFICIAL_TIMEOUT_S, filename=task.id)
             if r.passed:
-                return Verdict(1.0, True, f"The code runs and defines {entry} (the docstring has no examples to check).", {"check": "defines", "examples": 0})
+                return Verdict(
+                    1.0,
+                    True,
+                    f"The code runs and defines {entry} (the docstring has no examples to check).",
+                    {"check": "defines", "examples": 0},
+                )
             return Verdict.failed(f"The code does not run: {r.error}", check="error", error=r.error)
         timeout = EXAMPLE_TIMEOUT_S * len(examples) + 1.0
-        r = await self.sandbox.run(examples_program(task, code, examples), timeout_s=timeout, filename=task.id)
+        r = await self.sandbox.run(
+            examples_program(task, code, examples), timeout_s=timeout, filename=task.id
+        )
         outcomes = r.result if r.passed and isinstance(r.result, list) else None
         if outcomes is None or len(outcomes) != len(examples):
-            return Verdict.failed(f"The code does not run: {r.error or 'it gave no results'}", check="error", error=r.error)
+            return Verdict.failed(
+                f"The code does not run: {r.error or 'it gave no results'}", check="error", error=r.error
+            )
         passed = sum(1 for o in outcomes if o[0] == "pass")
         details: dict[str, Any] = {"check": "examples", "examples": len(examples), "passed_examples": passed}
         for example, (kind, actual) in zip(examples, outcomes, strict=True):
@@ -137,7 +155,9 @@ class TestsVerifier(HumanEvalVerifier):
             if kind == "fail":
                 message = f"{call} should return {want}, but it returned {_short(actual)}."
             elif kind == "timeout":
-                message = f"{call} should return {want}, but it did not finish within {EXAMPLE_TIMEOUT_S:g} s."
+                message = (
+                    f"{call} should return {want}, but it did not finish within {EXAMPLE_TIMEOUT_S:g} s."
+                )
             else:
                 message = f"{call} should return {want}, but it raised {_short(actual)}."
             summary = f"{passed} of {len(examples)} docstring examples pass. The first that fails: {message}"
