@@ -211,7 +211,7 @@ def eval_humaneval_command(
         print(json.dumps(report.to_json()))
         return report
     table = Table(
-        title=f"HumanEval: {report.samples} samples over {report.tasks} of {report.of_problems} tasks"
+        title="HumanEval", caption=f"{report.samples} samples, {report.tasks} of {report.of_problems} tasks"
     )
     table.add_column("metric")
     table.add_column("value", justify="right")

@@ -131,28 +131,30 @@ def read_samples(path: str | Path, problems: Sequence[HumanEvalProblem]) -> list
     file = Path(path)
     if not file.is_file():
         raise DatasetError(f"no samples file at {file}")
+    try:
+        lines = file.read_text(encoding="utf-8").split("\n")  # not splitlines: JSON may hold U+2028
+    except UnicodeDecodeError:
+        raise DatasetError(f"{file} is not UTF-8 text") from None
     out: list[Sample] = []
-    with file.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except ValueError as exc:
-                raise DatasetError(
-                    f"{file}:{lineno}: not a JSON object ({exc.args[0].split(':')[0]})"
-                ) from None
-            if (
-                not isinstance(row, dict)
-                or not isinstance(row.get("task_id"), str)
-                or not isinstance(row.get("completion"), str)
-            ):
-                raise DatasetError(f'{file}:{lineno}: each line needs "task_id" and "completion" strings')
-            if row["task_id"] not in known:
-                raise DatasetError(
-                    f"{file}:{lineno}: unknown task_id {row['task_id']!r} (HumanEval ids run HumanEval/0 to HumanEval/{len(problems) - 1})"
-                )
-            out.append(Sample(row["task_id"], row["completion"], lineno))
+    for lineno, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except ValueError as exc:
+            raise DatasetError(f"{file}:{lineno}: not a JSON object ({exc.args[0].split(':')[0]})") from None
+        if (
+            not isinstance(row, dict)
+            or not isinstance(row.get("task_id"), str)
+            or not isinstance(row.get("completion"), str)
+        ):
+            raise DatasetError(f'{file}:{lineno}: each line needs "task_id" and "completion" strings')
+        if row["task_id"] not in known:
+            raise DatasetError(
+                f"{file}:{lineno}: unknown task_id {row['task_id']!r} "
+                f"(HumanEval ids run HumanEval/0 to HumanEval/{len(problems) - 1})"
+            )
+        out.append(Sample(row["task_id"], row["completion"], lineno))
     if not out:
         raise DatasetError(f"{file} holds no samples")
     return out
