@@ -101,12 +101,17 @@ DEF = "def has_close_elements(numbers, threshold):\n" + BODY
         f"```python\n{DEF}```\n\nExample:\n```python\nprint(has_close_elements([1.0], 0.5))\n```",
         f"```text\nhas_close_elements([1.0], 0.5) -> False\n```\n```python\n{DEF}```",
         f"```python\n{DEF}",  # a block cut off by the stop string
+        "Use a helper:\n```python\ndef helper(a, b):\n    return abs(a - b)\n\n" + DEF + "```",
+        "The code, indented:\n\n" + "".join("    " + ln + "\n" for ln in DEF.splitlines()) + "\nDone.",
     ],
 )
 def test_the_function_is_found_fenced_or_bare(reply: str) -> None:
     code = extract_function(reply, P0.prompt, P0.entry_point)
-    assert "def has_close_elements(numbers, threshold):" in code and BODY.strip() in code
-    assert "This function" not in code and "print(" not in code
+    assert code.startswith(("def ", "from ")) and "def has_close_elements(numbers, threshold):" in code
+    assert BODY.strip() in code and "This function" not in code and "print(" not in code
+    assert "Use a helper" not in code and "Done." not in code
+    if "helper" in reply:
+        assert code.startswith("def helper(a, b):")
 
 
 def test_a_bare_body_continues_the_prompt() -> None:

@@ -58,10 +58,15 @@ def _module_code(text: str, entry_point: str) -> str | None:
     )
     if start is None:
         return None
-    # Imports and helpers just above the def belong to it.
-    while start > 0 and (not lines[start - 1].strip() or _CODE_START.match(lines[start - 1])):
-        start -= 1
     indent = len(lines[start]) - len(lines[start].lstrip())
+
+    def above_is_code(line: str) -> bool:
+        # Imports and helpers (their bodies too) just above the def belong to it.
+        body = line[indent:] if line[:indent].strip() == "" else line.lstrip()
+        return not body.strip() or body[0].isspace() or _CODE_START.match(body) is not None
+
+    while start > 0 and above_is_code(lines[start - 1]):
+        start -= 1
     kept: list[str] = []
     for line in lines[start:]:
         stripped = line[indent:] if line[:indent].strip() == "" else line.lstrip()
