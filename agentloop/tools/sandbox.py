@@ -34,6 +34,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib import resources
@@ -260,7 +261,10 @@ class Sandbox:
                 or any(m in upper for m in _SECRET_MARKERS)
             ):
                 raise SandboxError(f"the sandbox does not pass {name} to untrusted code")
-        self._gates: dict[int, asyncio.Semaphore] = {}
+        # One gate per event loop (a semaphore belongs to the loop it first waits on).
+        self._gates: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = (
+            weakref.WeakKeyDictionary()
+        )
 
     def describe(self) -> str:
         """One line: the isolation in force and what it means."""
@@ -284,10 +288,10 @@ class Sandbox:
         self, code: str, *, timeout_s: float | None = None, filename: str = "<sandbox>"
     ) -> SandboxResult:
         """Execute ``code`` (as ``exec`` in fresh globals) and report how it ended; never raises for the code's sake."""
-        loop_id = id(asyncio.get_running_loop())
-        gate = self._gates.get(loop_id)
+        loop = asyncio.get_running_loop()
+        gate = self._gates.get(loop)
         if gate is None:
-            gate = self._gates[loop_id] = asyncio.Semaphore(self.concurrency)
+            gate = self._gates[loop] = asyncio.Semaphore(self.concurrency)
         async with gate:
             return await self._run(code, self.limits.timeout_s if timeout_s is None else timeout_s, filename)
 
