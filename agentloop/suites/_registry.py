@@ -25,12 +25,14 @@ from agentloop._plugins import (
 )
 from agentloop.errors import AgentloopError, did_you_mean
 from agentloop.suites._base import PROMPT_FORMATS, Score, Suite, SuiteItem, content_hash
+from agentloop.suites.humaneval.suite import HumanEvalSuite
 from agentloop.suites.text2sql.suite import Text2SQLSuite
 from agentloop.suites.webshop.suite import WebShopSuite
 
 __all__ = [
     "PROMPT_FORMATS",
     "SUITES",
+    "HumanEvalSuite",
     "Score",
     "Suite",
     "SuiteItem",
@@ -50,7 +52,7 @@ class UnknownSuiteError(AgentloopError, ValueError):
         super().__init__(did_you_mean("suite", name, [*SUITES, *plugin_suites()], note=note))
 
 
-SUITES: dict[str, type[Suite]] = {s.name: s for s in (Text2SQLSuite, WebShopSuite)}
+SUITES: dict[str, type[Suite]] = {s.name: s for s in (Text2SQLSuite, WebShopSuite, HumanEvalSuite)}
 
 
 class SuiteLoadError(PluginError):
