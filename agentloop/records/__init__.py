@@ -6,8 +6,7 @@ from what its store recorded, even when the plugin that wrote it is gone.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from agentloop._lazy import lazy_getattr
 
 _LAZY = {
     "BUDGET_KEYS": "config",
@@ -42,10 +41,4 @@ _LAZY = {
 __all__ = sorted(_LAZY)
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'agentloop.records' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"agentloop.records.{module}"), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_getattr(__name__, _LAZY)

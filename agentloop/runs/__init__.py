@@ -5,8 +5,7 @@ Names load on first use, so that reading a :class:`RunSpec` loads no graph or en
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from agentloop._lazy import lazy_getattr
 
 _LAZY = {
     "EXECUTORS": "spec",
@@ -24,10 +23,4 @@ _LAZY = {
 __all__ = sorted(_LAZY)
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'agentloop.runs' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"agentloop.runs.{module}"), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_getattr(__name__, _LAZY)

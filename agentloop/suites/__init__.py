@@ -7,9 +7,7 @@ built-in suites live in their own sub-packages (``text2sql``, ``webshop``, ``hum
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
+from agentloop._lazy import lazy_getattr
 from agentloop.errors import DatasetError
 from agentloop.suites._base import (
     PROMPT_FORMATS,
@@ -54,10 +52,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'agentloop.suites' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_getattr(__name__, _LAZY)

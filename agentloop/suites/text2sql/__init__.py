@@ -6,9 +6,7 @@ verifiers and the suite load on first use.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
+from agentloop._lazy import lazy_getattr
 from agentloop.errors import DatasetError
 from agentloop.suites.text2sql.data import (
     Text2SQLExample,
@@ -73,10 +71,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'agentloop.suites.text2sql' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"agentloop.suites.text2sql.{module}"), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_getattr(__name__, _LAZY)

@@ -6,8 +6,7 @@ no agent. Everything here loads on first use.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from agentloop._lazy import lazy_getattr
 
 _LAZY = {
     "WebShopSuite": "suite",
@@ -29,10 +28,4 @@ _LAZY = {
 __all__ = sorted(_LAZY)
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'agentloop.suites.webshop' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"agentloop.suites.webshop.{module}"), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_getattr(__name__, _LAZY)
