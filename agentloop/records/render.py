@@ -19,7 +19,7 @@ from agentloop.records.report import (
     paired_difference,
 )
 
-__all__ = ["plot_reports", "render_failures", "render_reports"]
+__all__ = ["plot_reports", "pyplot_for", "render_failures", "render_reports"]
 
 
 def render_reports(reports: Sequence[RunReport], console: Console) -> None:
@@ -90,18 +90,24 @@ def render_reports(reports: Sequence[RunReport], console: Console) -> None:
             )
 
 
-def plot_reports(reports: Sequence[RunReport], path: str | Path) -> Path:
-    """Plot accuracy against tokens per task, one labelled point per run; needs ``agentloop[plot]``."""
+def pyplot_for(path: str | Path) -> tuple[Any, Path]:
+    """matplotlib's pyplot (files only, never a window) and ``path`` checked as a .png, .svg or .pdf."""
     try:
         import matplotlib
 
-        matplotlib.use("Agg")  # files only; never open a window
+        matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError as exc:
         raise MissingExtraError("matplotlib", "plot") from exc
     out = Path(path)
     if out.suffix.lower() not in (".png", ".svg", ".pdf"):
         raise AgentloopError(f"--plot writes .png, .svg or .pdf files, not {out.name}")
+    return plt, out
+
+
+def plot_reports(reports: Sequence[RunReport], path: str | Path) -> Path:
+    """Plot accuracy against tokens per task, one labelled point per run; needs ``agentloop[plot]``."""
+    plt, out = pyplot_for(path)
     fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=120)
     rewarded = all(r.scores_reward for r in reports)
     for r in reports:

@@ -8,8 +8,8 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from agentloop.errors import AgentloopError, MissingExtraError
 from agentloop.records.curves import COST_NOTES, Curve, MatchedDifference, frontier
+from agentloop.records.render import pyplot_for
 
 __all__ = ["plot_frontier", "render_frontier", "render_matched"]
 
@@ -70,16 +70,7 @@ def render_matched(d: MatchedDifference, console: Console) -> None:
 
 def plot_frontier(curves: Sequence[Curve], path: str | Path) -> Path:
     """Curves for sampling runs, points for the others, the frontier as a step line; needs ``agentloop[plot]``."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")  # files only; never open a window
-        import matplotlib.pyplot as plt
-    except ImportError as exc:
-        raise MissingExtraError("matplotlib", "plot") from exc
-    out = Path(path)
-    if out.suffix.lower() not in (".png", ".svg", ".pdf"):
-        raise AgentloopError(f"--plot writes .png, .svg or .pdf files, not {out.name}")
+    plt, out = pyplot_for(path)
     groups = _by_suite(curves)
     fig, axes = plt.subplots(1, len(groups), figsize=(6.4 * len(groups), 4.4), dpi=120, squeeze=False)
     for ax, (suite, group) in zip(axes[0], groups.items(), strict=True):
