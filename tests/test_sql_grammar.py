@@ -349,6 +349,16 @@ _JOIN_SCOPE_CASES = [
         "SELECT name FROM singer WHERE concert.year = 2014",
         "SELECT name FROM singer WHERE singer.age = 20",
     ),
+    (  # T2.col whose column only T1's table has (a decoder's most frequent invalid query)
+        "SELECT T2.name FROM singer AS T1 JOIN singer_in_concert AS T2 ON T1.singer_id = T2.singer_id",
+        "SELECT T2.name FROM singer_in_concert AS T1 JOIN singer AS T2 ON T1.singer_id = T2.singer_id",
+    ),
+    (  # the same in a subquery's pair, T3 and T4
+        "SELECT name FROM singer WHERE singer_id IN (SELECT T4.singer_id FROM singer AS T3 "
+        "JOIN concert AS T4 ON T3.name = T4.concert_name)",
+        "SELECT name FROM singer WHERE singer_id IN (SELECT T3.singer_id FROM singer AS T3 "
+        "JOIN singer_in_concert AS T4 ON T3.singer_id = T4.singer_id)",
+    ),
     (  # T1.col whose column neither joined table has
         "SELECT T1.location FROM singer AS T1 JOIN singer_in_concert AS T2 ON T1.singer_id = T2.singer_id",
         "SELECT T3.name FROM concert AS T1 JOIN singer_in_concert AS T2 ON T1.concert_id = T2.concert_id "

@@ -7,7 +7,9 @@ case-insensitively, bare or quoted (``"x"``, ```x```, ``[x]``). Columns are scop
 tables in FROM (one table, or two that a foreign key or a shared column name links): bare
 columns must be theirs, ``table.col`` / ``table.*`` only while the table has no alias, and
 ``T1.col`` / ``T1.*`` (aliases ``T`` and one or two digits, any case) only once it has one;
-three or more tables need aliases and allow no bare column. WHERE, GROUP BY and ON take no
+two joined tables with aliases number the first odd and the second even (``T1`` and ``T2``,
+or ``T3`` and ``T4``), and each alias names its own table's columns only; three or more
+tables need aliases and allow no bare column. WHERE, GROUP BY and ON take no
 aggregates (a subquery there may). Keywords are case-insensitive, whitespace between lexemes
 is free where SQLite needs none (``name DESC``, not ``nameDESC``), and nothing may follow the
 optional final ``;`` (so a decoder stops there).
@@ -43,8 +45,10 @@ Not covered, on purpose: ``WITH``, window functions, other table aliases than
 (``ORDER BY cnt`` after ``count(*) AS cnt``), a join that aliases one of two tables only,
 a subquery whose tables have no alias naming an outer query's alias, ``LIMIT`` by an
 expression, and any statement but ``SELECT``. The grammar is looser than SQLite in small
-ways: ``T1.col`` is not checked against the table that ``T1`` names, and the two sides of
-a compound may select different numbers of columns.
+ways: with three or more tables, ``T1.col`` is checked against all of their columns, not
+against the table ``T1`` names; an alias used before FROM need not be the one FROM gives
+(``T3`` where FROM says ``T1``); and the two sides of a compound may select different
+numbers of columns.
 """
 
 from __future__ import annotations
@@ -58,6 +62,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from agentloop.errors import AgentloopError
+from agentloop.suites.text2sql._grammar_core import GRAMMAR_CORE as _GRAMMAR_CORE
 from agentloop.suites.text2sql.accept import MissingLlguidanceError, SqlAcceptor
 
 __all__ = [
@@ -387,17 +392,16 @@ def _join_scopes(i: int, a: Sequence[str], j: int, b: Sequence[str]) -> tuple[li
     terminals = [f"UNION{s.upper()}: {_name_terminal(_dedupe([*a, *b]))}"]
     if bare:
         terminals.append(f"BARE{s.upper()}: {_name_terminal(bare)}")
+    first, second = "(AS ALIAS_1 | SPACED_ALIAS_1)", "(AS ALIAS_2 | SPACED_ALIAS_2)"
     scopes = []
-    for k, (alias, qualifiers) in enumerate(
-        [
-            ("", [(ti, f"COLUMNS_{i}"), (tj, f"COLUMNS_{j}")]),
-            (f" {_TABLE_ALIAS}", [("ALIAS", f"UNION{s.upper()}")]),
-        ]
-    ):
-        sk = s + "a" * k
-        pair = f"{ti}{alias} join_op {tj}{alias} | {tj}{alias} join_op {ti}{alias}"
+    for sk, pair, qualifiers in [
+        (s, f"({ti} join_op {tj} | {tj} join_op {ti})", [(ti, f"COLUMNS_{i}"), (tj, f"COLUMNS_{j}")]),
+        # With aliases, one scope per order: T1 qualifies the first table's columns only.
+        (s + "a", f"{ti} {first} join_op {tj} {second}", [("ALIAS_1", f"COLUMNS_{i}"), ("ALIAS_2", f"COLUMNS_{j}")]),
+        (s + "b", f"{tj} {first} join_op {ti} {second}", [("ALIAS_1", f"COLUMNS_{j}"), ("ALIAS_2", f"COLUMNS_{i}")]),
+    ]:
         scope = _scope(
-            sk, qualifiers, f"FROM ({pair}) join_constraint{sk}?", f"BARE{s.upper()}" if bare else ""
+            sk, qualifiers, f"FROM {pair} join_constraint{sk}?", f"BARE{s.upper()}" if bare else ""
         )
         constraint = (
             f'join_constraint{sk}: ON expr{sk}w | USING "(" UNION{s.upper()} ("," UNION{s.upper()})* ")"'
@@ -521,71 +525,3 @@ def _name_terminal(names: Sequence[str]) -> str:
 
     quoted = [f'"({within(chr(34))})"', f"`({within('`')})`", r"\[(" + within("]") + r")\]"]
     return f"/({_nocase('|'.join(bare + quoted))})/"
-
-
-# The part of the grammar that does not depend on the schema. Every name, literal and
-# keyword is a single lexeme; repetition uses `*` rather than recursion, which llguidance's
-# Earley parser handles best.
-#
-# A SELECT over one table or two joinable ones gets its own copies of the expression rules
-# (`query_0`, `expr_0a`, ...): a small model otherwise names a column of another table. Three
-# or more tables, subqueries in FROM and ORDER BY after a compound use the unscoped copy,
-# which has no bare columns. Scoped cores never match `select_multi`.
-_GRAMMAR_CORE = r"""
-// Every lexeme takes up to 8 whitespace characters before it (_explicit_whitespace); the
-// statement may end in whitespace or a ';', after which nothing may follow, so a decoder
-// stops there.
-start: SPACE? query (";" | SPACE)?
-SPACE: /[ \t\r\n]{1,8}/
-
-query: select_multi order_by? limit?
-    | select_any (compound_op select_any)+ compound_order? limit?
-    | scoped_query
-compound_op: UNION ALL? | INTERSECT | EXCEPT
-// After a compound, ORDER BY names a result column (bare) or an expression without bare columns.
-compound_order: ORDER BY compound_ordering ("," compound_ordering)*
-compound_ordering: (COLUMN | TABLE "." COLUMN | arith) (ASC | DESC)?
-// Without FROM only constants: a column there is an error that a decoder would otherwise reach.
-select_multi: SELECT (DISTINCT | ALL)? items from_multi where? group_by? having?
-    | SELECT literal ("," literal){0,5}
-// A subquery that gives one value (in an expression, or after IN) selects one column.
-scalar_query: select_multi1 order_by? limit?
-    | sselect_any (compound_op sselect_any)+ compound_order? limit?
-    | scalar_scoped
-select_multi1: SELECT (DISTINCT | ALL)? arith (AS column_alias)? from_multi where? group_by? having?
-sselect_any: select_multi1 | sselect_scoped
-// Two plain tables have their own scopes (query_0_2, ...); here three or more, each with an
-// alias (so a table may appear twice), or one subquery alone. A table joined to a subquery is
-// left out: Spider's gold never does it, and its bare columns could not be scoped, so a
-// decoder used it to escape the scopes.
-from_multi: FROM aliased_ref join_op aliased_ref join_constraint? (join_op aliased_ref join_constraint?)+
-    | FROM subquery_ref
-join_op: "," | NATURAL? (LEFT OUTER? | INNER | CROSS)? JOIN
-join_constraint: ON exprw | USING "(" COLUMN ("," COLUMN)* ")"
-aliased_ref: TABLE (AS ALIAS | SPACED_ALIAS)
-// A subquery in FROM reads tables only, so it cannot nest another one there: a decoder whose
-// column no table in FROM has would otherwise nest "JOIN (SELECT ..." to the token limit.
-subquery_ref: "(" (scoped_query | select_scoped (compound_op select_scoped)+ compound_order? limit?) ")" (AS? ALIAS)?
-// Spider limits by a number; an expression there let a decoder write LIMIT 'Germany'.
-limit: LIMIT COUNT_NUMBER ((OFFSET | ",") COUNT_NUMBER)?
-column_alias: IDENT | STRING | DQ_STRING
-literal: NUMBER | STRING | NULL
-
-CMP_OP: "=" | "==" | "!=" | "<>" | "<" | "<=" | ">" | ">="
-ADD_OP: "+" | "-" | "||"
-MUL_OP: "*" | "/" | "%"
-// At most 10 digits before and after the point, and 100 characters in a string (Spider's
-// gold has 6 and 30): a decoder otherwise writes 1000000... or '%c%c%c... to the token limit.
-NUMBER: /[0-9]{1,10}(\.[0-9]{0,10})?([eE][+-]?[0-9]{1,3})?/ | /\.[0-9]{1,10}([eE][+-]?[0-9]{1,3})?/
-COUNT_NUMBER: /[0-9]{1,9}/
-STRING: /'([^']|''){0,100}'/
-DQ_STRING: /"([^"]|""){0,100}"/
-SIGN: "-" | "+"
-IDENT: /[A-Za-z_][A-Za-z0-9_]{0,29}/
-// At most two digits (Spider's are T1 to T9): a decoder otherwise writes "T1111..." to the
-// token limit. Without AS, an alias after a table name needs whitespace: "Pets T1", not
-// "PetsT1", which SQLite reads as one unknown name.
-ALIAS: /[Tt][0-9]{1,2}/
-SPACED_ALIAS: /[ \t\r\n]{1,8}[Tt][0-9]{1,2}/
-
-"""
