@@ -113,6 +113,23 @@ def test_memory_writes_and_shows_lessons_with_the_example(tmp_path: Path) -> Non
 
 
 @pytest.mark.model
+def test_memory_on_the_embedded_model_writes_lessons_then_shows_them(tmp_path: Path) -> None:
+    """Issue 26's user case on a real model: the embedded SmolLM2-135M (llama.cpp engine, so the
+    abstraction request is grammar-constrained) writes lessons from the tasks it solves in one
+    run, and the next run over other tasks retrieves them."""
+    pytest.importorskip("xllamacpp", reason="the llamacpp extra: pip install 'agentloop[llamacpp]'")
+    memory = f"sqlite:///{tmp_path / 'lessons.db'}"
+    spec = RunSpec(suite=SUITE, graph="greedy", limit=2, backend="llamacpp", max_tokens=96, memory=memory)
+    first = run_suite_sync(spec, run_dir=tmp_path / "a")
+    assert first.memory is not None
+    assert first.memory["written"] >= 1, first.memory
+    assert first.memory["abstractions_rejected"] == 0  # constrained: well-formed or declined
+    assert first.memory["unverified_skipped"] + first.memory["abstractions_attempted"] == 2
+    again = run_suite_sync(RunSpec(**{**spec.to_dict(), "offset": 2}), run_dir=tmp_path / "b")
+    assert again.memory is not None and again.memory["retrieved"] >= 1, again.memory
+
+
+@pytest.mark.model
 def test_resume_with_no_flags_continues_with_the_stored_configuration(tmp_path: Path) -> None:
     """A task the first session lost is run again by ``--resume --run-dir`` alone, on the real model."""
     run_dir = tmp_path / "run"
