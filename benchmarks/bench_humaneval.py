@@ -1,13 +1,16 @@
-"""HumanEval on the embedded model: greedy, best-of-8 and IAD (4 x 2) on a fixed subset, and their summary.
+"""HumanEval per model: greedy, best-of-n and IAD at equal candidates, and their summary.
 
 Usage:
-  python benchmarks/bench_humaneval.py runs [--limit 10] [--root benchmarks/runs]
-  python benchmarks/bench_humaneval.py summary [--root benchmarks/runs] [--out benchmarks/results/humaneval.json]
+  python benchmarks/bench_humaneval.py runs [--model smol|qwen05] [--limit 164] [--search-limit N] [--root benchmarks/runs]
+  python benchmarks/bench_humaneval.py summary [--model smol|qwen05] [--root benchmarks/runs] [--out FILE]
 
-``runs`` runs ``agentloop run humaneval`` (SmolLM2-135M-Instruct, chat prompt, 300 new
-tokens, seed 0) on the first ``--limit`` problems, one graph after the other, each into
-ROOT/humaneval-NAME; an existing run is finished with ``--resume``, so the script can be
-stopped and started again. ``summary`` reads every run back: pass@1 of the final answer,
+``runs`` runs ``agentloop run humaneval`` (chat prompt, 300 new tokens, seed 0) on the
+first ``--limit`` problems (the search graphs on the first ``--search-limit``, default the
+same), one graph after the other, each into ROOT/humaneval-MODEL-NAME; an existing run is
+finished with ``--resume``, so the script can be stopped and started again. Models:
+``smol`` is the embedded SmolLM2-135M-Instruct on the llama.cpp engine (greedy, best-of-8,
+IAD 4 x 2); ``qwen05`` is Qwen2.5-Coder-0.5B-Instruct Q4_K_M (``agentloop models pull
+qwen2.5-coder-0.5b``; greedy, best-of-4, IAD 2 x 2). ``summary`` reads every run back: pass@1 of the final answer,
 the verifier's pass rate, tokens and wall time per task, pass@k over every stored candidate
 (scored by the official hidden tests; pass@n of best-of-n is the oracle-selection upper
 bound), and each search graph's paired difference from greedy with its 95% bootstrap
@@ -31,26 +34,47 @@ from agentloop.suites.humaneval.data import load_problems
 from agentloop.suites.humaneval.scoring import Sample, answer_completion, evaluate_samples
 
 ROOT = Path(__file__).resolve().parent
-RUNS = {
-    "greedy": ["--graph", "greedy"],
-    "bon8": ["--graph", "best_of_n", "--n", "8"],
-    "iad4x2": ["--graph", "iad", "--n", "4", "--rounds", "2"],
+MODELS = {
+    "smol": {
+        "backend": "llamacpp",
+        "what": "SmolLM2-135M-Instruct (the embedded model), Q4_1 GGUF on the llama.cpp engine",
+        "runs": {
+            "greedy": ["--graph", "greedy"],
+            "bon8": ["--graph", "best_of_n", "--n", "8"],
+            "iad4x2": ["--graph", "iad", "--n", "4", "--rounds", "2"],
+        },
+    },
+    "qwen05": {
+        "backend": "llamacpp:qwen2.5-coder-0.5b",
+        "what": "Qwen2.5-Coder-0.5B-Instruct Q4_K_M on the llama.cpp engine",
+        "runs": {
+            "greedy": ["--graph", "greedy"],
+            "bon4": ["--graph", "best_of_n", "--n", "4"],
+            "iad2x2": ["--graph", "iad", "--n", "2", "--rounds", "2"],
+        },
+    },
 }
-COMMON = ["--offset", "0", "--max-tokens", "300", "--seed", "0"]
+COMMON = ["--offset", "0", "--max-tokens", "300", "--seed", "0", "--concurrency", "8"]
 
 
-def command(name: str, limit: int, root: Path, *, resume: bool = True) -> list[str]:
-    run_dir = root / f"humaneval-{name}"
-    resume_flag = ["--resume"] if resume and run_dir.exists() else []
+def run_dir(model: str, name: str, root: Path) -> Path:
+    return root / f"humaneval-{model}-{name}"
+
+
+def command(model: str, name: str, limit: int, root: Path, *, resume: bool = True) -> list[str]:
+    where = run_dir(model, name, root)
+    resume_flag = ["--resume"] if resume and where.exists() else []
+    spec = MODELS[model]
     return [
-        sys.executable, "-m", "agentloop", "run", "humaneval", *RUNS[name], *COMMON,
-        "--limit", str(limit), "--run-dir", str(run_dir), *resume_flag, "--json",
+        sys.executable, "-m", "agentloop", "run", "humaneval", "--backend", spec["backend"],
+        *spec["runs"][name], *COMMON, "--limit", str(limit), "--run-dir", str(where),
+        *resume_flag, "--json",
     ]  # fmt: skip
 
 
-def runs(limit: int, root: Path) -> None:
-    for name in RUNS:
-        cmd = command(name, limit, root)
+def runs(model: str, limit: int, search_limit: int, root: Path) -> None:
+    for name in MODELS[model]["runs"]:
+        cmd = command(model, name, limit if name == "greedy" else search_limit, root)
         print(" ".join(cmd[1:]), flush=True)
         subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
 
@@ -71,15 +95,16 @@ def candidates_pass_at(run_dir: Path) -> dict:
     return report.to_json(results=False)
 
 
-def summary(root: Path, out: Path) -> None:
+def summary(model: str, root: Path, out: Path) -> None:
+    spec = MODELS[model]
     reports = {
-        name: RunReport.load(root / f"humaneval-{name}")
-        for name in RUNS
-        if (root / f"humaneval-{name}").exists()
+        name: RunReport.load(run_dir(model, name, root))
+        for name in spec["runs"]
+        if run_dir(model, name, root).exists()
     }
     result: dict = {
-        "what": "HumanEval, embedded model (SmolLM2-135M-Instruct, transformers, CPU), chat prompt, "
-        "max_tokens 300, seed 0; first problems in file order",
+        "what": f"HumanEval, {spec['what']}, CPU, chat prompt, max_tokens 300, seed 0; "
+        "first problems in file order",
         "machine": f"{platform.machine()}, {os.cpu_count()} cores shared with other jobs",
         "measured": time.strftime("%Y-%m-%d"),
         "runs": {},
@@ -89,7 +114,7 @@ def summary(root: Path, out: Path) -> None:
         m = rep.metrics()
         result["runs"][name] = {
             "command": "agentloop "
-            + " ".join(command(name, rep.run.planned, root, resume=False)[3:-1]).replace(
+            + " ".join(command(model, name, rep.run.planned, root, resume=False)[3:-1]).replace(
                 str(ROOT.parent) + "/", ""
             ),
             "tasks": len(rep.tasks),
@@ -107,6 +132,10 @@ def summary(root: Path, out: Path) -> None:
         for name, rep in reports.items():
             if name != "greedy":
                 result["paired_vs_greedy"][name] = paired_difference(base, rep).to_json()
+    search = [name for name in reports if name != "greedy"]
+    if len(search) == 2:  # best-of-n then IAD at the same number of candidates
+        bon, iad = (reports[name] for name in search)
+        result[f"{search[1]}_minus_{search[0]}"] = paired_difference(bon, iad).to_json()
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1) + "\n")
     print(json.dumps(result, indent=1))
@@ -115,14 +144,17 @@ def summary(root: Path, out: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("command", choices=("runs", "summary"))
-    parser.add_argument("--limit", type=int, default=10)
+    parser.add_argument("--model", choices=sorted(MODELS), default="smol")
+    parser.add_argument("--limit", type=int, default=164)
+    parser.add_argument("--search-limit", type=int, default=None)
     parser.add_argument("--root", type=Path, default=ROOT / "runs")
-    parser.add_argument("--out", type=Path, default=ROOT / "results" / "humaneval.json")
+    parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     if args.command == "runs":
-        runs(args.limit, args.root)
+        runs(args.model, args.limit, args.search_limit or args.limit, args.root)
     else:
-        summary(args.root, args.out)
+        out = args.out or ROOT / "results" / f"humaneval_{args.model}.json"
+        summary(args.model, args.root, out)
 
 
 if __name__ == "__main__":
