@@ -143,3 +143,22 @@ def test_the_export_carries_the_chart(pair: tuple[Path, Path], tmp_path: Path) -
     out = export_html(open_runs(list(pair)), tmp_path / "runs.html")
     html = out.read_text()
     assert html.count('<figure class="frontier"') == 1 and 'class="frontier-line"' in html
+
+
+def test_large_runs_get_fewer_resamples_and_say_so(
+    pair: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from agentloop.view import _frontier
+
+    bon, greedy = pair
+    assert [_frontier.resamples_for(RunReport.load(d)) for d in pair] == [1000, 1000]
+    full, _ = load_curves(open_runs([bon]))
+    monkeypatch.setattr(_frontier, "WORK", 10)  # bon4: 5 tasks x (1 + 4 columns) = 25
+    assert _frontier.resamples_for(RunReport.load(bon)) == 400
+    assert _frontier.resamples_for(RunReport.load(greedy)) == 1000  # 5 x 2 = 10
+    (curve,), notes = load_curves(open_runs([bon]))
+    assert curve.means == full[0].means  # only the intervals are cheaper
+    assert notes == [
+        "bon4: 95% intervals from 400 bootstrap resamples over its 5 tasks, not the report's 1000, "
+        "to keep this page quick (agentloop report --frontier gives the full ones)"
+    ]

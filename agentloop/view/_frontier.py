@@ -23,9 +23,10 @@ from agentloop.records.curves import (
     load_curve,
     load_point,
 )
+from agentloop.records.report import RunReport
 from agentloop.view._data import RunSource
 
-__all__ = ["FrontierChart", "frontier_chart", "frontier_html", "load_curves", "nice"]
+__all__ = ["FrontierChart", "frontier_chart", "frontier_html", "load_curves", "nice", "resamples_for"]
 
 # Tableau's ten colours: told apart by most readers, and by position and shape as well.
 COLOURS = (
@@ -33,6 +34,19 @@ COLOURS = (
     "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf",
 )  # fmt: skip
 WIDTH, HEIGHT, LEFT, RIGHT, TOP, BOTTOM = 640, 320, 56, 16, 14, 44
+# The report's bootstrap (1000 resamples over tasks) is pure Python: each resample draws every
+# task and sums each k's column, about 48 s for a 10,000-task run's one point on a busy 2-CPU
+# machine. A run with more than WORK task-columns gets fewer resamples (at least 100), so the
+# page opens in seconds; smaller runs get exactly the report's intervals.
+RESAMPLES, WORK = 1000, 5000
+
+
+def resamples_for(report: RunReport) -> int:
+    """The bootstrap resamples the viewer spends on ``report``: the report's 1000 while its tasks
+    times (1 + its k columns) are at most WORK, then fewer, in proportion (at least 100)."""
+    n = report.run.config.get("n") if report.run.graph in CURVE_GRAPHS else 1
+    work = len(report.tasks) * (1 + (n if isinstance(n, int) and n > 0 else 1))
+    return RESAMPLES if work <= WORK else max(100, RESAMPLES * WORK // work)
 
 
 def nice(x: float) -> float:
@@ -58,17 +72,24 @@ def load_curves(sources: Sequence[RunSource], cost: str = "candidates") -> tuple
         except Exception as exc:  # the viewer shows a note, never a traceback
             notes.append(f"{source.label}: not read ({type(exc).__name__}: {exc})")
             continue
+        resamples = resamples_for(report)
         try:
-            curve = load_curve(report, cost=cost, store=source.store_url)
+            curve = load_curve(report, cost=cost, store=source.store_url, resamples=resamples)
         except Exception as exc:
             try:
-                curve = load_point(report, cost=cost)
+                curve = load_point(report, cost=cost, resamples=resamples)
             except Exception as again:
                 notes.append(f"{source.label}: not drawn ({_reason(again)})")
                 continue
             if report.run.graph in CURVE_GRAPHS:
                 notes.append(f"{source.label}: drawn as one point, not a curve ({_reason(exc)})")
         curves.append(replace(curve, label=source.label))
+        if resamples < RESAMPLES:
+            notes.append(
+                f"{source.label}: 95% intervals from {resamples} bootstrap resamples over its {len(report.tasks)} "
+                f"tasks, not the report's {RESAMPLES}, to keep this page quick (agentloop report --frontier "
+                "gives the full ones)"
+            )
     return curves, notes
 
 
