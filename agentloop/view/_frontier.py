@@ -36,17 +36,17 @@ COLOURS = (
 WIDTH, HEIGHT, LEFT, RIGHT, TOP, BOTTOM = 640, 320, 56, 16, 14, 44
 # The report's bootstrap (1000 resamples over tasks) is pure Python: each resample draws every
 # task and sums each k's column, about 48 s for a 10,000-task run's one point on a busy 2-CPU
-# machine. A run with more than WORK task-columns gets fewer resamples (at least 100), so the
+# machine. A run with more than WORK task-columns gets fewer resamples (at least 50), so the
 # page opens in seconds; smaller runs get exactly the report's intervals.
-RESAMPLES, WORK = 1000, 5000
+RESAMPLES, WORK = 1000, 2000
 
 
 def resamples_for(report: RunReport) -> int:
     """The bootstrap resamples the viewer spends on ``report``: the report's 1000 while its tasks
-    times (1 + its k columns) are at most WORK, then fewer, in proportion (at least 100)."""
+    times (1 + its k columns) are at most WORK, then fewer, in proportion (at least 50)."""
     n = report.run.config.get("n") if report.run.graph in CURVE_GRAPHS else 1
     work = len(report.tasks) * (1 + (n if isinstance(n, int) and n > 0 else 1))
-    return RESAMPLES if work <= WORK else max(100, RESAMPLES * WORK // work)
+    return RESAMPLES if work <= WORK else max(50, RESAMPLES * WORK // work)
 
 
 def nice(x: float) -> float:
