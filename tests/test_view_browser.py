@@ -1,10 +1,10 @@
 """``agentloop view`` in a real headless Chromium (Debian's package), driven by Playwright.
 
 The flows a reader follows: open a run, filter to wrong answers, open a task, step through
-its rounds, open a comparison and check its counts; the same in the exported file, and a
-partial run that refreshes itself as tasks land. Screenshots go to tests/artifacts/view/
-(or $AGENTLOOP_TEST_ARTIFACTS). Without a chromium binary these tests skip, unless
-AGENTLOOP_REQUIRE_BROWSER is set (CI sets it), which turns the skip into a failure.
+its rounds, open a comparison and check its counts and its frontier chart; the same in the
+exported file, and a partial run that refreshes itself as tasks land. Screenshots go to
+tests/artifacts/view/ (or $AGENTLOOP_TEST_ARTIFACTS). Without a chromium binary these tests
+skip, unless AGENTLOOP_REQUIRE_BROWSER is set (CI sets it), which turns the skip into a failure.
 """
 
 from __future__ import annotations
@@ -153,6 +153,39 @@ def test_compare_counts_and_filters(browser: Any, page: Any, t2s: tuple[Path, Pa
         rows = visible_rows(page, "#compare-rows")
         assert [r.locator("td").first.inner_text() for r in rows] == ["0", "2"]
         shot(page, "compare-improved")
+
+
+def test_compare_shows_the_frontier_chart(browser: Any, page: Any, tmp_path: Path) -> None:
+    """Best-of-4 against greedy: the curve, the point, the dashed frontier and its rings, the legend
+    (a run named like markup shows as text), and the numbers in a table."""
+    hostile = "<img src=x onerror=window.__pwned=1>"
+    bon, greedy = runs.frontier_runs(tmp_path, names=("bon4", hostile))
+    with ViewServer(open_runs([bon, greedy])).start() as srv:
+        page.goto(srv.url + "compare")
+        figure = page.locator("figure.frontier")
+        chart = figure.locator("svg.frontier-chart")
+        assert chart.is_visible() and chart.get_attribute("role") == "img"
+        box = chart.bounding_box()
+        assert box is not None and box["width"] > 300 and box["height"] > 150
+        assert chart.locator("polyline.line").count() == 1  # best-of-4's curve over k
+        assert chart.locator("g.single circle.point").count() == 1  # greedy's one point
+        assert chart.locator("path.frontier-line").count() == 1
+        assert chart.locator("circle.frontier-point").count() == 4
+        assert chart.locator("text.axis-label").all_text_contents() == ["candidates per task", "accuracy"]
+        assert figure.locator("ul.legend .legend-label").all_inner_texts() == [
+            "bon4",
+            hostile,
+            "Pareto frontier",
+        ]
+        assert figure.locator("ul.legend img").count() == 0 and page.evaluate("window.__pwned") is None
+        assert "Pareto frontier" in figure.locator("figcaption").inner_text()
+        table = figure.locator("table.frontier-table")
+        assert not table.is_visible()
+        figure.locator("details.frontier-numbers summary").click()
+        assert table.is_visible() and table.locator("tbody tr.on-frontier").count() == 4
+        assert table.locator("tbody tr").nth(1).locator("td").first.inner_text() == hostile
+        figure.scroll_into_view_if_needed()
+        shot(page, "compare-frontier")
 
 
 def test_exported_file_works_without_a_server(

@@ -27,6 +27,7 @@ _LAZY = {
     "Curve": "curves",
     "MatchedDifference": "curves",
     "load_curve": "curves",
+    "load_point": "curves",
     "matched_difference": "curves",
     "PairedDifference": "report",
     "RunReport": "report",

@@ -41,6 +41,7 @@ __all__ = [
     "best_of_k",
     "frontier",
     "load_curve",
+    "load_point",
     "majority_of_k",
     "matched_difference",
     "task_cost",
@@ -201,20 +202,12 @@ def load_curve(
     resamples: int = 1000,
 ) -> Curve:
     """``report``'s curve over k (sampling runs) or its single point, in ``cost`` units."""
-    if cost not in COSTS:
-        raise CurveError(f"unknown --cost {cost!r}; use one of {', '.join(COSTS)}")
+    if CURVE_GRAPHS.get(report.run.graph) is None:
+        return load_point(report, cost=cost, seed=seed, resamples=resamples)
+    rule = CURVE_GRAPHS[report.run.graph]
     tasks = report.tasks
-    if not tasks:
-        raise CurveError(f"run {report.label} stored no tasks")
-    spend = [task_cost(t, cost) for t in tasks]
-    if any(s is None for s in spend):
-        raise CurveError(f"run {report.label} has no USD price for some tasks; use another --cost")
-    costs = [float(s or 0.0) for s in spend]
-    metric = "reward" if report.scores_reward else report.metric
-    rule = CURVE_GRAPHS.get(report.run.graph)
-    if rule is None:
-        point = [[t.value] for t in tasks]
-        return _curve(report, cost, metric, [None], [statistics.fmean(costs)], point, True, seed, resamples)
+    costs = _task_costs(report, cost)
+    metric = _metric(report)
     with open_store(Path(report.run_dir), store=store) as opened:
         table = opened.candidate_table(report.run.name)
     if not any(table.values()):
@@ -255,6 +248,35 @@ def load_curve(
         for k in ks
     ]
     return _curve(report, cost, metric, list(ks), mean_costs, values, exact, seed, resamples)
+
+
+def load_point(report: RunReport, *, cost: str = "candidates", seed: int = 0, resamples: int = 1000) -> Curve:
+    """``report`` as one point, whatever its graph: its mean metric at its mean cost, with a 95% interval.
+
+    What :func:`load_curve` gives a run that is not a sampling run; the viewer also draws a
+    sampling run whose curve cannot be read (stored before revision 0004) this way.
+    """
+    costs = _task_costs(report, cost)
+    point = [[t.value] for t in report.tasks]
+    return _curve(
+        report, cost, _metric(report), [None], [statistics.fmean(costs)], point, True, seed, resamples
+    )
+
+
+def _task_costs(report: RunReport, cost: str) -> list[float]:
+    """Each task's stored spend in ``cost`` units; refused with one line when there is none to read."""
+    if cost not in COSTS:
+        raise CurveError(f"unknown --cost {cost!r}; use one of {', '.join(COSTS)}")
+    if not report.tasks:
+        raise CurveError(f"run {report.label} stored no tasks")
+    spend = [task_cost(t, cost) for t in report.tasks]
+    if any(s is None for s in spend):
+        raise CurveError(f"run {report.label} has no USD price for some tasks; use another --cost")
+    return [float(s or 0.0) for s in spend]
+
+
+def _metric(report: RunReport) -> str:
+    return "reward" if report.scores_reward else report.metric
 
 
 def _stat(c: dict[str, Any]) -> CandidateStat | None:

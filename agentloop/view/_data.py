@@ -251,6 +251,11 @@ class RunSource:
         self._store: RunStore | None = None
         self._cached: tuple[str, RunReport, dict[str, int]] | None = None
 
+    @property
+    def store_url(self) -> str | None:
+        """The database URL given for this run (None: its run directory's own store)."""
+        return self._store_url
+
     def _open(self) -> RunStore:
         with self._open_lock:
             if self._store is None:

@@ -24,6 +24,7 @@ from agentloop.view._data import (
     mean_interval,
     safe_config,
 )
+from agentloop.view._frontier import frontier_html, load_curves, nice
 
 __all__ = ["Chart", "Links", "Renderer", "chart"]
 
@@ -105,7 +106,7 @@ def chart(reports: Sequence[RunReport], current: int | None = None) -> Chart | N
         values.append((r, iv, tokens))
     if not any(iv is not None for _, iv, _ in values):
         return None
-    x_max = _nice(max((tok for _, iv, tok in values if iv is not None), default=1.0) * 1.1 or 1.0)
+    x_max = nice(max((tok for _, iv, tok in values if iv is not None), default=1.0) * 1.1 or 1.0)
 
     def px(x: float) -> float:
         return left + (width - left - right) * x / x_max
@@ -134,14 +135,6 @@ def chart(reports: Sequence[RunReport], current: int | None = None) -> Chart | N
     return Chart(width, height, left, bottom, top, right, points, x_ticks, y_ticks, label)
 
 
-def _nice(x: float) -> float:
-    """The next round number at or above ``x`` (1, 2 or 5 times a power of ten)."""
-    if x <= 0:
-        return 1.0
-    p = 10 ** math.floor(math.log10(x))
-    return next(m * p for m in (1, 2, 5, 10) if m * p >= x)
-
-
 # --- rendering -----------------------------------------------------------------------------
 
 
@@ -160,6 +153,7 @@ class Renderer:
         self.links = Links(self.sources, mode)
         self._lock = threading.Lock()
         self._compared: dict[tuple[tuple[str, ...], int], Comparison] = {}
+        self._frontier: tuple[tuple[str, ...], str] | None = None
         self.env = jinja2.Environment(
             loader=jinja2.PackageLoader("agentloop.view", "templates"),
             autoescape=True,  # every string a model wrote is text, never markup
@@ -281,6 +275,20 @@ class Renderer:
                 self._compared = {key: cached}
         return cached
 
+    def _frontier_html(self) -> Any:
+        """The frontier figure (markup built and escaped by ``_frontier``), drawn again only when a run
+        changed: a curve's bootstrap reads every task, as ``report --frontier`` does."""
+        import jinja2
+
+        key = tuple(s.version() for s in self.sources)
+        with self._lock:
+            cached = self._frontier
+        if cached is None or cached[0] != key:
+            cached = (key, frontier_html(*load_curves(self.sources)))
+            with self._lock:
+                self._frontier = cached
+        return jinja2.utils.markupsafe.Markup(cached[1])
+
     def _compare_context(self, against: int, group: str, page: int, per_page: int = 100) -> dict[str, Any]:
         comparison = self._comparison(against)
         rows = comparison.select(group)
@@ -296,6 +304,7 @@ class Renderer:
             "page": page,
             "pages": pages,
             "chart": chart(reports),
+            "frontier": self._frontier_html(),
         }
 
 
