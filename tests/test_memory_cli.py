@@ -61,6 +61,12 @@ def test_stats_json(db: str) -> None:
     assert "2 concepts" in human.stdout and "spider: 1" in human.stdout
 
 
+def test_memory_is_another_name_for_db_as_run_spells_it(db: str) -> None:
+    assert json.loads(invoke("stats", "--memory", db, "--json").stdout) == json.loads(
+        invoke("stats", "--db", db, "--json").stdout
+    )
+
+
 def test_stats_on_the_default_database(tmp_path: Path, db: str) -> None:
     env = {"AGENTLOOP_HOME": str(tmp_path / "home"), "AGENTLOOP_MEMORY": ""}
     r = invoke("stats", "--json", env=env)

@@ -31,9 +31,10 @@ DbOpt = Annotated[
     str | None,
     typer.Option(
         "--db",
+        "--memory",
         envvar="AGENTLOOP_MEMORY",
-        help="sqlite:///PATH, a file path, or postgresql://USER@HOST/DB "
-        "(default: memory.sqlite in $AGENTLOOP_HOME or the user data dir).",
+        help="sqlite:///PATH, a file path, or postgresql://USER@HOST/DB: the URL 'agentloop run "
+        "--memory' takes (default: memory.sqlite in $AGENTLOOP_HOME or the user data dir).",
     ),
 ]
 # No short form: -n means --n (candidates per round) on every agentloop command.
