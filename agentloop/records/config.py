@@ -32,6 +32,8 @@ BUDGET_KEYS: tuple[str, ...] = (
     "n_schedule",
     "max_tokens",
     "max_steps",
+    "budget_total",
+    "budget_unit",
 )
 
 #: What a run stored before a budget setting existed is taken to have had: the run spec's
@@ -45,6 +47,8 @@ BUDGET_DEFAULTS: dict[str, Any] = {
     "n_schedule": [],
     "max_tokens": 256,
     "max_steps": None,
+    "budget_total": None,
+    "budget_unit": "candidates",
 }
 
 #: The error class stored for a task whose verifier raised on every candidate: not a wrong
