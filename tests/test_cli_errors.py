@@ -66,6 +66,9 @@ CASES: list[tuple[str, list[str], list[str]]] = [
     ("resume-without-dir", ["run", "text2sql", "--resume"], ["--run-dir"]),
     ("offset-past-end", ["run", "text2sql", "--offset", "100000"], ["selects no examples"]),
     ("run-data-missing", ["run", "text2sql", "--data", "{tmp}/nowhere"], ["not found"]),
+    ("budget-total-not-adaptive", ["run", "text2sql", "--budget-total", "10"], ["--budget-total", "--graph adaptive"]),
+    ("budget-total-zero", ["run", "text2sql", "--graph", "adaptive", "--budget-total", "0"],
+     ["--budget-total must be >= 1"]),
     ("webshop-data-empty", ["run", "webshop", "--data", "{tmp}/emptydir"], ["items_shuffle"]),
     # report
     ("report-missing", ["report", "{tmp}/nowhere"], ["no run found"]),

@@ -126,6 +126,26 @@ async def test_ray_stores_the_same_results_as_local(cluster: str, tmp_path: Path
     assert sorted(seen["local"]) == sorted(seen["ray"]) == sorted(local)
 
 
+async def test_a_run_budget_gives_the_same_run_on_ray(cluster: str, tmp_path: Path) -> None:
+    # --budget-total: every task's allowance goes with it to the worker, and the ledger's allowances
+    # do not depend on the executor.
+    spec = RunSpec(
+        graph="adaptive", n=4, backend="function", limit=8, concurrency=4, max_tokens=64, budget_total=14,
+        budget_window=2,
+    )  # fmt: skip
+    budgets = {}
+    for executor in ("local", "ray"):
+        summary = await run_suite(
+            RunSpec(**{**_fields(spec), "executor": executor}),
+            run_dir=tmp_path / executor,
+            backend=FunctionBackend(answer),
+        )
+        assert summary.tasks == 8 and summary.errors == 0 and summary.budget["spent"] <= 14
+        budgets[executor] = summary.budget
+    assert stored(tmp_path / "local") == stored(tmp_path / "ray")
+    assert budgets["local"] == budgets["ray"]
+
+
 def _fields(spec: RunSpec) -> dict:
     return {k: getattr(spec, k) for k in RunSpec.__dataclass_fields__}
 

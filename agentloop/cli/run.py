@@ -157,6 +157,27 @@ def run(
         float | None,
         typer.Option(min=0.0, callback=above_zero, help="Budget: wall seconds per task (default: no cap)."),
     ] = None,
+    budget_total: Annotated[
+        int | None,
+        typer.Option(
+            "--budget-total",
+            help="Budget for the whole run, in --budget-unit, shared by the tasks of an adaptive graph: a "
+            "task that passes early or shows no progress hands its unspent share on to later tasks "
+            "(docs/graphs.md). Default: none.",
+        ),
+    ] = None,
+    budget_unit: Annotated[
+        str,
+        typer.Option("--budget-unit", help="What --budget-total counts: candidates or tokens (generated)."),
+    ] = "candidates",
+    budget_window: Annotated[
+        int,
+        typer.Option(
+            "--budget-window",
+            help="--budget-total: a task draws on the savings of tasks at least this many + 1 places "
+            "before it, and at most this many + 1 tasks run at once.",
+        ),
+    ] = 8,
     memory: Annotated[
         str | None,
         typer.Option(
@@ -237,6 +258,7 @@ def run(
         ("--memory-write", memory_write, WRITE_MODES),
         ("--policy", policy, ("auto", "react", "choice", "first")),
         ("--constrain", constrain, ("auto", "schema", "none")),
+        ("--budget-unit", budget_unit, ("candidates", "tokens")),
     ):
         if value not in allowed:
             raise typer.BadParameter(f"{value!r}: use one of {', '.join(allowed)}", param_hint=flag)

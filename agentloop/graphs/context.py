@@ -31,7 +31,8 @@ class LoopConfig:
 
     ``threshold=None`` stops as soon as a candidate passes; a number stops once the
     best score reaches it. ``patience`` stops after that many rounds without a better
-    best score. ``concurrency`` bounds concurrent backend requests and verifier calls.
+    best score. ``give_up_after`` stops (``no_progress``) after that many rounds in which no
+    candidate earned any credit (no pass, best score 0). ``concurrency`` bounds concurrent backend requests and verifier calls.
     ``batched=False`` sends n requests with n=1 (for backends without native ``n``;
     the graphs also switch to this on their own once a backend returns short).
     ``n_schedule`` sets the candidates per round where they differ (``(4, 1)``: sample
@@ -46,6 +47,7 @@ class LoopConfig:
     max_tokens: int = 256
     threshold: float | None = None
     patience: int | None = None
+    give_up_after: int | None = None
     concurrency: int = 8
     seed: int | None = None
     batched: bool = True
@@ -64,6 +66,8 @@ class LoopConfig:
             raise ValueError(f"threshold must be in [0, 1] or None, got {self.threshold}")
         if self.patience is not None and self.patience < 1:
             raise ValueError(f"patience must be >= 1 or None, got {self.patience}")
+        if self.give_up_after is not None and self.give_up_after < 1:
+            raise ValueError(f"give_up_after must be >= 1 or None, got {self.give_up_after}")
         object.__setattr__(self, "stop", tuple(self.stop))
         given = tuple(self.n_schedule)
         try:

@@ -10,7 +10,7 @@ from agentloop.graphs.task import Candidate
 
 __all__ = ["StopReason", "evaluate", "reached_threshold"]
 
-StopReason = Literal["threshold", "max_rounds", "no_improvement", "budget", "backend_error"]
+StopReason = Literal["threshold", "max_rounds", "no_improvement", "no_progress", "budget", "backend_error"]
 
 
 def reached_threshold(candidate: Candidate | None, threshold: float | None) -> bool:
@@ -20,6 +20,13 @@ def reached_threshold(candidate: Candidate | None, threshold: float | None) -> b
     if threshold is None:
         return candidate.passed
     return candidate.score >= threshold
+
+
+def _credit(best: Candidate | None) -> bool:
+    """Whether the best candidate earned anything: it passed, or scored above 0."""
+    if best is None or best.verdict is None:
+        return False
+    return best.passed or best.score > 0.0
 
 
 def evaluate(
@@ -45,6 +52,8 @@ def evaluate(
         return "max_rounds", f"ran {config.rounds} round(s)"
     if config.patience is not None and stale_rounds >= config.patience:
         return "no_improvement", f"no better candidate for {stale_rounds} round(s)"
+    if config.give_up_after is not None and round + 1 >= config.give_up_after and not _credit(best):
+        return "no_progress", f"no candidate earned any credit in {round + 1} round(s)"
     if spent is not None:
         return "budget", f"{spent} budget spent after round {round + 1}"
     return None, ""

@@ -15,6 +15,7 @@ __all__ = [
     "BUDGET_KEYS",
     "VERIFIER_ERROR",
     "RunSummary",
+    "budget_spend",
     "difficulties",
     "effective_shape",
     "shape_label",
@@ -31,6 +32,8 @@ BUDGET_KEYS: tuple[str, ...] = (
     "n_schedule",
     "max_tokens",
     "max_steps",
+    "budget_total",
+    "budget_unit",
 )
 
 #: What a run stored before a budget setting existed is taken to have had: the run spec's
@@ -44,6 +47,8 @@ BUDGET_DEFAULTS: dict[str, Any] = {
     "n_schedule": [],
     "max_tokens": 256,
     "max_steps": None,
+    "budget_total": None,
+    "budget_unit": "candidates",
 }
 
 #: The error class stored for a task whose verifier raised on every candidate: not a wrong
@@ -55,6 +60,17 @@ VERIFIER_ERROR = "VerifierError"
 _LEGACY_LEVELS: tuple[str, ...] = ("easy", "medium", "hard", "extra")
 # Runs stored before the config recorded the effective shape: the built-in graphs that fix it.
 _LEGACY_ONE_ROUND = ("best_of_n", "self_consistency")
+
+
+def budget_spend(task: Any, unit: str) -> int:
+    """What a stored task spent of a run-level budget (``--budget-total``) in ``unit``.
+
+    ``candidates``: candidates sampled. ``tokens``: generated tokens, less what concept memory
+    generated for the task (memory's calls never count against a budget).
+    """
+    if unit == "candidates":
+        return int(task.candidates)
+    return int(task.completion_tokens) - int(getattr(task, "memory_completion_tokens", None) or 0)
 
 
 def difficulties(config: Mapping[str, Any], stored: Iterable[str | None] = ()) -> tuple[str, ...]:
@@ -119,6 +135,9 @@ class RunSummary:
     memory: dict[str, Any] | None = None
     # Every task stored with an error, as ``{"task_id", "error"}`` (the error's first line).
     failed: list[dict[str, str]] = field(default_factory=list)
+    # With ``--budget-total``: the budget, its unit, what the tasks spent and each task's share
+    # and spend (:meth:`RunReport.budget`, plus the ledger's allowances); None without one.
+    budget: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -139,4 +158,6 @@ class RunSummary:
             out["memory"] = self.memory
         if self.failed:
             out["failed"] = self.failed
+        if self.budget is not None:
+            out["budget"] = self.budget
         return out

@@ -67,6 +67,9 @@ def render_reports(reports: Sequence[RunReport], console: Console) -> None:
     if any(m.get("memory_tokens_per_task") for m in metrics):
         row("  memory", [_num(m.get("memory_tokens_per_task"), 0) for m in metrics])
     row("LLM calls / task", [_num(m["llm_calls_per_task"]) for m in metrics])
+    budgets = [r.budget() for r in reports]
+    if any(b is not None for b in budgets):
+        row("run budget spent", [f"{b['spent']}/{b['total']} {b['unit']}" if b else "-" for b in budgets])
     row("latency / task (s)", [_latency(m) for m in metrics])
     row("wall (s)", [f"{r.run.wall_s:.1f}" for r in reports])
     console.print(table)

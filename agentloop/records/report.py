@@ -16,6 +16,7 @@ from agentloop.records.config import (
     BUDGET_KEYS,
     VERIFIER_ERROR,
     RunSummary,
+    budget_spend,
     difficulties,
     effective_shape,
     shape_label,
@@ -202,6 +203,26 @@ class RunReport:
             "total_tokens": prompt + completion,
         }
 
+    def budget(self) -> dict[str, Any] | None:
+        """The run-level budget (``--budget-total``) and its spend, overall and per task; None without one."""
+        total = self.run.config.get("budget_total")
+        if total is None:
+            return None
+        unit = str(self.run.config.get("budget_unit") or BUDGET_DEFAULTS["budget_unit"])
+        spends = [budget_spend(t, unit) for t in self.tasks]
+        per_task = [
+            {"task_id": t.task_id, "spent": s, "stop_reason": t.stop_reason}
+            for t, s in zip(self.tasks, spends, strict=True)
+        ]
+        spent = sum(spends)
+        return {
+            "total": int(total),
+            "unit": unit,
+            "spent": spent,
+            "left": int(total) - spent,
+            "tasks": per_task,
+        }
+
     def summary(self, *, skipped: int = 0) -> RunSummary:
         """The ``agentloop run --json`` summary of this run."""
         metrics = self.metrics()
@@ -232,6 +253,7 @@ class RunReport:
             usage=self.usage(),
             run_dir=str(self.run_dir),
             failed=[{"task_id": t.task_id, "error": first_line(t.error)} for t in self.failed_tasks()],
+            budget=self.budget(),
         )
 
     def failed_tasks(self) -> list[StoredTask]:
@@ -253,6 +275,9 @@ class RunReport:
             "metrics": self.metrics(),
             "usage": self.usage(),
         }
+        budget = self.budget()
+        if budget is not None:
+            d["budget"] = budget
         if self.upper_bound:
             d["note"] = UPPER_BOUND_NOTE
         if results:

@@ -12,6 +12,7 @@ import abc
 import time
 from typing import TYPE_CHECKING, Any
 
+from agentloop.graphs.budget import Budget
 from agentloop.graphs.library import GraphSpec
 from agentloop.records.store import RunStore, TaskOutcome
 from agentloop.runs.spec import RunSpec
@@ -44,8 +45,11 @@ class Executor(abc.ABC):
         """The run the tasks go to, once it is open (``memory_id``: its concept memory's run id)."""
 
     @abc.abstractmethod
-    async def run(self, item: SuiteItem, wall_origin: float) -> TaskOutcome:
-        """Run ``item`` and store it; ``wall_origin`` is the clock at which the run's wall time was 0."""
+    async def run(self, item: SuiteItem, wall_origin: float, *, budget: Budget | None = None) -> TaskOutcome:
+        """Run ``item`` and store it; ``wall_origin`` is the clock at which the run's wall time was 0.
+
+        ``budget``: the task's caps when they are not the spec's (its share of ``--budget-total``).
+        """
 
     @abc.abstractmethod
     async def close(self, *, flush: bool) -> dict[str, Any] | None:
@@ -82,9 +86,9 @@ class LocalExecutor(Executor):
             if resume:
                 await self.memory.resume()
 
-    async def run(self, item: SuiteItem, wall_origin: float) -> TaskOutcome:
+    async def run(self, item: SuiteItem, wall_origin: float, *, budget: Budget | None = None) -> TaskOutcome:
         assert self.runner is not None and self.store is not None and self.run_id is not None
-        outcome = await self.runner.run_one(item)
+        outcome = await self.runner.run_one(item, budget=budget)
         # One transaction per task: result row, trajectory and the run's wall time.
         self.store.record(self.run_id, outcome, run_wall_s=time.time() - wall_origin)
         return outcome

@@ -33,6 +33,7 @@ from ray.exceptions import RayActorError, RayTaskError
 from agentloop import tracing
 from agentloop.backends.registry import BackendOptions, resolve_backend
 from agentloop.errors import AgentloopError
+from agentloop.graphs.budget import Budget
 from agentloop.graphs.library import graph_spec
 from agentloop.records.store import (
     STORE_FILE,
@@ -170,7 +171,9 @@ class TaskWorker:
             "backend": session.runner.backend.id,
         }
 
-    async def run(self, task_id: str, run: tuple[int, str | None], wall_origin: float) -> TaskOutcome:
+    async def run(
+        self, task_id: str, run: tuple[int, str | None], wall_origin: float, budget: Budget | None = None
+    ) -> TaskOutcome:
         """Run the task ``task_id``, store it, and return its outcome.
 
         ``run`` is the run's id in the store and its memory run id (the driver opens the run
@@ -187,7 +190,7 @@ class TaskWorker:
                     f"task {task_id!r} is not among the suite's tasks on worker {os.getpid()}: the "
                     "suite must build the same tasks on every node (the same data, code and version)"
                 )
-            outcome = await session.runner.run_one(item)
+            outcome = await session.runner.run_one(item, budget=budget)
             # On the event loop, as the local runner does: a thread hop per task cost more CPU than
             # it saved, and while the store retries a restarting database, no other task could
             # store either.
@@ -323,14 +326,16 @@ class RayExecutor(Executor):
         # The workers bind on their first task (and resume memory always: see TaskWorker._bind).
         self.bound = (run_id, memory_id)
 
-    async def run(self, item: SuiteItem, wall_origin: float) -> TaskOutcome:
+    async def run(self, item: SuiteItem, wall_origin: float, *, budget: Budget | None = None) -> TaskOutcome:
         """Run ``item`` on the least busy worker, which stores it; a task whose worker kept dying is stored here."""
         assert self.bound[0] != _UNBOUND and self.store is not None, "bind() the executor to its run first"
         k = min(range(len(self.actors)), key=self.load.__getitem__)
         self.load[k] += 1
         started = time.time()
         try:
-            outcome: TaskOutcome = await self.actors[k].run.remote(item.task_id, self.bound, wall_origin)
+            outcome: TaskOutcome = await self.actors[k].run.remote(
+                item.task_id, self.bound, wall_origin, budget
+            )
             return outcome
         except RayTaskError as exc:  # the store gave up, or the suite differs on the worker
             raise _cause(exc) from None

@@ -23,9 +23,11 @@ from agentloop._plugins import reference_label
 from agentloop.backends.registry import BackendOptions, resolve_backend
 from agentloop.errors import AgentloopError, MissingExtraError
 from agentloop.graphs.library import GRAPHS, GraphSpec, graph_hash, graph_spec
+from agentloop.records.config import budget_spend
 from agentloop.records.report import RunReport
-from agentloop.records.store import RunStore, TaskOutcome
+from agentloop.records.store import RunNotFoundError, RunStore, TaskOutcome
 from agentloop.runs.executor import Executor, LocalExecutor
+from agentloop.runs.ledger import Ledger
 from agentloop.runs.progress import Bar, progress_bar
 from agentloop.runs.spec import BUDGET_KEYS, RESULT_KEYS, STORED_DEFAULTS, RunSpec, RunSummary
 from agentloop.runs.tasks import memory_id
@@ -127,15 +129,18 @@ async def run_suite(
         items = _suite_items(suite, spec, backend)
         store = RunStore.for_run_dir(directory, store=store_url)
         await executor.start(store)
+        if resume and spec.budget_total is not None:
+            _check_planned(store, len(items), directory)
         run_id = _open_run(store, spec, suite, graph, items, resume=resume, where=directory)
         done = store.finished_task_ids(run_id)
         todo = [item for item in items if item.task_id not in done]
+        ledger = _ledger(store, spec, graph, items) if spec.budget_total is not None else None
         await executor.bind(
             run_id, memory_id(directory, store.load().created) if spec.memory else None, resume=resume
         )
         if on_start is not None:
             on_start(directory, len(items), len(items) - len(todo))
-        session = _Session(spec, executor, abort_after, on_task, directory)
+        session = _Session(spec, executor, abort_after, on_task, directory, ledger)
         label = suite.name
         run_attributes = {
             "agentloop.suite": label,
@@ -155,7 +160,10 @@ async def run_suite(
             ) as bar,
         ):
             session.bar = bar
-            await session.run(todo, store.run_wall(run_id))
+            if ledger is not None:
+                await session.run_shared(items, todo, store.run_wall(run_id))
+            else:
+                await session.run(todo, store.run_wall(run_id))
     except BaseException as exc:
         interrupted = not isinstance(exc, Exception)
         raise
@@ -177,7 +185,49 @@ async def run_suite(
     summary = report.summary(skipped=len(items) - len(todo))
     if spec.memory is not None:
         summary = replace(summary, memory=memory_counts or {"retrieved": 0, "written": 0})
+    if ledger is not None and summary.budget is not None:
+        summary = replace(summary, budget=_with_allowances(summary.budget, ledger, items))
     return summary
+
+
+def _check_planned(store: RunStore, planned: int, where: Path) -> None:
+    """A run-level budget is shared over the tasks planned at the start: a resume keeps them."""
+    try:
+        stored = store.load().planned
+    except RunNotFoundError:
+        return
+    if stored != planned:
+        raise AgentloopError(
+            f"{where} holds a run with --budget-total over {stored} tasks, and this resume selects "
+            f"{planned}: resume it with its own --limit (or none), or choose a new --run-dir"
+        )
+
+
+def _ledger(store: RunStore, spec: RunSpec, graph: GraphSpec, items: list[SuiteItem]) -> Ledger:
+    """The run's budget ledger, with the tasks stored so far (a resume picks up where it stopped)."""
+    assert spec.budget_total is not None
+    cap: int | None
+    if spec.budget_unit == "candidates":
+        cap = graph.adjust(spec.loop_config()).n  # the most one task samples
+        if spec.max_candidates is not None:
+            cap = min(cap, spec.max_candidates)
+    else:
+        cap = spec.max_tokens_total
+    ledger = Ledger(spec.budget_total, len(items), window=spec.budget_window, cap=cap)
+    position = {item.task_id: i for i, item in enumerate(items)}
+    for t in store.load().tasks:
+        if t.task_id in position:
+            # A task stored with an error (retried now) or retried after one holds its allowance.
+            releases = t.error is None and t.attempt == 1
+            ledger.finish(position[t.task_id], budget_spend(t, spec.budget_unit), releases=releases)
+    return ledger
+
+
+def _with_allowances(budget: dict[str, Any], ledger: Ledger, items: list[SuiteItem]) -> dict[str, Any]:
+    """The report's budget with each task's allowance from the ledger, and the run's window."""
+    allowances = dict(zip((item.task_id for item in items), ledger.allowances(), strict=True))
+    tasks = [{**t, "allowance": allowances.get(t["task_id"])} for t in budget["tasks"]]
+    return {**budget, "window": ledger.window, "tasks": tasks}
 
 
 def _suite_items(suite: Suite, spec: RunSpec, backend: Backend | None) -> list[SuiteItem]:
@@ -263,8 +313,10 @@ class _Session:
         abort_after: int,
         on_task: Callable[[TaskOutcome], None] | None,
         run_dir: Path,
+        ledger: Ledger | None = None,
     ):
         self.spec = spec
+        self.ledger = ledger
         self.executor = executor
         self.abort_after = abort_after
         self.on_task = on_task
@@ -287,16 +339,74 @@ class _Session:
         tasks = [asyncio.create_task(gated(item)) for item in items]
         try:
             for next_done in asyncio.as_completed(tasks):
-                outcome = await next_done
-                if self.on_task is not None:
-                    self.on_task(outcome)
-                if self.bar is not None:
-                    self.bar.advance(outcome)
-                self._check_abort(outcome, len(items))
+                self._finished(await next_done, len(items))
         finally:
             for t in tasks:
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def run_shared(self, items: list[SuiteItem], todo: list[SuiteItem], base_wall: float) -> None:
+        """Run ``todo`` under the run-level budget: started in task order, each with its allowance.
+
+        ``items`` are all the run's tasks (their positions are the ledger's). A task starts once a
+        slot is free and the ledger has decided its allowance (see :mod:`agentloop.runs.ledger`).
+        """
+        ledger = self.ledger
+        assert ledger is not None
+        if not todo:
+            return
+        wall_origin = time.time() - base_wall
+        position = {item.task_id: i for i, item in enumerate(items)}
+        retried = {item.task_id for item in todo if ledger.is_finished(position[item.task_id])}
+        slots = asyncio.Semaphore(self.spec.concurrency)
+        changed = asyncio.Condition()
+        results: asyncio.Queue[TaskOutcome | BaseException] = asyncio.Queue()
+        workers: list[asyncio.Task[None]] = []
+
+        async def one(i: int, item: SuiteItem, allowance: int) -> None:
+            try:
+                outcome = await self.executor.run(item, wall_origin, budget=self.spec.budget(allowance))
+            except Exception as exc:  # the store gave up: the run stops, as without a budget
+                results.put_nowait(exc)
+                return
+            finally:
+                slots.release()
+            releases = outcome.error is None and item.task_id not in retried
+            ledger.finish(i, budget_spend(outcome.usage, self.spec.budget_unit), releases=releases)
+            async with changed:
+                changed.notify_all()
+            results.put_nowait(outcome)
+
+        async def launch() -> None:
+            try:
+                for item in todo:
+                    i = position[item.task_id]
+                    await slots.acquire()
+                    async with changed:
+                        await changed.wait_for(lambda i=i: ledger.ready(i))  # type: ignore[misc]
+                    workers.append(asyncio.create_task(one(i, item, ledger.allowance(i))))
+            except Exception as exc:
+                results.put_nowait(exc)
+
+        launcher = asyncio.create_task(launch())
+        try:
+            for _ in todo:
+                got = await results.get()
+                if isinstance(got, BaseException):
+                    raise got
+                self._finished(got, len(todo))
+        finally:
+            launcher.cancel()
+            for t in workers:
+                t.cancel()
+            await asyncio.gather(launcher, *workers, return_exceptions=True)
+
+    def _finished(self, outcome: TaskOutcome, total: int) -> None:
+        if self.on_task is not None:
+            self.on_task(outcome)
+        if self.bar is not None:
+            self.bar.advance(outcome)
+        self._check_abort(outcome, total)
 
     def _check_abort(self, outcome: TaskOutcome, total: int) -> None:
         if outcome.error is None:

@@ -22,10 +22,27 @@ if TYPE_CHECKING:
     from agentloop.memory import AbstractionStyle
     from agentloop.suites import Suite
 
-__all__ = ["BUDGET_KEYS", "EXECUTORS", "RESULT_KEYS", "STORED_DEFAULTS", "RunSpec", "RunSummary"]
+__all__ = [
+    "BUDGET_KEYS",
+    "BUDGET_UNITS",
+    "EXECUTORS",
+    "NO_PROGRESS_WAVES",
+    "RESULT_KEYS",
+    "SHARED_BUDGET_GRAPHS",
+    "STORED_DEFAULTS",
+    "RunSpec",
+    "RunSummary",
+]
 
 #: Where a run's tasks run: in this process, or on a pool of Ray actors (``agentloop[ray]``).
 EXECUTORS: tuple[str, ...] = ("local", "ray")
+#: What ``--budget-total`` counts: candidates sampled, or generated (completion) tokens.
+BUDGET_UNITS: tuple[str, ...] = ("candidates", "tokens")
+#: The graphs that spend a run-level budget (``--budget-total``): they stop a task early on
+#: their own, so its unspent share can go to later tasks.
+SHARED_BUDGET_GRAPHS: tuple[str, ...] = ("adaptive", "adaptive_sample", "adaptive_flat")
+#: With ``--budget-total``, a task whose first this-many waves earned no credit stops (``no_progress``).
+NO_PROGRESS_WAVES = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +81,13 @@ class RunSpec:
     max_candidates: int | None = None
     max_tokens_total: int | None = None
     max_seconds: float | None = None
+    # A run-level budget (docs/graphs.md, "A budget for the whole run"): ``budget_total`` of
+    # ``budget_unit`` (candidates or generated tokens) shared by every task of an adaptive graph,
+    # handed out by the ledger (agentloop.runs.ledger); a task draws on the savings of tasks at
+    # least ``budget_window + 1`` places before it. None: no run-level budget.
+    budget_total: int | None = None
+    budget_unit: str = "candidates"
+    budget_window: int = 8
     seed: int | None = 0
     concurrency: int = 4
     # One server URL, or several (comma-separated) spread over the Ray workers.
@@ -117,6 +141,7 @@ class RunSpec:
             # Absolute, so that a resume from another directory compares equal.
             object.__setattr__(self, "data", str(Path(self.data).expanduser().resolve()))
         self._check_memory()
+        self._check_budget_total()
         self.loop_config()  # validates n, rounds, max_tokens, temperature, top_p, stopping
         self.budget()  # validates the caps
 
@@ -136,6 +161,26 @@ class RunSpec:
             for flag, value in (("--ray-address", self.ray_address), ("--workers", self.workers)):
                 if value is not None:
                     raise AgentloopError(f"{flag} goes with --executor ray")
+
+    def _check_budget_total(self) -> None:
+        from agentloop.errors import AgentloopError
+
+        if self.budget_unit not in BUDGET_UNITS:
+            raise AgentloopError(f"--budget-unit {self.budget_unit!r}: use one of {', '.join(BUDGET_UNITS)}")
+        if self.budget_window < 0:
+            raise AgentloopError(f"--budget-window must be >= 0, got {self.budget_window}")
+        if self.budget_total is None:
+            return
+        if self.budget_total < 1:
+            raise AgentloopError(
+                f"--budget-total must be >= 1 ({self.budget_unit} for the whole run), got {self.budget_total}"
+            )
+        if self.graph not in SHARED_BUDGET_GRAPHS:
+            raise AgentloopError(
+                f"--budget-total shares one budget across tasks only with an adaptive graph, not "
+                f"{self.graph!r}: add --graph adaptive (or {', '.join(SHARED_BUDGET_GRAPHS[1:])}), or cap "
+                "each task with --max-candidates / --max-tokens-total"
+            )
 
     def endpoints(self) -> list[str]:
         """``base_url`` split into its endpoints (several, comma-separated, for Ray workers to share)."""
@@ -200,19 +245,27 @@ class RunSpec:
             max_tokens=self.max_tokens,
             threshold=self.threshold,
             patience=self.patience,
+            # Under a run-level budget, a task with no credit after its first waves gives up.
+            give_up_after=NO_PROGRESS_WAVES if self.budget_total is not None else None,
             concurrency=self.concurrency,
             seed=self.seed,
         )
 
-    def budget(self) -> Budget:
-        """Each task's own caps (every task gets a fresh tracker, so tasks never share one)."""
+    def budget(self, allowance: int | None = None) -> Budget:
+        """Each task's own caps (every task gets a fresh tracker, so tasks never share one).
+
+        ``allowance``: the task's share of ``budget_total`` (in ``budget_unit``), which tightens
+        the per-task cap of that unit.
+        """
         from agentloop.graphs.budget import Budget
 
-        return Budget(
-            max_candidates=self.max_candidates,
-            max_tokens=self.max_tokens_total,
-            max_wall_s=self.max_seconds,
-        )
+        candidates, tokens = self.max_candidates, self.max_tokens_total
+        if allowance is not None:
+            if self.budget_unit == "candidates":
+                candidates = allowance if candidates is None else min(candidates, allowance)
+            else:
+                tokens = allowance if tokens is None else min(tokens, allowance)
+        return Budget(max_candidates=candidates, max_tokens=tokens, max_wall_s=self.max_seconds)
 
     def budget_key(self) -> dict[str, Any]:
         """What makes two runs compute-matched: caps, candidates per round, rounds, tokens per candidate."""

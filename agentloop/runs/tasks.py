@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from agentloop import tracing
 from agentloop._plugins import reference_label
 from agentloop.graphs import Candidate, LoopResult, jsonable
-from agentloop.graphs.budget import LoopUsage
+from agentloop.graphs.budget import Budget, LoopUsage
 from agentloop.graphs.library import GraphSpec
 from agentloop.graphs.run import run_task
 from agentloop.records.config import VERIFIER_ERROR
@@ -60,8 +60,11 @@ class TaskRunner:
         self.memory = memory
         self.config = spec.loop_config().replace(stop=suite.stop)
 
-    async def run_one(self, item: SuiteItem) -> TaskOutcome:
-        """``item``'s outcome; a task that raises is an outcome with its error, never an exception."""
+    async def run_one(self, item: SuiteItem, *, budget: Budget | None = None) -> TaskOutcome:
+        """``item``'s outcome; a task that raises is an outcome with its error, never an exception.
+
+        ``budget``: the task's caps (default: the spec's own, :meth:`RunSpec.budget`).
+        """
         started, t0 = time.time(), time.perf_counter()
 
         def outcome(**fields: Any) -> TaskOutcome:
@@ -85,7 +88,7 @@ class TaskRunner:
                     self.backend,
                     self.graph,
                     config=self.config,
-                    budget=self.spec.budget(),
+                    budget=budget if budget is not None else self.spec.budget(),
                     memory=self.memory,
                 )
                 score = await self.suite.score(item, result)
