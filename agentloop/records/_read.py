@@ -238,6 +238,31 @@ class ReadMixin:
             out.setdefault(row[0], []).append(dict(zip(keys, row[1:], strict=True)))
         return out
 
+    def unscored_candidates(self, name: str | None = None) -> dict[str, list[dict[str, Any]]]:
+        """Every candidate of each task that has one without an official score, by task id, in order.
+
+        What rescoring a run stored before revision 0004 reads (``official`` is NULL on the
+        candidates to score; the task's others come too, since a suite scores one among them;
+        ``id`` is the row's, for :meth:`RunStore.fill_official`).
+        """
+        query = (
+            select(CandidateRow, TaskResultRow.task_id)
+            .join(TaskResultRow, CandidateRow.task_result_id == TaskResultRow.id)
+            .join(RunRow)
+            .where(RunRow.name == self._name(name))
+            .order_by(TaskResultRow.index, CandidateRow.position)
+        )
+        keys = [c.key for c in CandidateRow.__table__.columns if c.key != "task_result_id"]
+
+        def read(s: Session) -> dict[str, list[dict[str, Any]]]:
+            out: dict[str, list[dict[str, Any]]] = {}
+            for row, task_id in s.execute(query):
+                out.setdefault(task_id, []).append({k: getattr(row, k) for k in keys})
+            return out
+
+        table = self._call(read)
+        return {t: cands for t, cands in table.items() if any(c["official"] is None for c in cands)}
+
     def task_extra(self, task_id: str, name: str | None = None) -> tuple[Any, Any, Any] | None:
         """One task's lessons shown, lessons written and traceback (what its page shows beyond the row)."""
         query = (

@@ -20,7 +20,7 @@ import itertools
 import math
 import random
 import statistics
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -200,8 +200,13 @@ def load_curve(
     store: str | None = None,
     seed: int = 0,
     resamples: int = 1000,
+    officials: Mapping[tuple[str, int], Mapping[str, Any]] | None = None,
 ) -> Curve:
-    """``report``'s curve over k (sampling runs) or its single point, in ``cost`` units."""
+    """``report``'s curve over k (sampling runs) or its single point, in ``cost`` units.
+
+    ``officials``: official scores by (task id, position) for candidates the store holds none
+    for (a rescoring that could not be saved: see :mod:`agentloop.runs.rescore`).
+    """
     if CURVE_GRAPHS.get(report.run.graph) is None:
         return load_point(report, cost=cost, seed=seed, resamples=resamples)
     rule = CURVE_GRAPHS[report.run.graph]
@@ -212,17 +217,23 @@ def load_curve(
         table = opened.candidate_table(report.run.name)
     if not any(table.values()):
         raise CurveError(f"run {report.label} stored no candidates: a curve over k needs its trajectory")
+    if officials:
+        for task_id, rows in table.items():
+            for c in rows:
+                if c.get("official") is None and (task_id, c["position"]) in officials:
+                    c["official"] = dict(officials[(task_id, c["position"])])
     per_task = [[_stat(c) for c in table.get(t.task_id, [])] for t in tasks]
     missing = sum(s is None for cands in per_task for s in cands)
     if missing == sum(len(cands) for cands in per_task):
         raise CurveError(
             f"run {report.label} was stored before candidates kept their official scores (store revision "
-            "0004): rerun it to draw its curve"
+            "0004): score them offline with agentloop report --frontier --rescore, or rerun it to draw its curve"
         )
     if missing:
         raise CurveError(
             f"run {report.label}: the suite failed to score {missing} candidate(s), so its curve would "
-            "count them as neither right nor wrong; fix the suite's score and rerun"
+            "count them as neither right nor wrong; fix the suite's score and rescore them (report --rescore), "
+            "or rerun it"
         )
     stats: list[list[CandidateStat]] = [[s for s in cands if s is not None] for cands in per_task]
     n = max(len(c) for c in stats)

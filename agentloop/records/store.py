@@ -407,6 +407,28 @@ class RunStore(ReadMixin):
 
         self._call(write, write=True)
 
+    def fill_official(self, scores: Mapping[int, CandidateScore]) -> int:
+        """Store official scores computed since (rescoring), by candidate row id; returns how many.
+
+        Only candidates still without one are written, so that filling twice, or from two
+        processes at once, leaves the first scores in place; a task stored again meanwhile has
+        new row ids, and keeps its own. One transaction.
+        """
+        ids = sorted(scores)
+        if not ids:
+            return 0
+
+        def write(s: Session) -> int:
+            written = 0
+            for i in range(0, len(ids), 500):  # SQLite's limit on bound parameters
+                for row in s.scalars(select(CandidateRow).where(CandidateRow.id.in_(ids[i : i + 500]))):
+                    if row.official is None:  # JSON null or SQL NULL: none yet
+                        row.official = scores[row.id].to_dict()
+                        written += 1
+            return written
+
+        return self._call(write, write=True)
+
     def set_run_wall(self, run_id: int, wall_s: float) -> None:
         self._call(
             lambda s: s.execute(update(RunRow).where(RunRow.id == run_id).values(wall_s=wall_s)), write=True
