@@ -11,6 +11,7 @@ from agentloop._lazy import lazy_getattr
 from agentloop.errors import DatasetError
 from agentloop.suites._base import (
     PROMPT_FORMATS,
+    CannotRescoreError,
     Score,
     Suite,
     SuiteError,
@@ -34,6 +35,7 @@ _LAZY = {
 __all__ = [
     "PROMPT_FORMATS",
     "SUITES",
+    "CannotRescoreError",
     "DatasetError",
     "HumanEvalSuite",
     "Score",

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "PROMPT_FORMATS",
+    "CannotRescoreError",
     "Score",
     "Suite",
     "SuiteError",
@@ -107,6 +108,10 @@ class SuiteError(AgentloopError, ValueError):
     """
 
 
+class CannotRescoreError(SuiteError):
+    """A suite cannot score a stored candidate offline (see :meth:`Suite.stored_answer`): one line, saying why."""
+
+
 class UnknownVerifierError(SuiteError):
     def __init__(self, suite: str, name: str, known: Sequence[str]):
         super().__init__(did_you_mean("verifier", name, known, note=f" (for {suite})"))
@@ -188,6 +193,23 @@ class Suite(abc.ABC):
 
         alone = dataclasses.replace(result, best=candidate, candidates=[candidate], votes=None)
         return await self.score(item, alone)
+
+    def stored_answer(self, item: SuiteItem, text: str, answer: str | None) -> Any:
+        """A stored candidate's answer, rebuilt offline: what rescoring a run stored before its
+        candidates kept their official scores (store revision 0004) hands :meth:`score_candidate`.
+
+        ``text`` is the candidate's completion and ``answer`` its answer as the store kept it
+        (a string, or JSON of anything else). The default parses ``text`` again with the task's
+        own ``parse`` (a parse that raises raises here, and the candidate is not rescored). A task
+        whose candidates are episodes (a rollout) cannot be parsed again: such a suite overrides
+        this (WebShop replays the stored actions) or raises :class:`CannotRescoreError`.
+        """
+        if hasattr(item.task, "rollout"):
+            raise CannotRescoreError(
+                f"suite {self.name!r} keeps whole episodes as candidates and says no way to score a "
+                "stored one offline (Suite.stored_answer)"
+            )
+        return item.task.parse(text)
 
     def upper_bound(self, verifier: str) -> bool:
         """Whether runs with ``verifier`` read the reference while they run (an oracle)."""

@@ -397,8 +397,16 @@ def _join_scopes(i: int, a: Sequence[str], j: int, b: Sequence[str]) -> tuple[li
     for sk, pair, qualifiers in [
         (s, f"({ti} join_op {tj} | {tj} join_op {ti})", [(ti, f"COLUMNS_{i}"), (tj, f"COLUMNS_{j}")]),
         # With aliases, one scope per order: T1 qualifies the first table's columns only.
-        (s + "a", f"{ti} {first} join_op {tj} {second}", [("ALIAS_1", f"COLUMNS_{i}"), ("ALIAS_2", f"COLUMNS_{j}")]),
-        (s + "b", f"{tj} {first} join_op {ti} {second}", [("ALIAS_1", f"COLUMNS_{j}"), ("ALIAS_2", f"COLUMNS_{i}")]),
+        (
+            s + "a",
+            f"{ti} {first} join_op {tj} {second}",
+            [("ALIAS_1", f"COLUMNS_{i}"), ("ALIAS_2", f"COLUMNS_{j}")],
+        ),
+        (
+            s + "b",
+            f"{tj} {first} join_op {ti} {second}",
+            [("ALIAS_1", f"COLUMNS_{j}"), ("ALIAS_2", f"COLUMNS_{i}")],
+        ),
     ]:
         scope = _scope(
             sk, qualifiers, f"FROM {pair} join_constraint{sk}?", f"BARE{s.upper()}" if bare else ""

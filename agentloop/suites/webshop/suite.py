@@ -8,10 +8,18 @@ final episode is scored with the official reward whichever verifier chose it.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from agentloop.errors import AgentloopError, did_you_mean
-from agentloop.suites._base import Score, Suite, SuiteError, SuiteItem, SuiteOptions, content_hash
+from agentloop.suites._base import (
+    CannotRescoreError,
+    Score,
+    Suite,
+    SuiteError,
+    SuiteItem,
+    SuiteOptions,
+    content_hash,
+)
 from agentloop.suites.webshop._names import VERIFIERS
 
 if TYPE_CHECKING:
@@ -83,6 +91,20 @@ class WebShopSuite(Suite):
             )
             for t in tasks
         ]
+
+    def stored_answer(self, item: SuiteItem, text: str, answer: str | None) -> Any:
+        """A stored episode, replayed from its actions in a fresh environment (no model needed)."""
+        import json
+
+        try:
+            data = json.loads(answer) if answer else None
+        except ValueError:
+            data = None
+        actions = data.get("actions") if isinstance(data, dict) else None
+        if not isinstance(actions, list):
+            raise CannotRescoreError("a stored WebShop episode keeps no actions to replay")
+        ended = data.get("ended") if isinstance(data, dict) else None
+        return item.task.replay([str(a) for a in actions], ended)  # type: ignore[attr-defined]
 
     async def score(self, item: SuiteItem, result: LoopResult) -> Score:
         from agentloop.suites.webshop.task import Outcome, task_outcome

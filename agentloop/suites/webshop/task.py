@@ -258,6 +258,36 @@ class WebShopTask(RolloutTask):
         text = "\n".join(["Actions:", *history, ending])
         return Rollout(text=text, answer=out, finish_reason="stop" if out.ended == "purchase" else "length")
 
+    def replay(self, actions: Sequence[str], ended: str | None = None) -> Outcome:
+        """The episode ``actions`` make in a fresh environment, with its purchase and true reward.
+
+        The environment is deterministic, so a stored episode's actions give back its outcome
+        offline, with no model: how runs stored before candidates kept their official scores
+        are rescored. ``ended`` (the stored episode's) says how an episode with no purchase ended.
+        """
+        env = WebShopEnv(self.catalog, max_steps=self.max_steps, show_attrs=self.show_attrs)
+        env.reset(self.goal)
+        out = Outcome(self.instruction)
+        last: StepResult | None = None
+        for action in actions:
+            if env.done:
+                break
+            last = env.step(action)
+            out.actions.append(action)
+            out.observations.append(last.observation)
+        if last is not None and last.purchase is not None:
+            out.ended, out.purchase, out.reward, out.reward_info = (
+                "purchase",
+                last.purchase,
+                last.reward,
+                last.reward_info,
+            )
+        elif env.done:
+            out.ended = "step_limit"
+        elif ended in ("stuck", "budget"):
+            out.ended = ended  # type: ignore[assignment]
+        return out
+
     def completion_prompt(self, messages: Sequence[Message]) -> str | None:
         raw = self.prompt_format == "fewshot" or self.policy != "react"
         return messages[-1].content if raw else None
