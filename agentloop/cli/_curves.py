@@ -1,4 +1,8 @@
-"""``agentloop report --frontier`` and ``--compare --matched``: parse nothing, call records.curves, print."""
+"""``agentloop report --frontier`` and ``--compare --matched``: parse nothing, call records.curves, print.
+
+With ``--rescore``, runs stored before their candidates kept official scores are rescored
+offline first (agentloop.runs.rescore), here, where a suite may be loaded.
+"""
 
 from __future__ import annotations
 
@@ -22,6 +26,7 @@ def curves_report(
     store: str | None,
     plot: Path | None,
     as_json: bool,
+    rescore: bool = False,
 ) -> None:
     """Frontier tables and/or compute-matched comparisons of ``reports`` (the first is the base)."""
     from agentloop.records.curves import COSTS, CurveError, frontier_json, load_curve, matched_difference
@@ -35,7 +40,10 @@ def curves_report(
         raise AgentloopError("--matched compares runs: give one with --compare")
     console = Console()
     out: dict[str, Any] = {}
-    curves = [load_curve(r, cost=cost, store=store) for r in reports]
+    officials = [_rescore(r, store) if rescore else None for r in reports]
+    curves = [
+        load_curve(r, cost=cost, store=store, officials=o) for r, o in zip(reports, officials, strict=True)
+    ]
     if frontier:
         if plot is not None:
             err.print(f"[dim]plot: {plot_frontier(curves, plot)}[/]", highlight=False)
@@ -67,3 +75,62 @@ def curves_report(
         out["matched"] = rows
     if as_json:
         print_json(out)
+
+
+def _rescore(report: Any, store: str | None) -> dict[tuple[str, int], dict[str, Any]] | None:
+    """Rescore ``report``'s run where candidates lack official scores: a notice, a bar on a terminal, a result line.
+
+    Returns the scores when the store could not keep them (they serve this report only).
+    """
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from agentloop.runs.rescore import rescore_run_sync
+
+    bar: list[Any] = []
+
+    def on_start(count: int, suite: str) -> None:
+        err.print(
+            f"rescoring {count} candidates of {report.label} offline ({suite})…",
+            highlight=False,
+            soft_wrap=True,
+        )
+        if err.is_terminal:
+            progress = Progress(
+                TextColumn(report.label),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeRemainingColumn(),
+                console=err,
+                transient=True,
+            )
+            progress.start()
+            bar.extend([progress, progress.add_task("rescore", total=count)])
+
+    def advance(n: int) -> None:
+        if bar:
+            bar[0].update(bar[1], advance=n)
+
+    try:
+        done = rescore_run_sync(
+            report.run_dir, store=store, label=report.label, on_start=on_start, advance=advance
+        )
+    finally:
+        if bar:
+            bar[0].stop()
+    if not done.candidates and not done.failed:
+        return None
+    failed = f" ({done.failed} could not be scored)" if done.failed else ""
+    if done.saved:
+        err.print(
+            f"[dim]rescored {done.candidates} candidates of {done.run}{failed} (saved in its store)[/]",
+            highlight=False,
+            soft_wrap=True,
+        )
+        return None
+    err.print(
+        f"[yellow]rescored {done.candidates} candidates of {done.run}{failed}, but {done.note}: they serve "
+        "this report only[/]",
+        highlight=False,
+        soft_wrap=True,
+    )
+    return done.officials

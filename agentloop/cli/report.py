@@ -69,6 +69,14 @@ def report(
             help="Compute axis for --frontier/--matched: tokens, completion, candidates, calls, usd.",
         ),
     ] = "candidates",
+    rescore: Annotated[
+        bool,
+        typer.Option(
+            "--rescore",
+            help="With --frontier/--matched: first score offline the stored candidates of runs stored "
+            "before candidates kept their official scores, and save those scores in the run's store.",
+        ),
+    ] = False,
 ) -> None:
     """Summarize runs: accuracy overall and by difficulty, verifier passes, tokens and latency per task."""
     from agentloop.records.render import plot_reports, render_reports
@@ -83,11 +91,22 @@ def report(
         return
     if cost != "candidates" and not (frontier or matched):
         raise AgentloopError("--cost sets the compute axis of --frontier and --matched: give one of them")
+    if rescore and not (frontier or matched):
+        raise AgentloopError(
+            "--rescore scores stored candidates for --frontier and --matched: give one of them"
+        )
     if frontier or matched:
         from agentloop.cli._curves import curves_report
 
         curves_report(
-            reports, frontier=frontier, matched=matched, cost=cost, store=store, plot=plot, as_json=as_json
+            reports,
+            frontier=frontier,
+            matched=matched,
+            cost=cost,
+            store=store,
+            plot=plot,
+            as_json=as_json,
+            rescore=rescore,
         )
         return
     check_comparable(reports)
