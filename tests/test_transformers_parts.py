@@ -58,6 +58,23 @@ def test_moving_a_row_fills_a_hole_and_growth_keeps_contents():
     assert kv.keys[0][0, 0, 2, 0] == 7.0 and kv.lengths[0] == 3
 
 
+def test_growth_is_along_the_dimension_that_ran_out_and_only_as_far_as_the_rows_got():
+    kv = _cache()
+    kv.add_rows(_Prefix(2, 300, 1.0), 4, reserve=301)
+    assert (kv.row_capacity, kv.len_capacity) == (4, 384)  # the prefix, not prefix + max_tokens
+    for _ in range(3):  # more rows: more rows only (it used to grow the positions by half too)
+        kv.add_rows(_Prefix(2, 290, 2.0), 4, reserve=291)
+    assert (kv.row_capacity, kv.len_capacity) == (16, 384)
+    kv.lengths[:16] = 383  # every row at the last position the buffer holds
+    kv.step_inputs()
+    kv.end_step()
+    assert kv.len_capacity == 384
+    kv.step_inputs()  # the next write (position 384) does not fit: one more block of positions
+    assert kv.len_capacity == 512 and kv.row_capacity == 16
+    assert kv.keys[1][0, 0, 299, 0] == 2.0 and kv.keys[1][4, 0, 289, 0] == 3.0  # contents kept
+    assert kv.nbytes == 2 * 2 * 16 * 2 * 512 * 4 * 4
+
+
 def test_update_refuses_more_than_one_token_per_row():
     kv = _cache()
     kv.add_rows(_Prefix(2, 2, 1.0), 1, reserve=4)

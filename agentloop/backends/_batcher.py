@@ -254,7 +254,7 @@ class Batcher:
         slots = self._kv.add_rows(
             prep.prefix,
             request.n,
-            reserve=len(prep.prompt) + prep.max_new,
+            reserve=len(prep.prompt),  # grown as the rows get longer, not up front to max_new
             max_length=self.host._max_length(),
         )
         job.prep.prefix = None  # the rows hold their own copy now
