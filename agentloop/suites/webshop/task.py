@@ -240,15 +240,7 @@ class WebShopTask(RolloutTask):
             summary = _summary(env, last, action)
             history.append(f"{len(history) + 1}. {_one_line(action)} -> {summary}")
             pages.append((observation if last.valid else f"(invalid action: {last.message})", summary))
-        if last is not None and last.purchase is not None:
-            out.ended, out.purchase, out.reward, out.reward_info = (
-                "purchase",
-                last.purchase,
-                last.reward,
-                last.reward_info,
-            )
-        elif env.done:
-            out.ended = "step_limit"
+        _record_ending(out, env, last)
         ending = {
             "purchase": "Outcome: bought the product above.",
             "step_limit": f"Outcome: no purchase; the {self.max_steps}-action limit ran out.",
@@ -275,16 +267,7 @@ class WebShopTask(RolloutTask):
             last = env.step(action)
             out.actions.append(action)
             out.observations.append(last.observation)
-        if last is not None and last.purchase is not None:
-            out.ended, out.purchase, out.reward, out.reward_info = (
-                "purchase",
-                last.purchase,
-                last.reward,
-                last.reward_info,
-            )
-        elif env.done:
-            out.ended = "step_limit"
-        elif ended in ("stuck", "budget"):
+        if not _record_ending(out, env, last) and ended in ("stuck", "budget"):
             out.ended = ended  # type: ignore[assignment]
         return out
 
@@ -467,3 +450,19 @@ def _episode_line(c: Candidate) -> str:
 def _one_line(text: str, n: int = 120) -> str:
     text = " ".join(text.split())
     return text if len(text) <= n else text[: n - 3] + "..."
+
+
+def _record_ending(out: Outcome, env: WebShopEnv, last: StepResult | None) -> bool:
+    """Mark ``out`` as a purchase (with its reward) or as out of steps; whether either applied."""
+    if last is not None and last.purchase is not None:
+        out.ended, out.purchase, out.reward, out.reward_info = (
+            "purchase",
+            last.purchase,
+            last.reward,
+            last.reward_info,
+        )
+    elif env.done:
+        out.ended = "step_limit"
+    else:
+        return False
+    return True
