@@ -47,7 +47,9 @@ def load_average() -> list[float]:
 
 def export_rev(rev: str, dest: Path) -> Path:
     """The package as of ``rev``, unpacked under ``dest``; returns the dir to put on PYTHONPATH."""
-    data = subprocess.run(["git", "archive", rev, "agentloop"], cwd=ROOT, capture_output=True, check=True).stdout
+    data = subprocess.run(
+        ["git", "archive", rev, "agentloop"], cwd=ROOT, capture_output=True, check=True
+    ).stdout
     with tarfile.open(fileobj=io.BytesIO(data)) as tar:
         tar.extractall(dest, filter="data")
     return dest
@@ -62,7 +64,9 @@ def measure(source: Path, args: list[str], run_dir: Path) -> dict[str, Any]:
     start = time.perf_counter()
     # cwd: ``python -m`` puts the working dir first on sys.path, ahead of PYTHONPATH.
     cwd = run_dir.parent
-    proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    proc = subprocess.Popen(
+        cmd, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+    )
     assert proc.stdout is not None
     out = proc.stdout.read()
     _, status, usage = os.wait4(proc.pid, 0)
@@ -73,7 +77,11 @@ def measure(source: Path, args: list[str], run_dir: Path) -> dict[str, Any]:
     report = json.loads(out)
     imported = subprocess.run(
         [sys.executable, "-c", "import agentloop; print(agentloop.__file__)"],
-        env=env, cwd=cwd, capture_output=True, text=True, check=True,
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout.strip()
     if not imported.startswith(str(source)):
         raise SystemExit(f"the run imported {imported}, not the package under {source}")
@@ -94,11 +102,15 @@ def main() -> None:
     ap.add_argument("--variants", default="before,after")
     ap.add_argument("--baseline-rev", default="HEAD")
     ap.add_argument("--job", choices=("main", "concurrency"), default="main")
-    ap.add_argument("--out", default=None, help="default: benchmarks/results/main_job_rss.json (or _concurrency_rss)")
+    ap.add_argument(
+        "--out", default=None, help="default: benchmarks/results/main_job_rss.json (or _concurrency_rss)"
+    )
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="main_job_rss_"))
     sources = {"after": ROOT}
-    rev = subprocess.run(["git", "rev-parse", args.baseline_rev], cwd=ROOT, capture_output=True, text=True).stdout
+    rev = subprocess.run(
+        ["git", "rev-parse", args.baseline_rev], cwd=ROOT, capture_output=True, text=True
+    ).stdout
     if "before" in args.variants.split(","):
         sources["before"] = export_rev(args.baseline_rev, tmp / "before")
     runs = [(v, MAIN) for v in args.variants.split(",")]
@@ -129,7 +141,9 @@ def main() -> None:
             summary[f"{v} c1/c4 wall"] = round(
                 summary[f"{v}@c1"]["wall_s_median"] / summary[f"{v}@c4"]["wall_s_median"], 2
             )
-    out = Path(args.out or f"benchmarks/results/main_job{'' if args.job == 'main' else '_concurrency'}_rss.json")
+    out = Path(
+        args.out or f"benchmarks/results/main_job{'' if args.job == 'main' else '_concurrency'}_rss.json"
+    )
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(summary, indent=2) + "\n")
     print(json.dumps({k: v for k, v in summary.items() if k != "runs"}, indent=2))
