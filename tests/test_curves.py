@@ -197,6 +197,10 @@ def test_report_frontier_tables_and_json(runs: dict[str, Path], tmp_path: Path) 
     (suite,) = data["suites"]
     assert data["cost"] == "tokens" and [c["run"] for c in suite["curves"]] == ["bon", "greedy"]
     assert len(suite["curves"][0]["points"]) == 4 and suite["frontier"]
+    # Several runs as arguments (`report A B C --frontier`) read as A --compare B --compare C.
+    code, positional = cli(str(runs["bon"]), str(runs["greedy"]), "--frontier", "--cost", "tokens", "--json")
+    assert code == 0, positional
+    assert json.loads(positional) == json.loads(out)
 
 
 def test_report_frontier_plot(runs: dict[str, Path], tmp_path: Path) -> None:

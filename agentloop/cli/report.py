@@ -24,9 +24,13 @@ STORE_HELP = (
 
 @friendly_errors
 def report(
-    run_dir: Annotated[
-        Path | None,
-        typer.Argument(help="A run directory written by agentloop run, or a run's name in --store."),
+    run_dirs: Annotated[
+        list[Path] | None,
+        typer.Argument(
+            metavar="RUN...",
+            help="Run directories written by agentloop run, or runs' names in --store; runs after "
+            "the first are compared with it, as --compare does.",
+        ),
     ] = None,
     compare: Annotated[
         list[Path] | None,
@@ -82,10 +86,10 @@ def report(
     from agentloop.records.render import plot_reports, render_reports
     from agentloop.records.report import RunReport, check_comparable, reports_json
 
-    if run_dir is None:
+    if not run_dirs:
         _list_runs(store, compare, as_json)
         return
-    reports = [RunReport.load(d, store=store) for d in [run_dir, *(compare or [])]]
+    reports = [RunReport.load(d, store=store) for d in [*run_dirs, *(compare or [])]]
     if errors:
         _list_errors(reports, as_json)
         return
