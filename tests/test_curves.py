@@ -313,3 +313,17 @@ def test_the_worked_example_in_docs_results_holds(tmp_path: Path) -> None:
     adaptive, greedy = json.loads(out)["matched"]
     assert adaptive["verdict"].startswith("adaptive8 is better than bon8") and adaptive["verdict"] in docs
     assert "cannot be told apart" in greedy["verdict"]
+
+
+def test_a_frontier_compares_runs_on_the_tasks_they_share(runs: dict[str, Path], tmp_path: Path) -> None:
+    # The greedy run lost task 3 (all of whose candidates are wrong), so best-of-n is cut to the
+    # other four tasks too, and its curve is their mean, not the five-task one.
+    short = copy_run(runs["greedy"], tmp_path / "short", "DELETE FROM task_results WHERE task_id = 'arith-3'")
+    code, out = cli(str(runs["bon"]), str(short), "--frontier", "--json")
+    assert code == 0, out
+    data = json.loads(out)
+    assert "bon 5 -> 4" in data["tasks_note"]
+    bon = data["frontier"]["suites"][0]["curves"][0]
+    assert bon["run"] == "bon" and bon["points"][-1]["value"] == pytest.approx(4 / 4)
+    code, out = cli(str(runs["bon"]), str(runs["greedy"]), "--frontier", "--json")
+    assert code == 0 and "tasks_note" not in json.loads(out)

@@ -84,7 +84,9 @@ async def test_two_goals_retrieve_their_own_concepts(catalog, store, fmt):
     abstraction = backend.requests[-1].messages[-1].content
     assert f"Task:\n{a.instruction_text}\n" in abstraction
     if fmt == "fewshot":  # the demonstration is not what the lesson is abstracted from
-        demo = render_prompt("webshop_fewshot", instruction="", notes="", steps="").split("Instruction:")[0]
+        demo = render_prompt("webshop_fewshot", instruction="", notes="", steps="", lessons="").split(
+            "Instruction:"
+        )[0]
         assert demo.strip() and demo.strip()[:200] not in abstraction
     await memory.flush()
     assert store.add(ConceptDraft.from_dict(lesson(b, 1)), namespace="webshop").action == "inserted"

@@ -179,6 +179,9 @@ def test_iad_feedback_reaches_the_choice_prompts() -> None:
     # Lessons from memory reach it too.
     head = task.build_messages(["LESSON-TEXT"])[-1].content
     assert "Tip from earlier episodes: LESSON-TEXT" in head
+    # before the goal's instruction, so the instruction still leads straight to the action
+    tip, goal = head.rindex("Tip from earlier episodes"), head.rindex(f"Instruction: {task.instruction}")
+    assert tip < goal and head.rstrip().endswith(task.instruction)
 
 
 def test_first_is_search_first_click_buy_without_model_calls() -> None:

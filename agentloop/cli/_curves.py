@@ -32,7 +32,7 @@ def curves_report(
     from agentloop.records.curves import COSTS, CurveError, frontier_json, load_curve, matched_difference
     from agentloop.records.render import render_reports
     from agentloop.records.render_curves import plot_frontier, render_frontier, render_matched
-    from agentloop.records.report import check_comparable, paired_difference
+    from agentloop.records.report import check_comparable, paired_difference, shared_tasks
 
     if cost not in COSTS:
         raise CurveError(f"unknown --cost {cost!r}; use one of {', '.join(COSTS)}")
@@ -40,6 +40,12 @@ def curves_report(
         raise AgentloopError("--matched compares runs: give one with --compare")
     console = Console()
     out: dict[str, Any] = {}
+    reports, cut = shared_tasks(reports)
+    if cut is not None:
+        if as_json:
+            out["tasks_note"] = cut
+        else:
+            err.print(f"[dim]{cut}[/]", highlight=False)
     officials = [_rescore(r, store) if rescore else None for r in reports]
     curves = [
         load_curve(r, cost=cost, store=store, officials=o) for r, o in zip(reports, officials, strict=True)

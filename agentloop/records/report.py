@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 import statistics
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -421,6 +421,38 @@ def check_comparable(reports: Sequence[RunReport]) -> None:
                 f"{r.label} and {reports[0].label} share no task ({why['content_differs']} with the same "
                 "id hold other content): compare runs over the same data"
             )
+
+
+def shared_tasks(reports: Sequence[RunReport]) -> tuple[list[RunReport], str | None]:
+    """Each run cut to the tasks every run of its suite stored, and a line saying what was cut.
+
+    A frontier ranks configurations by their mean over tasks, so each must be measured on the
+    same tasks: a greedy run over 164 problems is not comparable, point for point, with a
+    best-of-8 run over the first 82. Runs of a suite alone, or already aligned, are kept whole.
+    """
+    by_suite: dict[str, set[str]] = {}
+    for r in reports:
+        if not r.tasks:  # no point to draw either way; it must not empty the others
+            continue
+        ids = {t.task_id for t in r.tasks}
+        by_suite[r.run.suite] = by_suite[r.run.suite] & ids if r.run.suite in by_suite else ids
+    out: list[RunReport] = []
+    cut: list[str] = []
+    disjoint = sorted(s for s, ids in by_suite.items() if not ids)
+    for r in reports:
+        keep = by_suite.get(r.run.suite, set())
+        if not r.tasks or not keep or len(keep) == len(r.tasks):
+            out.append(r)
+            continue
+        tasks = [t for t in r.tasks if t.task_id in keep]
+        cut.append(f"{r.label} {len(r.tasks)} -> {len(tasks)}")
+        out.append(RunReport(r.run_dir, replace(r.run, tasks=tasks)))
+    notes = []
+    if cut:
+        notes.append(f"compared on the tasks every run of a suite stored ({', '.join(cut)})")
+    if disjoint:
+        notes.append(f"the {', '.join(disjoint)} runs share no task: each is measured on its own tasks")
+    return out, "; ".join(notes) or None
 
 
 def reports_json(reports: Sequence[RunReport]) -> dict[str, Any]:

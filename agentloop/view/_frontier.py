@@ -23,7 +23,7 @@ from agentloop.records.curves import (
     load_curve,
     load_point,
 )
-from agentloop.records.report import RunReport
+from agentloop.records.report import RunReport, shared_tasks
 from agentloop.view._data import RunSource
 
 __all__ = ["FrontierChart", "frontier_chart", "frontier_html", "load_curves", "nice", "resamples_for"]
@@ -66,12 +66,17 @@ def load_curves(sources: Sequence[RunSource], cost: str = "candidates") -> tuple
     """
     curves: list[Curve] = []
     notes: list[str] = []
+    loaded: list[tuple[RunSource, RunReport]] = []
     for source in sources:
         try:
-            report = source.report()
+            loaded.append((source, source.report()))
         except Exception as exc:  # the viewer shows a note, never a traceback
             notes.append(f"{source.label}: not read ({type(exc).__name__}: {exc})")
-            continue
+    # As the report does: every run of a suite on the tasks they all stored.
+    shared, cut = shared_tasks([report for _, report in loaded])
+    if cut is not None:
+        notes.append(cut)
+    for (source, _), report in zip(loaded, shared, strict=True):
         resamples = resamples_for(report)
         try:
             curve = load_curve(report, cost=cost, store=source.store_url, resamples=resamples)

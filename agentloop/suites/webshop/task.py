@@ -278,12 +278,14 @@ class WebShopTask(RolloutTask):
     def _fewshot_head(
         self, lessons: Sequence[str], feedback: Feedback | None = None, *, template: str = "webshop_fewshot"
     ) -> str:
-        notes = "".join(
+        # Lessons come before the goal's instruction, as general context, and feedback after
+        # it: between "Instruction:" and the action, a small model copied a lesson's words
+        # ("search[best price]") into its search instead of the instruction's.
+        tips = "".join(
             f"Tip from earlier episodes: {_one_line(s, 200)}\n" for s in lessons if s and s.strip()
         )
-        if feedback is not None:
-            notes += _fewshot_feedback(feedback) + "\n"
-        values = {"instruction": self.instruction, "notes": notes}
+        notes = _fewshot_feedback(feedback) + "\n" if feedback is not None else ""
+        values = {"instruction": self.instruction, "notes": notes, "lessons": tips}
         if template == "webshop_fewshot":
             values["steps"] = ""
         return render_prompt(template, **values)
