@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from agentloop.backends._kv import SlotCache
-from agentloop.backends._prefix import PrefixCache, PrefixEntry
+from agentloop.backends._prefix import PrefixCache
 
 
 class _Prefix:
@@ -83,33 +83,62 @@ def test_update_refuses_more_than_one_token_per_row():
         kv.update(torch.zeros(1, 2, 2, 4), torch.zeros(1, 2, 2, 4), layer_idx=0)
 
 
-def _entry(tokens: tuple[int, ...], nbytes: int) -> PrefixEntry:
-    return PrefixEntry(tokens, cache=None, nbytes=nbytes)
-
-
 def test_prefix_cache_evicts_by_bytes_least_recently_used_first():
     cache = PrefixCache(capacity_bytes=100)
-    cache.put(_entry((1, 2, 3), 40))
-    cache.put(_entry((4, 5, 6), 40))
+    cache.put((1, 2, 3), None, nbytes=40)
+    cache.put((4, 5, 6), None, nbytes=40)
     assert cache.longest_match((1, 2, 9))[1] == 2  # touches (1, 2, 3)
-    cache.put(_entry((7, 8, 9), 40))  # 120 bytes: the least recently used, (4, 5, 6), goes
+    cache.put((7, 8, 9), None, nbytes=40)  # 120 bytes: the least recently used, (4, 5, 6), goes
     assert cache.longest_match((4, 5, 6))[0] is None
     assert cache.longest_match((1, 2, 3))[1] == 3
-    cache.put(_entry((0,), 500))  # larger than the whole budget: not kept
+    cache.put((0,), None, nbytes=500)  # larger than the whole budget: not kept
     s = cache.stats()
     assert (s.entries, s.bytes, s.evictions) == (2, 80, 1)
     assert (s.lookups, s.hits) == (3, 2) and s.hit_rate == pytest.approx(2 / 3)
     assert s.reused_tokens == 5 and s.prompt_tokens == 9
 
 
-def test_an_entry_that_extends_another_replaces_it():
-    cache = PrefixCache(capacity_bytes=1000)
-    cache.put(_entry((1, 2), 20))
-    cache.put(_entry((1, 2, 3, 4), 40))  # serves every match the shorter one could
-    cache.put(_entry((1, 5), 20))
+def _kv(tokens: tuple[int, ...], layers: int = 2) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Keys and values that depend on each position's token and everything before it, as a model's do."""
+    out = []
+    for layer in range(layers):
+        rows = [[float(sum(tokens[: i + 1]) + layer), float(tokens[i])] for i in range(len(tokens))]
+        t = torch.tensor(rows).view(1, 1, len(tokens), 2)
+        out.append((t, -t))
+    return out
+
+
+def test_prompts_that_share_a_head_store_it_once_and_read_back_exactly():
+    cache = PrefixCache(capacity_bytes=1 << 20)
+    a, b, c = (1, 2, 3, 4, 5, 6), (1, 2, 3, 4, 9, 9, 9), (1, 2, 7)
+    for t in (a, b, c):
+        cache.put(t, _kv(t))
+    per_position = 2 * 2 * 2 * 4  # layers x (keys, values) x head_dim x float32
+    # a whole; b only past the 4 tokens it shares with a; c past the 2 it shares with a
+    assert cache.stats().bytes == (6 + 3 + 1) * per_position
+    for t, n in [(a, 6), (a, 3), (b, 7), (b, 5), (b, 2), (c, 3), (c, 2)]:
+        entry, _ = cache.longest_match(t)
+        assert entry is not None and entry.tokens == t
+        for (k, v), (k0, v0) in zip(cache.kv(entry, n), _kv(t[:n]), strict=True):
+            assert torch.equal(k, k0) and torch.equal(v, v0)
+    # An extension stores only its new tokens; a prompt already covered stores nothing.
+    cache.put((*a, 8), _kv((*a, 8)))
+    cache.put(a[:4], _kv(a[:4]))
+    assert cache.stats().bytes == (6 + 3 + 1 + 1) * per_position and cache.stats().entries == 4
+
+
+def test_a_parent_is_evicted_only_after_the_entries_built_on_it():
+    cache = PrefixCache(capacity_bytes=100)
+    cache.put((1, 2), None, nbytes=40)  # the shared head, the oldest entry
+    cache.put((1, 2, 3), None, nbytes=20)  # builds on it
+    cache.put((5, 6), None, nbytes=30)
+    cache.put((7,), None, nbytes=30)  # 120 bytes: the oldest leaf goes, (1, 2, 3), not its parent
+    assert cache.stats().bytes == 100 and cache.stats().evictions == 1
+    cache.put((9,), None, nbytes=70)  # 170: (1, 2) is a leaf now, and the oldest; then (5, 6)
     s = cache.stats()
-    assert (s.entries, s.bytes) == (2, 60)
-    assert cache.longest_match((1, 2, 3))[0].tokens == (1, 2, 3, 4)
+    assert (s.evictions, s.bytes, s.entries) == (3, 100, 2)
+    assert cache.longest_match((1, 2, 3))[0] is None and cache.longest_match((5, 6))[0] is None
+    assert cache.longest_match((7,))[1] == 1
 
 
 def test_int8_layers_match_the_float_matmul_closely():

@@ -4,6 +4,15 @@ IAD's rounds repeat a task's prompt with feedback appended, and several tasks ru
 once, so a count of entries says little: one WebShop page is thousands of tokens,
 one Text2SQL prompt a few hundred. Entries are evicted, least recently used first,
 once their total size passes the budget in bytes.
+
+Entries form a tree, as in SGLang's RadixAttention: prompts that share a head (the
+few-shot demonstration and schema of every question on one database, the shop's
+instructions before each page) store that head once. An entry keeps the keys and values
+of its own tokens only, past the longest prefix it shares with an entry already cached
+(its parent); :meth:`PrefixCache.kv` joins the pieces back. Only entries no other entry
+builds on (leaves) are evicted, so a parent outlives its children. Before this, ten
+Text2SQL prompts on one database held ten copies of the same 450-token head (220 MB for
+SmolLM2-135M in the README's main job).
 """
 
 from __future__ import annotations
@@ -15,11 +24,16 @@ from typing import Any
 __all__ = ["PrefixCache", "PrefixCacheStats", "PrefixEntry"]
 
 
-@dataclass
+@dataclass(eq=False)
 class PrefixEntry:
-    tokens: tuple[int, ...]  # tokens whose keys/values the cache holds
-    cache: Any  # a batch-1 DynamicCache
+    """One cached prompt: the keys and values of ``tokens[start:]``; ``parent`` holds the rest."""
+
+    tokens: tuple[int, ...]  # the whole prompt prefix this entry stands for
+    layers: list[tuple[Any, Any]] | None  # per layer, (keys, values) of tokens[start:], batch 1
     nbytes: int = 0
+    parent: PrefixEntry | None = None
+    start: int = 0  # tokens[:start] are the parent's (parent.tokens[:start] == tokens[:start])
+    children: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,7 +77,7 @@ class PrefixCacheStats:
 
 
 class PrefixCache:
-    """Batch-1 KV caches of recent prompts, least recently used evicted past ``capacity_bytes``."""
+    """Batch-1 KV caches of recent prompts as a tree, least recently used leaves evicted past ``capacity_bytes``."""
 
     def __init__(self, capacity_bytes: int):
         self.capacity_bytes = capacity_bytes
@@ -71,35 +85,92 @@ class PrefixCache:
         self._bytes = 0
         self._lookups = self._hits = self._prompt_tokens = self._reused = self._evictions = 0
 
-    def longest_match(self, tokens: tuple[int, ...]) -> tuple[PrefixEntry | None, int]:
-        """The entry sharing the longest token prefix with ``tokens``, and that length; counted in stats."""
+    def _longest(self, tokens: tuple[int, ...]) -> tuple[PrefixEntry | None, int]:
         best, best_len = None, 0
         for entry in self._entries.values():
             n = _common_prefix_len(entry.tokens, tokens)
             if n > best_len:
                 best, best_len = entry, n
+        return best, best_len
+
+    def longest_match(self, tokens: tuple[int, ...]) -> tuple[PrefixEntry | None, int]:
+        """The entry sharing the longest token prefix with ``tokens``, and that length; counted in stats."""
+        best, best_len = self._longest(tokens)
         self._lookups += 1
         self._prompt_tokens += len(tokens)
         if best is not None:
             self._hits += 1
             self._reused += best_len
-            self._entries.move_to_end(best.tokens)
+            node: PrefixEntry | None = best
+            while node is not None:  # a hit keeps the whole path recent
+                self._entries.move_to_end(node.tokens)
+                node = node.parent
         return best, best_len
 
-    def put(self, entry: PrefixEntry) -> None:
-        if entry.nbytes > self.capacity_bytes:
+    def kv(self, entry: PrefixEntry, n: int) -> list[tuple[Any, Any]]:
+        """Per layer, the keys and values of ``entry.tokens[:n]``, joined from ``entry`` and its ancestors.
+
+        One piece comes back as views of the stored tensors (read them, never write into
+        them); several are concatenated into new ones.
+        """
+        import torch
+
+        pieces: list[tuple[PrefixEntry, int]] = []  # (entry, how many of its own positions)
+        node: PrefixEntry | None = entry
+        upto = min(n, len(entry.tokens))
+        while node is not None and upto > 0:
+            if upto > node.start:
+                pieces.append((node, upto - node.start))
+                upto = node.start
+            node = node.parent
+        pieces.reverse()
+        assert pieces and all(p.layers is not None for p, _ in pieces), "no stored keys and values"
+        out = []
+        for i in range(len(pieces[0][0].layers or ())):
+            ks = [p.layers[i][0][:, :, :m] for p, m in pieces if p.layers is not None]
+            vs = [p.layers[i][1][:, :, :m] for p, m in pieces if p.layers is not None]
+            out.append((ks[0], vs[0]) if len(ks) == 1 else (torch.cat(ks, dim=-2), torch.cat(vs, dim=-2)))
+        return out
+
+    def put(
+        self, tokens: tuple[int, ...], layers: list[tuple[Any, Any]] | None, nbytes: int | None = None
+    ) -> None:
+        """Cache ``tokens``, whose keys and values (per layer, batch 1, all of ``tokens``) are ``layers``.
+
+        Only the part past the longest prefix already cached is copied and kept; ``nbytes``
+        (for tests without tensors) overrides the size of that part.
+        """
+        if tokens in self._entries:
+            self._entries.move_to_end(tokens)
             return
-        # An entry whose tokens start the new one can match nothing the new one cannot
-        # match as long (the next IAD round extends the last prompt): drop it.
-        n = len(entry.tokens)
-        for key in [k for k in self._entries if len(k) <= n and entry.tokens[: len(k)] == k]:
-            self._bytes -= self._entries.pop(key).nbytes
-        self._entries[entry.tokens] = entry
-        self._bytes += entry.nbytes
+        parent, start = self._longest(tokens)
+        if start == len(tokens):  # a longer entry already holds all of it
+            return
+        own = None
+        if layers is not None:
+            # A copy, so the whole prompt's tensors can be freed once the caller is done.
+            own = [(k[:, :, start:].clone(), v[:, :, start:].clone()) for k, v in layers]
+            nbytes = sum(t.numel() * t.element_size() for kv in own for t in kv)
+        size = int(nbytes or 0)
+        if size > self.capacity_bytes:
+            return
+        entry = PrefixEntry(tokens, own, size, parent if start else None, start)
+        if entry.parent is not None:
+            entry.parent.children += 1
+        self._entries[tokens] = entry
+        self._bytes += size
+        self._evict()
+
+    def _evict(self) -> None:
         while self._bytes > self.capacity_bytes:
-            _, evicted = self._entries.popitem(last=False)
-            self._bytes -= evicted.nbytes
+            leaf = next((e for e in self._entries.values() if not e.children), None)
+            if leaf is None:  # cannot happen: the newest entry is a leaf
+                return
+            del self._entries[leaf.tokens]
+            self._bytes -= leaf.nbytes
             self._evictions += 1
+            if leaf.parent is not None:
+                leaf.parent.children -= 1
 
     def clear(self) -> None:
         self._entries.clear()

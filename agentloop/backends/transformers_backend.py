@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl
 
-from agentloop.backends._prefix import PrefixCache, PrefixCacheStats, PrefixEntry
+from agentloop.backends._prefix import PrefixCache, PrefixCacheStats
 from agentloop.errors import AgentloopError, MissingExtraError
 from agentloop.types import (
     CONSTRAINT_KINDS,
@@ -309,19 +309,18 @@ class TransformersBackend(Backend):
 
         body = tuple(prompt[:-1])
         entry, reused = self._prefix.longest_match(body)
+        cache = _new_cache(DynamicCache, self._model.config)
         if entry is not None and reused > 0:
-            cache = _fork(entry.cache)
-            if reused < len(entry.tokens):
-                # Negative = tokens to drop; the one spelling every transformers release accepts.
-                cache.crop(reused - len(entry.tokens))
+            for i, (keys, values) in enumerate(self._prefix.kv(entry, reused)):
+                cache.update(keys, values, i)
         else:
-            cache, reused = _new_cache(DynamicCache, self._model.config), 0
+            reused = 0
         rest = body[reused:]
         if rest:
             ids = torch.tensor([rest], device=self._device)
             # logits_to_keep=1: prefill needs the cache, not 600 rows of vocab logits.
             self._model(input_ids=ids, use_cache=True, logits_to_keep=1, **{self._cache_arg: cache})
-            self._prefix.put(PrefixEntry(body, _fork(cache), _cache_nbytes(cache)))
+            self._prefix.put(body, [(layer.keys, layer.values) for layer in cache.layers])
         return cache, reused
 
     def _choose_blocking(self, request: ChatRequest, start: float) -> ChatResponse:
@@ -479,15 +478,6 @@ def _fork(cache: Any) -> Any:
     out = copy.copy(cache)
     out.layers = [copy.copy(layer) for layer in cache.layers]
     return out
-
-
-def _cache_nbytes(cache: Any) -> int:
-    total = 0
-    for layer in cache.layers:
-        for t in (getattr(layer, "keys", None), getattr(layer, "values", None)):
-            if t is not None:
-                total += t.numel() * t.element_size()
-    return total
 
 
 def _new_cache(cls: Any, config: Any) -> Any:
