@@ -19,9 +19,11 @@ class Model:
         self.answers = list(answers)
         self.sizes: list[int] = []
         self.prompts: list[str] = []
+        self.temperatures: list[float] = []
 
     def __call__(self, request: ChatRequest) -> list[str]:
         self.sizes.append(request.n)
+        self.temperatures.append(request.temperature)
         self.prompts.append(request.messages[-1].content)
         out = [self.answers.pop(0) if self.answers else "0" for _ in range(request.n)]
         return out
@@ -51,6 +53,23 @@ def test_waves_grow_geometrically_up_to_the_cap() -> None:
     assert (cfg.n_schedule, cfg.rounds, cfg.n) == ((1, 2, 4, 1), 4, 8)
     given = waves_config(LoopConfig(n=8, n_schedule=(2, 4)))
     assert (given.n_schedule, given.rounds, given.n) == ((2, 4), 2, 6)
+
+
+def test_a_first_wave_of_one_is_greedy_and_the_rest_sample() -> None:
+    model = Model([])
+    run("adaptive", model, task())
+    assert model.temperatures == [0.0, 0.7, 0.7, 0.7]
+    flat = Model([])
+    run("adaptive_flat", flat, task(), n=3)
+    assert flat.temperatures == [0.0, 0.7, 0.7]
+    # A first wave of two samples both (two greedy candidates would be one candidate twice).
+    two = Model([])
+    run("adaptive", two, task(), n_schedule=(2, 4))
+    assert two.temperatures == [0.7, 0.7]
+    assert waves_config(LoopConfig(n=8)).temperature_for(0) == 0.0
+    assert waves_config(LoopConfig(n=8)).temperature_for(1) == 0.7
+    with pytest.raises(ValueError, match="first_temperature"):
+        LoopConfig(first_temperature=3.0)
 
 
 def test_registered_with_its_ablations() -> None:

@@ -37,7 +37,7 @@ class LoopConfig:
     the graphs also switch to this on their own once a backend returns short).
     ``n_schedule`` sets the candidates per round where they differ (``(4, 1)``: sample
     four, then one per round after); :meth:`n_for` reads it, and ``n`` applies when it is
-    empty.
+    empty. ``first_temperature`` replaces ``temperature`` in the first round (:meth:`temperature_for`).
     """
 
     n: int = 4
@@ -53,6 +53,9 @@ class LoopConfig:
     batched: bool = True
     stop: tuple[str, ...] = ()
     n_schedule: tuple[int, ...] = ()
+    # The first round's temperature, where it differs (None: ``temperature``): the adaptive
+    # graphs decode a first wave of one candidate greedily.
+    first_temperature: float | None = None
 
     def __post_init__(self) -> None:
         for name in ("n", "rounds", "max_tokens", "concurrency"):
@@ -60,6 +63,8 @@ class LoopConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not 0.0 <= self.temperature <= 2.0:
             raise ValueError(f"temperature must be in [0, 2], got {self.temperature}")
+        if self.first_temperature is not None and not 0.0 <= self.first_temperature <= 2.0:
+            raise ValueError(f"first_temperature must be in [0, 2] or None, got {self.first_temperature}")
         if not 0.0 < self.top_p <= 1.0:
             raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
         if self.threshold is not None and not 0.0 <= self.threshold <= 1.0:
@@ -77,6 +82,12 @@ class LoopConfig:
         if len(schedule) != len(given) or any(k < 1 for k in schedule):
             raise ValueError(f"n_schedule must hold whole numbers >= 1, got {list(given)}")
         object.__setattr__(self, "n_schedule", schedule)
+
+    def temperature_for(self, round: int) -> float:
+        """The sampling temperature of round ``round`` (0-based)."""
+        if round == 0 and self.first_temperature is not None:
+            return self.first_temperature
+        return self.temperature
 
     def n_for(self, round: int) -> int:
         """Candidates to sample in ``round`` (0-based): the schedule's entry, its last one past its end, else ``n``."""

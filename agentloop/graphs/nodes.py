@@ -86,10 +86,11 @@ async def propose(state: LoopState, runtime: Runtime[LoopContext]) -> Update:
     else:
         messages = ctx.task.build_refine_messages(feedback, lessons)
     with tracing.round_scope(ctx, rnd):  # the round's span begins here; select ends it
+        temperature = ctx.config.temperature_for(rnd)
         if isinstance(ctx.task, RolloutTask):
-            sampled = await rollouts(ctx, messages, n=n, round=rnd)
+            sampled = await rollouts(ctx, messages, n=n, round=rnd, temperature=temperature)
         else:
-            sampled = await sample(ctx, messages, n=n, round=rnd)
+            sampled = await sample(ctx, messages, n=n, round=rnd, temperature=temperature)
     update: Update = {"round": rnd, "pending": sampled.candidates}
     if sampled.error is not None:
         update["error"] = sampled.error
@@ -265,7 +266,9 @@ async def sample(
     return Sampled(candidates, error)
 
 
-async def rollouts(ctx: LoopContext, messages: Sequence[Message], *, n: int, round: int) -> Sampled:
+async def rollouts(
+    ctx: LoopContext, messages: Sequence[Message], *, n: int, round: int, temperature: float | None = None
+) -> Sampled:
     """Run ``n`` rollouts of a :class:`RolloutTask` concurrently, each one candidate, within the budget.
 
     A rollout whose first call finds no room in the budget produces no candidate. A
@@ -283,7 +286,7 @@ async def rollouts(ctx: LoopContext, messages: Sequence[Message], *, n: int, rou
     async def one(i: int) -> tuple[Rollout, list[_Call]] | None:
         if errors:
             return None
-        step = _RolloutStep(ctx, round, i)
+        step = _RolloutStep(ctx, round, i, temperature)
         try:
             result = await task.rollout(step, msgs)
         except Exception as exc:
@@ -382,9 +385,9 @@ def _decide(state: LoopState, ctx: LoopContext, best: Candidate | None, stale: i
 class _RolloutStep:
     """The :class:`~agentloop.graphs.task.StepFn` one rollout gets: budgeted requests and scores."""
 
-    def __init__(self, ctx: LoopContext, round: int, index: int):
+    def __init__(self, ctx: LoopContext, round: int, index: int, temperature: float | None = None):
         self.ctx = ctx
-        self.temperature = ctx.config.temperature
+        self.temperature = ctx.config.temperature if temperature is None else temperature
         seed = ctx.config.seed
         # Distinct per round and rollout, and the same on a rerun.
         self.seed = None if seed is None else (seed * 1_000_003 + round * 1_009 + index) % 2**31
