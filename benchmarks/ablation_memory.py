@@ -165,7 +165,12 @@ def adopt_off(spec: RunSpec, args: argparse.Namespace) -> dict[str, Any]:
     source = RunReport.load(args.off_from)
     config = source.run.config
     wanted = {k: v for k, v in spec.to_dict().items() if k not in PHASE_KEYS and not k.startswith("memory")}
-    differ = [f"{k}: {config.get(k)!r} != {v!r}" for k, v in wanted.items() if k in config and config[k] != v]
+    # None asks for the suite's default, which the stored config holds resolved.
+    differ = [
+        f"{k}: {config.get(k)!r} != {v!r}"
+        for k, v in wanted.items()
+        if v is not None and k in config and _plain(config[k]) != _plain(v)
+    ]
     if config.get("memory"):
         differ.append("it ran with memory")
     if differ:
@@ -194,6 +199,11 @@ def adopt_off(spec: RunSpec, args: argparse.Namespace) -> dict[str, Any]:
     (args.out / "off.json").write_text(json.dumps(record, indent=2) + "\n")
     print(json.dumps({"phase": "off", "adopted_from": str(args.off_from), "tasks": len(test.tasks)}))
     return record
+
+
+def _plain(value: Any) -> Any:
+    """A setting as JSON keeps it (a tuple comes back from the store as a list)."""
+    return list(value) if isinstance(value, tuple) else value
 
 
 def select(report: RunReport, spec: RunSpec) -> RunReport:
