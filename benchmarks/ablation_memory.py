@@ -363,9 +363,37 @@ def report(args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
+def table(dirs: list[Path]) -> str:
+    """The markdown table of docs/memory.md, one row per ablation directory's ablation.json."""
+    rows = [
+        "| suite | solver | lessons by | graph | test tasks | off | on | on − off [95% CI] "
+        "| lessons written (verified) | wrong-answer lessons | lessons shown / task |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for d in dirs:
+        a = json.loads((d / "ablation.json").read_text())
+        metric = (
+            "avg_reward"
+            if "avg_reward" in a["memory_on"]
+            else next(k for k in a["memory_on"] if k not in ("tasks", "success_rate", "verifier_pass_rate"))
+        )
+        diff = a["paired_difference_on_minus_off"]
+        w, shown = a["lessons_written"], a["lessons_shown"]
+        lo, hi = diff["ci"]
+        rows.append(
+            f"| {a['suite']} | {a['model']} | {a['memory_backend']} | {a['graph']} | {diff['paired_tasks']} "
+            f"| {a['memory_off'][metric]:.3f} | {a['memory_on'][metric]:.3f} "
+            f"| {diff['difference']:+.3f} [{lo:+.3f}, {hi:+.3f}] "
+            f"| {w['drafts_written']} ({w['tasks_that_wrote_from_verified']}/{w['tasks_that_wrote']} tasks) "
+            f"| {w['tasks_that_wrote_but_wrong']} | {shown['lessons_per_task']} |"
+        )
+    return "\n".join(rows)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("phase", choices=(*PHASES, "report", "all"))
+    p.add_argument("phase", choices=(*PHASES, "report", "all", "table"))
+    p.add_argument("dirs", nargs="*", type=Path, help="With table: the ablation directories to tabulate.")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="Where the runs, memory and JSON go.")
     p.add_argument("--suite", default="text2sql")
     p.add_argument("--backend", default="transformers")
@@ -391,6 +419,9 @@ def main() -> None:
     p.add_argument("--write-concurrency", type=int, default=1, help="Tasks at once in the write phase.")
     p.add_argument("--resume", action="store_true", help="Finish a phase's interrupted run.")
     args = p.parse_args()
+    if args.phase == "table":
+        print(table(args.dirs))
+        return
     if args.verifier is None and args.suite == "text2sql":
         args.verifier = "exec"
     args.out = args.out.resolve()
