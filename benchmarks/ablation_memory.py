@@ -371,6 +371,8 @@ def table(dirs: list[Path]) -> str:
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for d in dirs:
+        if not (d / "ablation.json").is_file():
+            raise SystemExit(f"{d} has no ablation.json: run its phases, then report")
         a = json.loads((d / "ablation.json").read_text())
         metric = (
             "avg_reward"
