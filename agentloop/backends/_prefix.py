@@ -123,12 +123,12 @@ class PrefixCache:
                 pieces.append((node, upto - node.start))
                 upto = node.start
             node = node.parent
-        pieces.reverse()
-        assert pieces and all(p.layers is not None for p, _ in pieces), "no stored keys and values"
+        stored = [(p.layers, m) for p, m in reversed(pieces) if p.layers is not None]
+        assert stored and len(stored) == len(pieces), "no stored keys and values"
         out = []
-        for i in range(len(pieces[0][0].layers or ())):
-            ks = [p.layers[i][0][:, :, :m] for p, m in pieces if p.layers is not None]
-            vs = [p.layers[i][1][:, :, :m] for p, m in pieces if p.layers is not None]
+        for i in range(len(stored[0][0])):
+            ks = [layers[i][0][:, :, :m] for layers, m in stored]
+            vs = [layers[i][1][:, :, :m] for layers, m in stored]
             out.append((ks[0], vs[0]) if len(ks) == 1 else (torch.cat(ks, dim=-2), torch.cat(vs, dim=-2)))
         return out
 
