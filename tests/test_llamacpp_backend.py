@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import re
 import sys
-import time
+import threading
 
 import pytest
 
@@ -177,26 +177,36 @@ async def test_score_takes_chat_messages_and_reuses_the_prompt(backend):
     assert s.usage.reused_prompt_tokens >= 2 * (s.usage.prompt_tokens - 1)
 
 
-async def test_concurrent_tasks_share_the_engine(backend):
+async def test_concurrent_tasks_share_the_engine(backend, monkeypatch):
     reqs = [
         ChatRequest.from_prompt(
             f"Tell me about {w}.", n=1, max_tokens=32, temperature=1.0, seed=i, extra={"ignore_eos": True}
         )
         for i, w in enumerate(["cats", "dogs", "rain", "tea"])
     ]
-    start = time.perf_counter()
-    alone = [await backend.generate(r) for r in reqs]  # also puts each prompt in the cache
-    serial = time.perf_counter() - start
-    best = float("inf")
-    for _ in range(2):  # the better of two: the machine is shared
-        start = time.perf_counter()
-        together = await asyncio.gather(*(backend.generate(r) for r in reqs))
-        best = min(best, time.perf_counter() - start)
+    # Count the engine calls in flight at once: concurrent tasks must all be inside the
+    # engine together (its slots batch them), not queued behind one another.
+    # (How much faster that is, is measured by benchmarks/bench_llamacpp.py, not here.)
+    lock, now, peak = threading.Lock(), [0], [0]
+    handle = backend._handle
+
+    def counting(payload):
+        with lock:
+            now[0] += 1
+            peak[0] = max(peak[0], now[0])
+        try:
+            return handle(payload)
+        finally:
+            with lock:
+                now[0] -= 1
+
+    monkeypatch.setattr(backend, "_handle", counting)
+    alone = [await backend.generate(r) for r in reqs]
+    assert peak[0] == 1
+    together = await asyncio.gather(*(backend.generate(r) for r in reqs))
+    assert peak[0] == 4
     assert [len(r.completions) for r in together] == [1] * 4
     assert all(r.usage.completion_tokens == 32 for r in together + alone)
-    # Requests on worker threads decode in one batch: 4 at once cost far less than 4 in a row.
-    # (Texts are not compared: llama.cpp's results depend on what shares the batch.)
-    assert best < 0.8 * serial, (best, serial)
 
 
 def test_one_backend_serves_two_event_loops(backend):

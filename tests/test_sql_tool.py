@@ -205,7 +205,7 @@ def test_runaway_queries_stop_at_the_time_limit(db: Path, sql: str) -> None:
     wall = time.perf_counter() - start
     assert result.error_kind == "timeout", result
     assert "timed out after 1 s" in (result.error or "")
-    assert 0.9 < wall < 1.5
+    assert 0.9 < wall < 3.0  # stopped near the limit, not left to run (a shared machine adds slack)
 
 
 async def test_async_calls_run_concurrently(db: Path) -> None:
@@ -213,7 +213,7 @@ async def test_async_calls_run_concurrently(db: Path) -> None:
     start = time.perf_counter()
     results = await asyncio.gather(*(run_sql(db, slow, timeout_s=1.0) for _ in range(4)))
     assert all(r.error_kind == "timeout" for r in results)
-    assert time.perf_counter() - start < 2.5  # four 1 s queries overlapped instead of taking 4 s
+    assert time.perf_counter() - start < 3.5  # four 1 s queries overlapped: in a row they take 4 s or more
     quick = await asyncio.gather(
         *(run_sql(db, f"SELECT name FROM customer WHERE id = {i}") for i in range(20))
     )
