@@ -25,54 +25,113 @@ def _cache() -> SlotCache:
     return SlotCache(num_layers=2, kv_heads=2, head_dim=4, dtype=torch.float32, device="cpu")
 
 
-def test_rows_of_different_lengths_write_at_their_own_positions():
-    kv = _cache()
-    a = kv.add_rows(_Prefix(2, 3, 1.0), 2, reserve=8)
-    b = kv.add_rows(_Prefix(2, 5, 2.0), 1, reserve=8)
-    assert (a, b) == ([0, 1], [2])
-    positions, mask = kv.step_inputs()
-    assert positions.view(-1).tolist() == [3, 3, 5]
-    # Each row sees its own prefix and the position it writes now, nothing after.
-    assert mask.shape == (3, 1, 1, 6)
-    assert mask[:, 0, 0].sum(dim=1).tolist() == [4, 4, 6]
-    new_k = torch.arange(3, dtype=torch.float32).view(3, 1, 1, 1).expand(3, 2, 1, 4) + 100
-    keys, values = kv.update(new_k, -new_k, layer_idx=1)
-    assert keys.shape == (3, 2, 6, 4)  # a view of the used positions, no copy of the buffer
-    assert keys.data_ptr() == kv.keys[1].data_ptr()
-    assert keys[0, 0, 3, 0] == 100 and keys[1, 0, 3, 0] == 101 and keys[2, 0, 5, 0] == 102
-    assert keys[2, 0, 4, 0] == 3.0  # row 2's prefix (layer 1: fill 2.0 + 1) is untouched
+def _step(kv: SlotCache, heads: int = 4, seed: int = 0) -> list[torch.Tensor]:
+    """One decode step as the model runs it: positions, then per layer update + attend."""
+    gen = torch.Generator().manual_seed(seed)
+    kv.step_inputs()
+    outs = []
+    for layer in range(kv.num_layers):
+        k = torch.randn(kv.rows, kv.kv_heads, 1, kv.head_dim, generator=gen)
+        kv.update(k, k * 0.5, layer_idx=layer)
+        q = torch.randn(kv.rows, heads, 1, kv.head_dim, generator=gen)
+        outs.append(kv.attend(layer, q, 0.5))
     kv.end_step()
-    assert kv.lengths[:3].tolist() == [4, 4, 6]
+    return outs
 
 
-def test_moving_a_row_fills_a_hole_and_growth_keeps_contents():
+def _dense(prefix: _Prefix, tail_k: torch.Tensor, tail_v: torch.Tensor, q: torch.Tensor, layer: int):
+    """Reference: SDPA over the prompt's keys followed by the row's tail, GQA by repetition."""
+    keys = torch.cat([prefix.layers[layer].keys[0], tail_k], dim=1)  # (kv_heads, length, dim)
+    values = torch.cat([prefix.layers[layer].values[0], tail_v], dim=1)
+    per_kv = q.shape[0] // keys.shape[0]
+    keys, values = keys.repeat_interleave(per_kv, 0), values.repeat_interleave(per_kv, 0)
+    return torch.nn.functional.scaled_dot_product_attention(q[:, None], keys, values, scale=0.5)[:, 0]
+
+
+def test_rows_write_at_their_own_tail_positions_and_share_their_prompt():
     kv = _cache()
-    kv.add_rows(_Prefix(2, 2, 1.0), 1, reserve=4)
-    kv.add_rows(_Prefix(2, 3, 7.0), 1, reserve=4)
+    a = kv.add_rows(_Prefix(2, 3, 1.0), 2, reserve=3)
+    b = kv.add_rows(_Prefix(2, 5, 2.0), 1, reserve=5)
+    assert (a, b) == ([0, 1], [2])
+    assert len(kv.groups) == 2  # one stored prompt per request, not one per row
+    positions, mask = kv.step_inputs()
+    assert positions.view(-1).tolist() == [3, 3, 5] and mask is None
+    new_k = torch.arange(3, dtype=torch.float32).view(3, 1, 1, 1).expand(3, 2, 1, 4) + 100
+    keys, _ = kv.update(new_k, -new_k, layer_idx=1)
+    assert keys.shape == (3, 2, 1, 4)  # a view of the used tail positions, no copy of the buffer
+    assert keys.data_ptr() == kv.keys[1].data_ptr()
+    assert keys[:, 0, 0, 0].tolist() == [100, 101, 102]
+    with pytest.raises(RuntimeError, match="layers attended"):
+        kv.end_step()  # a model whose attention skipped slot_attention would read tails only
+
+
+def test_attention_over_prompt_and_tail_equals_dense_attention():
+    kv = _cache()
+    prefixes = [_Prefix(2, 3, 0.3), _Prefix(2, 6, -0.2), _Prefix(2, 0, 0.0)]
+    for p, n in zip(prefixes, (2, 3, 1), strict=True):
+        kv.add_rows(p, n)
+    group_rows = [[0, 1], [2, 3, 4], [5]]
+    for step in range(3):
+        _step(kv, seed=step)
+        if step == 0:  # rows at different tail lengths from here on, and group 1 non-contiguous
+            kv.move_row(5, 3)
+            kv.move_row(4, 5)
+            kv.tails[5] -= 1
+            group_rows = [[0, 1], [2, 4, 5], [3]]
+    gen = torch.Generator().manual_seed(9)
+    kv.step_inputs()
+    for layer in range(2):
+        k = torch.randn(kv.rows, 2, 1, 4, generator=gen)
+        kv.update(k, -k, layer_idx=layer)
+        q = torch.randn(kv.rows, 4, 1, 4, generator=gen)
+        out = kv.attend(layer, q, 0.5)
+        assert out.shape == (kv.rows, 1, 4, 4)
+        for prefix, rows in zip(prefixes, group_rows, strict=True):
+            for row in rows:
+                used = int(kv.tails[row]) + 1
+                want = _dense(
+                    prefix,
+                    kv.keys[layer][row, :, :used],
+                    kv.values[layer][row, :, :used],
+                    q[row, :, 0],
+                    layer,
+                )
+                torch.testing.assert_close(out[row, 0], want, rtol=1e-5, atol=1e-6)
+    kv.end_step()
+
+
+def test_moving_rows_keeps_contents_and_frees_prompts_no_row_uses():
+    kv = _cache()
+    kv.add_rows(_Prefix(2, 2, 1.0), 1)
+    kv.add_rows(_Prefix(2, 3, 7.0), 1)
+    _step(kv)
+    kv.keys[0][1, 0, 0, 0] = 42.0
     kv.move_row(1, 0)
     kv.truncate_rows(1)
-    assert kv.lengths[0] == 3 and kv.keys[0][0, 0, 2, 0] == 7.0
+    assert kv.tails[0] == 1 and kv.keys[0][0, 0, 0, 0] == 42.0
+    assert [g.length for g in kv.groups.values()] == [3]  # the first request's prompt is gone
     capacity = kv.len_capacity
     kv.reserve(rows=5, length=capacity + 1)
     assert kv.row_capacity >= 5 and kv.len_capacity > capacity
-    assert kv.keys[0][0, 0, 2, 0] == 7.0 and kv.lengths[0] == 3
+    assert kv.keys[0][0, 0, 0, 0] == 42.0 and kv.tails[0] == 1 and kv.bases[0] == 3
 
 
-def test_growth_is_along_the_dimension_that_ran_out_and_only_as_far_as_the_rows_got():
+def test_tails_grow_along_the_dimension_that_ran_out_and_only_as_far_as_the_rows_got():
     kv = _cache()
     kv.add_rows(_Prefix(2, 300, 1.0), 4, reserve=301)
-    assert (kv.row_capacity, kv.len_capacity) == (4, 384)  # the prefix, not prefix + max_tokens
-    for _ in range(3):  # more rows: more rows only (it used to grow the positions by half too)
+    assert (kv.row_capacity, kv.len_capacity) == (4, 128)  # a prompt takes no tail room
+    for _ in range(3):  # more rows: more rows only
         kv.add_rows(_Prefix(2, 290, 2.0), 4, reserve=291)
-    assert (kv.row_capacity, kv.len_capacity) == (16, 384)
-    kv.lengths[:16] = 383  # every row at the last position the buffer holds
-    kv.step_inputs()
-    kv.end_step()
-    assert kv.len_capacity == 384
-    kv.step_inputs()  # the next write (position 384) does not fit: one more block of positions
-    assert kv.len_capacity == 512 and kv.row_capacity == 16
-    assert kv.keys[1][0, 0, 299, 0] == 2.0 and kv.keys[1][4, 0, 289, 0] == 3.0  # contents kept
-    assert kv.nbytes == 2 * 2 * 16 * 2 * 512 * 4 * 4
+    assert (kv.row_capacity, kv.len_capacity) == (16, 128)
+    kv.tails[:16] = 127  # every row at the last position the buffer holds
+    kv.keys[1][4, 0, 126, 0] = 3.0
+    _step(kv)
+    assert kv.len_capacity == 128
+    _step(kv)  # the next write (position 128) does not fit: one more block of positions
+    assert kv.len_capacity == 256 and kv.row_capacity == 16
+    assert kv.keys[1][4, 0, 126, 0] == 3.0  # contents kept
+    prompts = 2 * 2 * 2 * 4 * 4 * (300 + 3 * 290)  # layers x K,V x heads x dim x fp32 x positions
+    assert kv.nbytes == 2 * 2 * 16 * 2 * 256 * 4 * 4 + prompts
 
 
 def test_update_refuses_more_than_one_token_per_row():

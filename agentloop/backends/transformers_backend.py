@@ -6,12 +6,14 @@ What makes it fast enough for inference-time search on a laptop CPU:
   forward per token; a request that arrives while others decode joins at the next
   step, and finished rows leave. On CPU a step costs about the same for 8 rows as for
   32 (the weights are read once per step), so concurrent tasks share that cost.
-* The prompt is prefilled once per request and its KV cache copied to the n rows;
-  a prefix cache, sized in bytes (``_prefix``), lets the next request (the next IAD
+* The prompt is prefilled once per request and its KV cache shared by the n rows
+  (stored once; each row keeps only the tokens it generated, and decode steps attend
+  over both through a registered attention function, ``_kv.slot_attention``); a prefix
+  cache, sized in bytes (``_prefix``), lets the next request (the next IAD
   round, which repeats the task prefix) recompute only the tokens after the common
   prefix.
 * The decode loop writes each new token's keys and values into a preallocated
-  per-row buffer (``_kv``) instead of growing the cache by concatenation.
+  per-row tail buffer (``_kv``) instead of growing the cache by concatenation.
 * Optionally int8 weights on CPU (``dtype="int8"``, through torchao; ``_int8``).
 
 We drive the decode loop ourselves instead of calling ``model.generate``: it gives
@@ -168,6 +170,7 @@ class TransformersBackend(Backend):
             except ImportError as exc:  # pragma: no cover - core deps
                 raise MissingExtraError(exc.name or "transformers", "dev") from exc
             from agentloop.backends._int8 import calibration_ids, quantize_int8, quiet_torchao
+            from agentloop.backends._kv import register_attention
 
             quiet_torchao()  # transformers imports it on load when installed; its log lines are noise
             os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -187,6 +190,9 @@ class TransformersBackend(Backend):
             # transformers types .to() through a decorator that mypy reads as taking the model.
             model = model.to(device)  # type: ignore[arg-type]
             model.eval()
+            # Decode steps attend over each request's shared prompt plus the row's own tail
+            # (_kv.slot_attention); every other forward (prefill, scoring) is plain SDPA.
+            model.set_attn_implementation(register_attention())
             if int8:
                 quantize_int8(model, calibration_ids(tokenizer))
             self._tokenizer, self._model, self._device = tokenizer, model, device
@@ -291,6 +297,7 @@ class TransformersBackend(Backend):
             position_ids=positions,
             attention_mask=mask,
             use_cache=True,
+            slot_cache=cache,  # reaches _kv.slot_attention through the model's attention kwargs
             **{self._cache_arg: cache},
         )
         return out.logits[:, -1, :]
