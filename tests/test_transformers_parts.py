@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from agentloop.backends._kv import SlotCache
+from agentloop.backends._kv import SlotCache, _attention_lse, _attention_lse_reference
 from agentloop.backends._prefix import PrefixCache
 
 
@@ -98,6 +98,18 @@ def test_attention_over_prompt_and_tail_equals_dense_attention():
                 )
                 torch.testing.assert_close(out[row, 0], want, rtol=1e-5, atol=1e-6)
     kv.end_step()
+
+
+def test_the_cpu_kernel_and_the_plain_reference_agree_on_output_and_log_sum_exp():
+    gen = torch.Generator().manual_seed(3)
+    q = torch.randn(3, 2, 2, 8, generator=gen)  # rows, KV heads, queries per KV head, dim
+    k, v = (torch.randn(3, 2, 3, 8, generator=gen) for _ in range(2))
+    hide = torch.tensor([[0, 0, 0], [0, 1, 1], [0, 0, 1]], dtype=torch.bool).view(3, 1, 1, 3)
+    for mask in (None, torch.zeros(hide.shape).masked_fill(hide, float("-inf"))):
+        out, lse = _attention_lse(q, k, v, mask, 0.3)
+        ref_out, ref_lse = _attention_lse_reference(q, k, v, mask, 0.3)
+        torch.testing.assert_close(out, ref_out, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(lse, ref_lse, rtol=1e-5, atol=1e-6)
 
 
 def test_moving_rows_keeps_contents_and_frees_prompts_no_row_uses():

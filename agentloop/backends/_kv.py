@@ -78,7 +78,7 @@ class SlotCache(Cache):
         self._row_ids = torch.zeros(0, dtype=torch.long, device=device)
         self._uniform: int | None = None  # the one write position, when all rows share it
         self._view = 0  # tail positions the attention reads this step
-        self._tail_mask: torch.Tensor | None = None  # (rows, 1, 1, view): True where a tail is unused
+        self._tail_mask: torch.Tensor | None = None  # (rows, 1, 1, view): -inf where a tail is unused
         self._plan: list[tuple[_Group, slice | torch.Tensor]] = []
         self._attended = 0  # layers that went through slot_attention this step
 
@@ -202,7 +202,10 @@ class SlotCache(Cache):
         self._tail_mask = None
         if self._uniform is None:
             positions = torch.arange(self._view, device=self.device)
-            self._tail_mask = (positions[None, :] > write[:, None]).view(self.rows, 1, 1, self._view)
+            hide = (positions[None, :] > write[:, None]).view(self.rows, 1, 1, self._view)
+            self._tail_mask = torch.zeros(hide.shape, dtype=self.dtype, device=self.device).masked_fill(
+                hide, float("-inf")
+            )
         self._plan = self._group_plan()
         self._attended = 0
         return (self.bases[: self.rows] + write).view(self.rows, 1), None
@@ -247,37 +250,38 @@ class SlotCache(Cache):
         """Attention of one new token per row over its prompt and tail: ``(rows, 1, heads, head_dim)``.
 
         ``query`` is ``(rows, heads, 1, head_dim)``; query heads share key/value heads in
-        groups (GQA), as the model's own attention does.
+        groups (GQA), as the model's own attention does. Each part (a group's prompt, the
+        rows' tails) is attended on its own, and the two are merged by their
+        log-sum-exps: the softmax over the concatenation, without building it.
         """
         rows, heads, _, dim = query.shape
         per_kv = heads // self.kv_heads
         q = query.reshape(rows, self.kv_heads, per_kv, dim)
         tail_k = self.keys[layer][:rows, :, : self._view]
         tail_v = self.values[layer][:rows, :, : self._view]
-        tail_scores = torch.matmul(q, tail_k.transpose(-1, -2)) * scaling  # (rows, kv, per_kv, view)
-        if self._tail_mask is not None:
-            tail_scores = tail_scores.masked_fill(self._tail_mask, float("-inf"))
-        out = torch.empty(rows, self.kv_heads, per_kv, dim, dtype=query.dtype, device=query.device)
+        attention = _attention_lse if query.device.type == "cpu" else _attention_lse_reference
+        tail_out, tail_lse = attention(q, tail_k, tail_v, self._tail_mask, scaling)
+        out = tail_out
         for group, sel in self._plan:
-            scores, tv = tail_scores[sel], tail_v[sel]
             if not group.length:
-                out[sel] = torch.matmul(torch.softmax(scores, dim=-1), tv)
                 continue
-            r = scores.shape[0]
-            # All the group's rows against its prompt in one product: (kv, r * per_kv, length).
-            qg = q[sel].permute(1, 0, 2, 3).reshape(self.kv_heads, r * per_kv, dim)
-            prompt = torch.matmul(qg, group.keys[layer].transpose(-1, -2)) * scaling
-            prompt = prompt.view(self.kv_heads, r, per_kv, group.length).permute(1, 0, 2, 3)
-            weights = torch.softmax(torch.cat([prompt, scores], dim=-1), dim=-1)
-            wp = (
-                weights[..., : group.length]
-                .permute(1, 0, 2, 3)
-                .reshape(self.kv_heads, r * per_kv, group.length)
-            )
-            from_prompt = torch.matmul(wp, group.values[layer]).view(self.kv_heads, r, per_kv, dim)
-            out[sel] = from_prompt.permute(1, 0, 2, 3) + torch.matmul(weights[..., group.length :], tv)
+            r = tail_out[sel].shape[0]
+            # The group's rows' queries as r * per_kv positions of one sequence per KV head:
+            # one product against the prompt, which is stored (and read) once.
+            qg = q[sel].permute(1, 0, 2, 3).reshape(1, self.kv_heads, r * per_kv, dim)
+            keys, values = group.keys[layer][None], group.values[layer][None]
+            p_out, p_lse = attention(qg, keys, values, None, scaling)
+            p_out = p_out.view(self.kv_heads, r, per_kv, dim).permute(1, 0, 2, 3)
+            p_lse = p_lse.view(self.kv_heads, r, per_kv).permute(1, 0, 2)
+            # The prompt's share of the softmax mass: e^p / (e^p + e^t) = sigmoid(p - t).
+            share = torch.sigmoid(p_lse - tail_lse[sel]).unsqueeze(-1)
+            merged = torch.lerp(tail_out[sel], p_out, share)
+            if len(self._plan) == 1:
+                out = merged
+            else:
+                out[sel] = merged
         self._attended += 1
-        return out.view(rows, heads, dim).unsqueeze(1)
+        return out.reshape(rows, heads, dim).unsqueeze(1)
 
     def get_seq_length(self, layer_idx: int = 0) -> int:
         if self._write is not None:
@@ -286,6 +290,31 @@ class SlotCache(Cache):
 
     def get_mask_sizes(self, query_length: int, layer_idx: int = 0) -> tuple[int, int]:
         return self._view, 0
+
+
+def _attention_lse(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor | None, scaling: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Attention output and each query's log-sum-exp of scores, by torch's CPU flash kernel.
+
+    ``bias`` is added to the scores (-inf where a key must not be seen). The kernel is the
+    one SDPA itself runs on the CPU; its internal entry point also returns the log-sum-exp.
+    """
+    out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
+        q, k, v, 0.0, False, attn_mask=bias, scale=scaling
+    )
+    return out, lse
+
+
+def _attention_lse_reference(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor | None, scaling: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The same in plain tensor operations (any device; the check for the CPU kernel)."""
+    scores = torch.matmul(q, k.transpose(-1, -2)) * scaling
+    if bias is not None:
+        scores = scores + bias
+    lse = torch.logsumexp(scores, dim=-1)
+    return torch.matmul(torch.exp(scores - lse[..., None]), v), lse
 
 
 def slot_attention(
