@@ -86,7 +86,8 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     rec = Recording(work / "calls.jsonl")
     spec = RunSpec(suite="webshop", graph="greedy", policy="choice", limit=args.limit)
     start = time.perf_counter()
-    summary = await run_suite(spec, run_dir=work / "run", backend=rec)
+    resume = (work / "run").exists()
+    summary = await run_suite(spec, run_dir=work / "run", backend=rec, resume=resume)
     run_wall = time.perf_counter() - start
     await rec.aclose()
     calls = {_key(c): c for c in _read(work / "calls.jsonl") if len(c["continuations"]) >= 2}
