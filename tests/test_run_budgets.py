@@ -253,3 +253,20 @@ async def test_the_progress_bar_shows_tasks_accuracy_and_tokens(tmp_path: Path) 
     )
     text = out.getvalue()
     assert "text2sql" in text and "2/2" in text and "acc 0.000" in text and " tokens" in text  # both wrong
+
+
+def test_a_budget_note_names_the_whole_wave_schedule(tmp_path: Path) -> None:
+    import asyncio
+
+    backend = FunctionBackend(chat(GOOD_SQL))
+    asyncio.run(run_suite(spec(graph="best_of_n", n=4, limit=2), run_dir=tmp_path / "a", backend=backend))
+    asyncio.run(
+        run_suite(
+            spec(graph="iad", n=4, rounds=2, n_schedule=(1, 3), limit=2),
+            run_dir=tmp_path / "b",
+            backend=backend,
+        )
+    )
+    d = paired_difference(RunReport.load(tmp_path / "a"), RunReport.load(tmp_path / "b"))
+    # Not "n: 4 -> 1" (the first wave alone), which reads as if b spent a quarter of a's.
+    assert "n: 4 -> 1→3" in d.budget_differs

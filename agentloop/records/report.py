@@ -406,6 +406,9 @@ def budget_difference(a: RunReport, b: RunReport) -> tuple[str, ...]:
         )
         if effective is not None:  # as the graph ran them: best_of_n runs one round whatever --rounds says
             values["n"], values["rounds"] = effective
+        schedule = [int(k) for k in r.run.config.get("effective_n_schedule") or []]
+        if len(set(schedule)) > 1:  # waves of different sizes: the whole schedule, not its first wave
+            values["n"] = "→".join(str(k) for k in schedule)
         return values
 
     sa, sb = settings(a), settings(b)
