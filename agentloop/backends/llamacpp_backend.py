@@ -112,6 +112,11 @@ def forced_tokens_grammar(ids: Sequence[int]) -> str:
     return "root ::= " + " ".join(f"<[{i}]>" for i in ids)
 
 
+def _is_path(text: str) -> bool:
+    """Whether a model argument names a file (``PATH.gguf``) rather than a pulled model."""
+    return text.endswith(".gguf") or "/" in text or os.sep in text
+
+
 class LlamaCppBackend(Backend):
     """Runs a GGUF model on llama.cpp's server engine, in this process.
 
@@ -140,6 +145,10 @@ class LlamaCppBackend(Backend):
                 "llamacpp options: parallel and threads must be at least 1, ctx at least 64, cache_mb >= 0"
             )
         self.model = model
+        if model is not None and not _is_path(str(model)):
+            from agentloop import models
+
+            models.model_path(str(model))  # an unknown name fails here, before any run starts
         self.id = f"llamacpp:{model}" if model else "llamacpp"
         self.threads, self.parallel, self.ctx, self.cache_mb = threads, parallel, ctx, cache_mb
         self._server: Any = None
@@ -180,7 +189,7 @@ class LlamaCppBackend(Backend):
 
             return check_gguf(models.ensure_embedded_gguf(report=report))
         text = str(self.model)
-        if text.endswith(".gguf") or "/" in text or os.sep in text:
+        if _is_path(text):
             return check_gguf(Path(text).expanduser())
         return check_gguf(models.pulled_gguf(text))
 
