@@ -265,7 +265,7 @@ class SlotCache(Cache):
         for group, sel in self._plan:
             if not group.length:
                 continue
-            r = tail_out[sel].shape[0]
+            r = sel.stop - sel.start if isinstance(sel, slice) else int(sel.numel())
             # The group's rows' queries as r * per_kv positions of one sequence per KV head:
             # one product against the prompt, which is stored (and read) once.
             qg = q[sel].permute(1, 0, 2, 3).reshape(1, self.kv_heads, r * per_kv, dim)
