@@ -220,18 +220,11 @@ def test_the_check_hint_shows_database_urls_without_their_password() -> None:
     assert "--memory postgresql://u:***@h/x" in hint and "--db not a url" in hint
 
 
-@pytest.mark.parametrize(
-    ("backend", "message"),
-    [
-        ("llamacpp:nope", "unknown model 'nope'"),
-        ("transformers:nope", "model path not found: nope"),
-    ],
-)
-def test_a_bad_model_fails_before_the_run_starts(tmp_path: Path, backend: str, message: str) -> None:
+def test_an_unknown_model_name_fails_before_the_run_starts(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     result = CliRunner().invoke(
-        app, ["run", "webshop", "--backend", backend, "--limit", "1", "--run-dir", str(run_dir)]
+        app, ["run", "webshop", "--backend", "llamacpp:nope", "--limit", "1", "--run-dir", str(run_dir)]
     )
     assert result.exit_code != 0
-    assert message in result.output and "Traceback" not in result.output
+    assert "unknown model 'nope'" in result.output and "Traceback" not in result.output
     assert not run_dir.exists()  # no half-made run to resume

@@ -130,10 +130,6 @@ class TransformersBackend(Backend):
                 raise AgentloopError(
                     f"unknown transformers backend option '{key}'; options: dtype, device, batching, prefix_cache_mb"
                 )
-        from agentloop.models import MODELS
-
-        if path and path not in MODELS and not Path(path).expanduser().exists():
-            raise AgentloopError(_not_found(Path(path).expanduser()))  # before any run starts
         return cls(path or None, **kwargs)
 
     # -- loading -----------------------------------------------------------------
