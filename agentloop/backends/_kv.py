@@ -61,9 +61,8 @@ class SlotCache(Cache):
         super().__init__(layers=[])
         self.num_layers, self.kv_heads, self.head_dim = num_layers, kv_heads, head_dim
         self.dtype, self.device = dtype, device
-        self.keys: list[
-            torch.Tensor
-        ] = []  # tails, per layer (row_capacity, kv_heads, len_capacity, head_dim)
+        # The tails, per layer: (row_capacity, kv_heads, len_capacity, head_dim).
+        self.keys: list[torch.Tensor] = []
         self.values: list[torch.Tensor] = []
         self.row_capacity = 0
         self.len_capacity = 0
