@@ -50,8 +50,8 @@ def _dense(prefix: _Prefix, tail_k: torch.Tensor, tail_v: torch.Tensor, q: torch
 
 def test_rows_write_at_their_own_tail_positions_and_share_their_prompt():
     kv = _cache()
-    a = kv.add_rows(_Prefix(2, 3, 1.0), 2, reserve=3)
-    b = kv.add_rows(_Prefix(2, 5, 2.0), 1, reserve=5)
+    a = kv.add_rows(_Prefix(2, 3, 1.0), 2)
+    b = kv.add_rows(_Prefix(2, 5, 2.0), 1)
     assert (a, b) == ([0, 1], [2])
     assert len(kv.groups) == 2  # one stored prompt per request, not one per row
     positions, mask = kv.step_inputs()
@@ -130,10 +130,10 @@ def test_moving_rows_keeps_contents_and_frees_prompts_no_row_uses():
 
 def test_tails_grow_along_the_dimension_that_ran_out_and_only_as_far_as_the_rows_got():
     kv = _cache()
-    kv.add_rows(_Prefix(2, 300, 1.0), 4, reserve=301)
+    kv.add_rows(_Prefix(2, 300, 1.0), 4)
     assert (kv.row_capacity, kv.len_capacity) == (4, 128)  # a prompt takes no tail room
     for _ in range(3):  # more rows: more rows only
-        kv.add_rows(_Prefix(2, 290, 2.0), 4, reserve=291)
+        kv.add_rows(_Prefix(2, 290, 2.0), 4)
     assert (kv.row_capacity, kv.len_capacity) == (16, 128)
     kv.tails[:16] = 127  # every row at the last position the buffer holds
     kv.keys[1][4, 0, 126, 0] = 3.0
@@ -148,7 +148,7 @@ def test_tails_grow_along_the_dimension_that_ran_out_and_only_as_far_as_the_rows
 
 def test_update_refuses_more_than_one_token_per_row():
     kv = _cache()
-    kv.add_rows(_Prefix(2, 2, 1.0), 1, reserve=4)
+    kv.add_rows(_Prefix(2, 2, 1.0), 1)
     kv.step_inputs()
     with pytest.raises(RuntimeError, match="one token per row"):
         kv.update(torch.zeros(1, 2, 2, 4), torch.zeros(1, 2, 2, 4), layer_idx=0)

@@ -254,10 +254,9 @@ class Batcher:
         slots = self._kv.add_rows(
             prep.prefix,
             request.n,
-            reserve=len(prep.prompt),  # grown as the rows get longer, not up front to max_new
             max_length=self.host._max_length(),
         )
-        job.prep.prefix = None  # the rows hold their own copy now
+        job.prep.prefix = None  # the slot cache holds it now, once for the rows
         job.rows = [_Row(slot) for slot in slots]
         job.active = list(range(request.n))
         for r, slot in enumerate(slots):

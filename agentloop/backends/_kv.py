@@ -134,13 +134,12 @@ class SlotCache(Cache):
 
     # -- rows --------------------------------------------------------------------
 
-    def add_rows(self, prefix: Any, n: int, *, reserve: int = 0, max_length: int = 0) -> list[int]:
+    def add_rows(self, prefix: Any, n: int, *, max_length: int = 0) -> list[int]:
         """Append ``n`` rows that each start from ``prefix`` (a batch-1 cache); return their indices.
 
-        The prefix is kept once for the ``n`` rows, by reference (it is only read). The
-        rows' tails get room for the first position now; :meth:`step_inputs` grows them as
-        they get longer. ``reserve`` is the total length the rows need (the prompt), kept
-        for the call's shape: a prompt takes no tail room.
+        The prefix is kept once for the ``n`` rows, by reference (it is only read), so a
+        prompt takes no tail room: the rows' tails get room for their first position now,
+        and :meth:`step_inputs` grows them as they get longer.
         """
         length = _prefix_len(prefix)
         self.reserve(self.rows + n, 1, max_length=max_length)

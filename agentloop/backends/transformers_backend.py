@@ -148,7 +148,10 @@ class TransformersBackend(Backend):
         if not path.exists() and str(path) in MODELS:  # a pulled GGUF model: transformers:qwen2.5-coder-0.5b
             path = pulled_gguf(str(path))
         if not path.exists():
-            raise AgentloopError(_not_found(path))
+            raise AgentloopError(
+                f"model path not found: {path}. Pass an HF-format model dir, a .gguf file (transformers:PATH) "
+                "or a pulled model's name (agentloop models list), or use 'transformers' for the embedded model."
+            )
         if path.suffix == ".gguf":
             return path.parent, path.name
         if not (path / "config.json").exists():
@@ -489,13 +492,6 @@ def _new_cache(cls: Any, config: Any) -> Any:
         return cls(config=config)
     except TypeError:  # transformers releases before the config argument
         return cls()
-
-
-def _not_found(path: Path) -> str:
-    return (
-        f"model path not found: {path}. Pass an HF-format model dir, a .gguf file (transformers:PATH) "
-        "or a pulled model's name (agentloop models list), or use 'transformers' for the embedded model."
-    )
 
 
 def _check_full_attention(config: Any, backend_id: str) -> None:
