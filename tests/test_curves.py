@@ -168,6 +168,47 @@ def test_a_vote_curve_ends_at_the_run(runs: dict[str, Path]) -> None:
     assert curve.values[1][-1] == 0.0  # 2 wins the vote over 1 and the gold
 
 
+def test_a_best_of_n_runs_votes_draw_the_self_consistency_curve(
+    runs: dict[str, Path], tmp_path: Path
+) -> None:
+    """Both graphs sample alike, so best-of-n's candidates by vote are the self-consistency run."""
+    bon = copy_run(runs["bon"], tmp_path / "bon", "SELECT 1")
+    with pytest.raises(CurveError, match="stored no vote keys"):
+        load_curve(RunReport.load(bon), vote=True)
+    first = CliRunner().invoke(app, ["report", str(bon), "--frontier", "--vote", "--json"])
+    assert first.exit_code == 0, first.output
+    assert "adding vote keys to) 20 candidates of bon" in first.stderr
+    with open_store(bon) as store:
+        table = store.candidate_table()
+    assert [c["official"]["key"] for c in table["arith-1"]] == ["-1", str(GOLD[1]["answer"]), "-2", "-2"]
+    # The scores stay as they were; only the keys are new.
+    assert [c["official"]["correct"] for c in table["arith-1"]] == [False, True, False, False]
+    voted = load_curve(RunReport.load(bon), vote=True)
+    sc = load_curve(RunReport.load(runs["sc"]))
+    assert voted.label == "bon (vote)" and voted.graph.startswith("self_consistency")
+    assert voted.values == sc.values and voted.means == sc.means
+    (suite,) = json.loads(first.stdout)["frontier"]["suites"]
+    assert [c["run"] for c in suite["curves"]] == ["bon", "bon (vote)"]
+    # Keys are added once: the second report scores nothing.
+    result = CliRunner().invoke(app, ["report", str(bon), "--matched", "--vote", "--json"])
+    assert result.exit_code == 0, result.output
+    assert "vote keys" not in result.stderr
+    (row,) = json.loads(result.stdout)["matched"]
+    assert row["other"] == "bon (vote)" and row["base_k"] == 4.0
+    assert row["difference"] == pytest.approx(
+        round(sc.means[-1] - load_curve(RunReport.load(bon)).means[-1], 4)
+    )
+
+
+def test_vote_errors_are_one_line(runs: dict[str, Path]) -> None:
+    code, out = cli(str(runs["greedy"]), "--frontier", "--vote")
+    assert code != 0 and "give a best_of_n run" in out and "Traceback" not in out
+    code, out = cli(str(runs["bon"]), "--vote")
+    assert code != 0 and "--vote adds vote curves" in out
+    with pytest.raises(CurveError, match="a vote curve comes from a best_of_n run"):
+        load_curve(RunReport.load(runs["greedy"]), vote=True)
+
+
 def test_the_frontier_keeps_only_configurations_nothing_cheaper_beats(runs: dict[str, Path]) -> None:
     curves = [load_curve(RunReport.load(runs[n])) for n in ("bon", "greedy")]
     assert not curves[1].sampled and curves[1].costs == [1.0]

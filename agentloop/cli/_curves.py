@@ -27,17 +27,27 @@ def curves_report(
     plot: Path | None,
     as_json: bool,
     rescore: bool = False,
+    vote: bool = False,
 ) -> None:
-    """Frontier tables and/or compute-matched comparisons of ``reports`` (the first is the base)."""
-    from agentloop.records.curves import COSTS, CurveError, frontier_json, load_curve, matched_difference
+    """Frontier tables and/or compute-matched comparisons of ``reports`` (the first is the base).
+
+    ``vote``: each best_of_n run also gives its majority-vote curve, right after its own
+    (compared, with ``matched``, like another run); missing vote keys are added offline first.
+    """
+    from agentloop.records.curves import (
+        COSTS,
+        CURVE_GRAPHS,
+        CurveError,
+        frontier_json,
+        load_curve,
+        matched_difference,
+    )
     from agentloop.records.render import render_reports
     from agentloop.records.render_curves import plot_frontier, render_frontier, render_matched
     from agentloop.records.report import check_comparable, paired_difference, shared_tasks
 
     if cost not in COSTS:
         raise CurveError(f"unknown --cost {cost!r}; use one of {', '.join(COSTS)}")
-    if matched and len(reports) < 2:
-        raise AgentloopError("--matched compares runs: give one with --compare")
     console = Console()
     out: dict[str, Any] = {}
     reports, cut = shared_tasks(reports)
@@ -46,10 +56,25 @@ def curves_report(
             out["tasks_note"] = cut
         else:
             err.print(f"[dim]{cut}[/]", highlight=False)
-    officials = [_rescore(r, store) if rescore else None for r in reports]
-    curves = [
-        load_curve(r, cost=cost, store=store, officials=o) for r, o in zip(reports, officials, strict=True)
+    voters = {i for i, r in enumerate(reports) if vote and CURVE_GRAPHS.get(r.run.graph) == "best"}
+    if vote and not voters:
+        raise CurveError("--vote draws best_of_n runs' candidates by majority vote: give a best_of_n run")
+    officials = [
+        _rescore(r, store, keys=i in voters) if rescore or i in voters else None
+        for i, r in enumerate(reports)
     ]
+    curves, compared = [], []
+    for i, (r, o) in enumerate(zip(reports, officials, strict=True)):
+        curves.append(load_curve(r, cost=cost, store=store, officials=o))
+        compared.append(r)
+        if i in voters:
+            curves.append(load_curve(r, cost=cost, store=store, officials=o, vote=True))
+            compared.append(r)
+    reports = compared
+    if matched and len(reports) < 2:
+        raise AgentloopError(
+            "--matched compares runs: give one with --compare (or --vote with a best_of_n run)"
+        )
     if frontier:
         if plot is not None:
             err.print(f"[dim]plot: {plot_frontier(curves, plot)}[/]", highlight=False)
@@ -83,8 +108,10 @@ def curves_report(
         print_json(out)
 
 
-def _rescore(report: Any, store: str | None) -> dict[tuple[str, int], dict[str, Any]] | None:
-    """Rescore ``report``'s run where candidates lack official scores: a notice, a bar on a terminal, a result line.
+def _rescore(
+    report: Any, store: str | None, *, keys: bool = False
+) -> dict[tuple[str, int], dict[str, Any]] | None:
+    """Rescore ``report``'s run where candidates lack official scores (or, with ``keys``, vote keys): a notice, a bar on a terminal, a result line.
 
     Returns the scores when the store could not keep them (they serve this report only).
     """
@@ -95,8 +122,9 @@ def _rescore(report: Any, store: str | None) -> dict[tuple[str, int], dict[str, 
     bar: list[Any] = []
 
     def on_start(count: int, suite: str) -> None:
+        what = "scoring (and adding vote keys to)" if keys else "rescoring"
         err.print(
-            f"rescoring {count} candidates of {report.label} offline ({suite})…",
+            f"{what} {count} candidates of {report.label} offline ({suite})…",
             highlight=False,
             soft_wrap=True,
         )
@@ -118,7 +146,7 @@ def _rescore(report: Any, store: str | None) -> dict[tuple[str, int], dict[str, 
 
     try:
         done = rescore_run_sync(
-            report.run_dir, store=store, label=report.label, on_start=on_start, advance=advance
+            report.run_dir, store=store, label=report.label, on_start=on_start, advance=advance, keys=keys
         )
     finally:
         if bar:

@@ -81,6 +81,15 @@ def report(
             "before candidates kept their official scores, and save those scores in the run's store.",
         ),
     ] = False,
+    vote: Annotated[
+        bool,
+        typer.Option(
+            "--vote",
+            help="With --frontier/--matched: also draw each best_of_n run's candidates picked by majority "
+            "vote (what self_consistency with the same n and seed samples); their vote keys are added "
+            "offline and saved in the run's store.",
+        ),
+    ] = False,
 ) -> None:
     """Summarize runs: accuracy overall and by difficulty, verifier passes, tokens and latency per task."""
     from agentloop.records.render import plot_reports, render_reports
@@ -99,6 +108,8 @@ def report(
         raise AgentloopError(
             "--rescore scores stored candidates for --frontier and --matched: give one of them"
         )
+    if vote and not (frontier or matched):
+        raise AgentloopError("--vote adds vote curves to --frontier and --matched: give one of them")
     if frontier or matched:
         from agentloop.cli._curves import curves_report
 
@@ -111,6 +122,7 @@ def report(
             plot=plot,
             as_json=as_json,
             rescore=rescore,
+            vote=vote,
         )
         return
     check_comparable(reports)

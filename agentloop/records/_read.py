@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, fields
 from typing import Any, TypeVar, cast
 
@@ -13,7 +13,7 @@ from agentloop.records._db import RunNotFoundError
 from agentloop.records._schema import CandidateRow, PromptRow, RunRow, TaskResultRow
 from agentloop.types import Message, Role
 
-__all__ = ["DEFAULT_RUN_NAME", "ReadMixin", "RunInfo", "StoredRun", "StoredTask"]
+__all__ = ["DEFAULT_RUN_NAME", "ReadMixin", "RunInfo", "StoredRun", "StoredTask", "needs_score"]
 
 # The name of the one run in a run dir's own run.sqlite.
 DEFAULT_RUN_NAME = "default"
@@ -238,12 +238,15 @@ class ReadMixin:
             out.setdefault(row[0], []).append(dict(zip(keys, row[1:], strict=True)))
         return out
 
-    def unscored_candidates(self, name: str | None = None) -> dict[str, list[dict[str, Any]]]:
+    def unscored_candidates(
+        self, name: str | None = None, *, keys: bool = False
+    ) -> dict[str, list[dict[str, Any]]]:
         """Every candidate of each task that has one without an official score, by task id, in order.
 
         What rescoring a run stored before revision 0004 reads (``official`` is NULL on the
         candidates to score; the task's others come too, since a suite scores one among them;
-        ``id`` is the row's, for :meth:`RunStore.fill_official`).
+        ``id`` is the row's, for :meth:`RunStore.fill_official`). With ``keys``, a candidate
+        that parsed but has no vote key (a ``best_of_n`` run never voted) also needs one.
         """
         query = (
             select(CandidateRow, TaskResultRow.task_id)
@@ -252,16 +255,16 @@ class ReadMixin:
             .where(RunRow.name == self._name(name))
             .order_by(TaskResultRow.index, CandidateRow.position)
         )
-        keys = [c.key for c in CandidateRow.__table__.columns if c.key != "task_result_id"]
+        columns = [c.key for c in CandidateRow.__table__.columns if c.key != "task_result_id"]
 
         def read(s: Session) -> dict[str, list[dict[str, Any]]]:
             out: dict[str, list[dict[str, Any]]] = {}
             for row, task_id in s.execute(query):
-                out.setdefault(task_id, []).append({k: getattr(row, k) for k in keys})
+                out.setdefault(task_id, []).append({k: getattr(row, k) for k in columns})
             return out
 
         table = self._call(read)
-        return {t: cands for t, cands in table.items() if any(c["official"] is None for c in cands)}
+        return {t: cands for t, cands in table.items() if any(needs_score(c, keys=keys) for c in cands)}
 
     def task_extra(self, task_id: str, name: str | None = None) -> tuple[Any, Any, Any] | None:
         """One task's lessons shown, lessons written and traceback (what its page shows beyond the row)."""
@@ -272,3 +275,11 @@ class ReadMixin:
         )
         row = self._call(lambda s: s.execute(query).first())
         return None if row is None else (row[0], row[1], row[2])
+
+
+def needs_score(candidate: Mapping[str, Any], *, keys: bool = False) -> bool:
+    """Whether a stored candidate row lacks its official score (or, with ``keys``, a vote key it could have)."""
+    official = candidate.get("official")
+    if official is None:
+        return True
+    return keys and candidate.get("parse_error") is None and official.get("key") is None

@@ -16,6 +16,7 @@ assumes). Other graphs give one point: their mean value at their mean cost.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 import random
@@ -201,15 +202,25 @@ def load_curve(
     seed: int = 0,
     resamples: int = 1000,
     officials: Mapping[tuple[str, int], Mapping[str, Any]] | None = None,
+    vote: bool = False,
 ) -> Curve:
     """``report``'s curve over k (sampling runs) or its single point, in ``cost`` units.
 
     ``officials``: official scores by (task id, position) for candidates the store holds none
     for (a rescoring that could not be saved: see :mod:`agentloop.runs.rescore`).
+
+    ``vote``: a ``best_of_n`` run's candidates picked by majority vote instead of by verdict.
+    Both graphs sample a task's candidates alike (same prompt, and seeds from the run's seed,
+    round and index alone), so this is the curve ``self_consistency`` with the same n and
+    seed would draw; it needs the candidates' vote keys (``report --vote`` adds them offline).
     """
     if CURVE_GRAPHS.get(report.run.graph) is None:
+        if vote:
+            raise CurveError(
+                f"run {report.label} is a {report.run.graph} run: a vote curve comes from a best_of_n run's candidates"
+            )
         return load_point(report, cost=cost, seed=seed, resamples=resamples)
-    rule = CURVE_GRAPHS[report.run.graph]
+    rule = "vote" if vote else CURVE_GRAPHS[report.run.graph]
     tasks = report.tasks
     costs = _task_costs(report, cost)
     metric = _metric(report)
@@ -236,6 +247,10 @@ def load_curve(
             "or rerun it"
         )
     stats: list[list[CandidateStat]] = [[s for s in cands if s is not None] for cands in per_task]
+    if vote and not any(s.key is not None for cands in stats for s in cands):
+        raise CurveError(
+            f"run {report.label} stored no vote keys: add them offline with agentloop report --frontier --vote"
+        )
     n = max(len(c) for c in stats)
     ks = list(range(1, n + 1))
     rng = random.Random(seed)
@@ -258,7 +273,12 @@ def load_curve(
         )
         for k in ks
     ]
-    return _curve(report, cost, metric, list(ks), mean_costs, values, exact, seed, resamples)
+    curve = _curve(report, cost, metric, list(ks), mean_costs, values, exact, seed, resamples)
+    if vote and CURVE_GRAPHS[report.run.graph] == "best":
+        curve = dataclasses.replace(
+            curve, label=f"{report.label} (vote)", graph=f"self_consistency, from {report.graph_label}"
+        )
+    return curve
 
 
 def load_point(report: RunReport, *, cost: str = "candidates", seed: int = 0, resamples: int = 1000) -> Curve:

@@ -49,7 +49,7 @@ from agentloop.records._db import (
     write_marker,
 )
 from agentloop.records._outcome import CandidateRecord, CandidateScore, TaskOutcome
-from agentloop.records._read import DEFAULT_RUN_NAME, ReadMixin, RunInfo, StoredRun, StoredTask
+from agentloop.records._read import DEFAULT_RUN_NAME, ReadMixin, RunInfo, StoredRun, StoredTask, needs_score
 from agentloop.records._schema import CandidateRow, PromptRow, RunRow, TaskResultRow
 
 __all__ = [
@@ -78,6 +78,7 @@ __all__ = [
     "read_marker",
     "resolve_store_url",
     "safe_url",
+    "needs_score",
 ]
 
 RUN_DB = "run.sqlite"
@@ -412,7 +413,9 @@ class RunStore(ReadMixin):
 
         Only candidates still without one are written, so that filling twice, or from two
         processes at once, leaves the first scores in place; a task stored again meanwhile has
-        new row ids, and keeps its own. One transaction.
+        new row ids, and keeps its own. A candidate that has a score but no vote key gets the
+        key it is given (a ``best_of_n`` run's votes, computed later); its score stays. One
+        transaction.
         """
         ids = sorted(scores)
         if not ids:
@@ -422,8 +425,12 @@ class RunStore(ReadMixin):
             written = 0
             for i in range(0, len(ids), 500):  # SQLite's limit on bound parameters
                 for row in s.scalars(select(CandidateRow).where(CandidateRow.id.in_(ids[i : i + 500]))):
+                    new = scores[row.id]
                     if row.official is None:  # JSON null or SQL NULL: none yet
-                        row.official = scores[row.id].to_dict()
+                        row.official = new.to_dict()
+                        written += 1
+                    elif new.key is not None and row.official.get("key") is None:
+                        row.official = {**row.official, "key": new.key}
                         written += 1
             return written
 

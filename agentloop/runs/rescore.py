@@ -31,7 +31,15 @@ from agentloop.graphs import Candidate, LoopResult, Verdict
 from agentloop.graphs.budget import LoopUsage
 from agentloop.records.curves import CURVE_GRAPHS
 from agentloop.records.report import first_line
-from agentloop.records.store import CandidateScore, RunStore, RunStoreError, StoredRun, StoredTask, open_store
+from agentloop.records.store import (
+    CandidateScore,
+    RunStore,
+    RunStoreError,
+    StoredRun,
+    StoredTask,
+    needs_score,
+    open_store,
+)
 from agentloop.runs.spec import STORED_DEFAULTS, RunSpec
 from agentloop.runs.tasks import _vote_key
 from agentloop.suites import CannotRescoreError, Suite, SuiteItem, get_suite
@@ -73,8 +81,12 @@ async def rescore_run(
     on_start: Callable[[int, str], None] | None = None,
     advance: Callable[[int], None] | None = None,
     concurrency: int = 4,
+    keys: bool = False,
 ) -> Rescored:
     """Score every candidate of the run at ``target`` (a run dir, or a run's name in ``store``) that has no official score.
+
+    With ``keys``, a ``best_of_n`` run's candidates also get the vote key self-consistency
+    would have voted them under (their scores stay), so its candidates draw a vote curve too.
 
     ``on_start(candidates, suite_name)`` is called once the suite has loaded and before any
     candidate is scored (never when there is nothing to do); ``advance(n)`` as each task's n are done.
@@ -86,8 +98,9 @@ async def rescore_run(
         run = opened.load()
         if run.graph not in CURVE_GRAPHS:
             return Rescored(name, str(run.config.get("suite_name") or run.suite))
-        todo = opened.unscored_candidates()
-        count = sum(c["official"] is None for cands in todo.values() for c in cands)
+        keys = keys and CURVE_GRAPHS[run.graph] == "best"
+        todo = opened.unscored_candidates(keys=keys)
+        count = sum(needs_score(c, keys=keys) for cands in todo.values() for c in cands)
         if not count:
             return Rescored(name, str(run.config.get("suite_name") or run.suite))
         suite = _load_suite(run, name)
@@ -96,7 +109,7 @@ async def rescore_run(
         if on_start is not None:
             on_start(count, suite.name)
         writer = _Writer(opened)
-        voted = CURVE_GRAPHS[run.graph] == "vote"
+        voted = keys or CURVE_GRAPHS[run.graph] == "vote"
         gate = asyncio.Semaphore(max(1, concurrency))
         failed = 0
 
@@ -104,7 +117,7 @@ async def rescore_run(
             nonlocal failed
             async with gate:
                 scored, bad = await _score_task(
-                    suite, items[task_id], stored[task_id], todo[task_id], voted, name
+                    suite, items[task_id], stored[task_id], todo[task_id], voted, name, keys=keys
                 )
             failed += bad
             writer.add(task_id, scored)
@@ -233,6 +246,8 @@ async def _score_task(
     rows: list[dict[str, Any]],
     voted: bool,
     name: str,
+    *,
+    keys: bool = False,
 ) -> tuple[list[tuple[int, int, CandidateScore]], int]:
     """One task's candidates without an official score, scored as the runner would have: (row id, position, score)s and failures.
 
@@ -255,13 +270,16 @@ async def _score_task(
     out: list[tuple[int, int, CandidateScore]] = []
     failed = 0
     for (c, rebuilt), row in zip(built, rows, strict=True):
-        if row["official"] is not None:
+        official = row["official"]
+        if not needs_score(row, keys=keys):
             continue
         if not rebuilt:
             failed += 1
             continue
         try:
-            if c is best:
+            if official is not None:  # scored already: only its vote key is new
+                correct, reward = bool(official.get("correct")), official.get("reward")
+            elif c is best:
                 correct, reward = task.correct, task.reward
             else:
                 s = await suite.score_candidate(item, result, c)
