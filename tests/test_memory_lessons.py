@@ -15,6 +15,7 @@ from agentloop.backends import FunctionBackend
 from agentloop.cli import app
 from agentloop.graphs import PromptTask, Verdict, run_task
 from agentloop.memory import (
+    ConceptDraft,
     ConceptMemory,
     MemoryStoreError,
     SQLMemoryStore,
@@ -23,7 +24,7 @@ from agentloop.memory import (
     merge_counts,
     parse_lesson_line,
 )
-from agentloop.memory.abstraction import AbstractionError
+from agentloop.memory.abstraction import AbstractionError, instance_problem, trim_loops
 from agentloop.runs import RunSpec, run_suite_sync
 from agentloop.types import ChatRequest
 
@@ -434,3 +435,116 @@ def test_the_cli_summary_reports_the_abstractions(tmp_path: Path, monkeypatch: p
     text = " ".join(out.output.split())
     assert "abstractions: 1 attempted, 0 accepted, 0 declined, 1 rejected" in text
     assert "Create a function" in text
+
+
+# --- lessons that are instances, not concepts ----------------------------------------------------
+
+SQL_TASK = Trajectory(
+    "cars",
+    "How many cars were made in 1980 by the maker American Motor Company?",
+    "SELECT COUNT(*) FROM cars_data WHERE Year = 1980",
+)
+SHOP_TASK = Trajectory(
+    "crackers",
+    "i want gluten-free crackers, pack of 12, and price lower than 50.00 dollars",
+    "search[gluten-free crackers]\nclick[B0Z0WM93MT]\nclick[pack of 12]\nclick[buy now]",
+)
+
+
+@pytest.mark.parametrize(
+    ("task", "draft", "problem"),
+    [
+        (
+            SQL_TASK,
+            ConceptDraft("Count", "SELECT COUNT(*) FROM cars_data WHERE Year = {year}"),
+            "copies its answer",
+        ),
+        (
+            SQL_TASK,
+            ConceptDraft("Cars", "count rows", situation="how many cars were made in 1980 by the maker"),
+            "restates its question",
+        ),
+        (
+            SHOP_TASK,
+            ConceptDraft("Crackers", "Click [B0Z0WM93MT] to find them"),
+            "names a value of its task ('B0Z0WM93MT')",
+        ),
+        (
+            SHOP_TASK,
+            ConceptDraft("Price", "buy what costs under 50.00 dollars"),
+            "names a value of its task ('50.00')",
+        ),
+        (SQL_TASK, ConceptDraft("Count", "you can use the following SQL query:"), "unfinished"),
+        (SQL_TASK, ConceptDraft("Loop", "then count, then count, then count, then count"), "loops"),
+    ],
+)
+def test_instances_are_told_from_concepts(task: Trajectory, draft: ConceptDraft, problem: str) -> None:
+    found = instance_problem(draft, task)
+    assert found is not None and found.startswith(problem), found
+
+
+@pytest.mark.parametrize(
+    "draft",
+    [
+        ConceptDraft(
+            "Count all rows", "SELECT count(*) FROM {table}", situation="the question asks how many"
+        ),
+        ConceptDraft("Shop within a price limit", "pick a result whose price is under {limit}"),
+        # One-digit numbers are not a task's values: "0 and 1", "the first 2".
+        ConceptDraft("Empty inputs", "return 0 for an empty sum and 1 for an empty product"),
+    ],
+)
+def test_concepts_pass_the_check(draft: ConceptDraft) -> None:
+    assert instance_problem(draft, SQL_TASK) is None
+    assert instance_problem(draft, SHOP_TASK) is None
+
+
+def test_a_loop_is_cut_at_the_last_sentence_before_it() -> None:
+    looped = ConceptDraft(
+        "Add a list of numbers to a list of strings. Add a list of st",
+        "then price less than 20, then price less than 20, then price less than 20, then",
+    )
+    trimmed = trim_loops(looped)
+    assert trimmed.title == "Add a list of numbers to a list of strings."
+    assert trimmed.suggestion == "then price less than 20, then price less than 20"
+    plain = ConceptDraft("Count all rows", "SELECT count(*) FROM {table}")
+    assert trim_loops(plain) is plain
+    assert trim_loops(ConceptDraft("go go go go go", "x")).title == "go go"  # two rounds stay
+
+
+async def test_an_abstraction_that_only_gives_instances_is_rejected_with_the_reason(tmp_path: Path) -> None:
+    replies = iter(
+        [
+            " Count cars | a question about cars | SELECT COUNT(*) FROM cars_data WHERE Year = 1980",
+            " Count all rows | the question asks how many | SELECT count(*) FROM {table}",
+        ]
+    )
+
+    def model(request: ChatRequest) -> str:
+        return next(replies) if _is_abstraction(request) else SQL_TASK.answer
+
+    url = f"sqlite:///{tmp_path / 'm.db'}"
+    memory = ConceptMemory.open(url, namespace="sql", backend=Unconstrained(model), abstraction="completion")
+    for i in range(2):
+        task = PromptTask(SQL_TASK.question, lambda c: Verdict(1.0, passed=True), id=f"cars{i}")
+        await run_task(task, memory.backend, "greedy", memory=memory)  # type: ignore[arg-type]
+    await memory.aclose()
+    counts = memory.counters.to_dict()
+    assert (counts["abstractions_accepted"], counts["abstractions_rejected"], counts["written"]) == (1, 1, 1)
+    assert "cars0" in counts["first_rejection"] and "copies its answer" in counts["first_rejection"]
+    with SQLMemoryStore(url) as store:
+        (concept,) = store.list(namespace="sql")
+    assert concept.title == "Count all rows"
+    # check_lessons=False keeps what the model wrote, as before.
+    replies = iter([" Count cars | a question about cars | SELECT COUNT(*) FROM cars_data WHERE Year = 1980"])
+    loose = ConceptMemory.open(
+        f"sqlite:///{tmp_path / 'loose.db'}",
+        namespace="sql",
+        backend=Unconstrained(model),
+        abstraction="completion",
+        check_lessons=False,
+    )
+    task = PromptTask(SQL_TASK.question, lambda c: Verdict(1.0, passed=True), id="cars")
+    await run_task(task, loose.backend, "greedy", memory=loose)  # type: ignore[arg-type]
+    await loose.aclose()
+    assert loose.counters.written == 1

@@ -45,7 +45,7 @@ class Model:
         if prompt.endswith("Lesson:"):  # the completion-style abstraction (small models)
             self.abstractions += 1
             question = prompt.rsplit("Task: ", 1)[1].split("\n", 1)[0]
-            return f" Singers by age, from: {question[:40]} | a question about singers | read {{column}} of singer"
+            return f" Singers by age, from: {_head(question)} | a question about singers | read {{column}} of singer"
         if prompt.endswith("SQL: SELECT"):  # the few-shot Text2SQL prompt: the rest of the query
             self.task_prompts.append(prompt)
             return " name, age FROM singer;"
@@ -60,13 +60,18 @@ class Model:
     @staticmethod
     def lesson(question: str) -> dict[str, object]:
         return {
-            "title": f"Lesson from: {question[:60]}",
-            "situation": f"A question about singers and their age, like: {question}",
+            "title": f"Lesson from: {_head(question)}",
+            "situation": "A question about singers and their age",
             "cues": ["singers", "age"],
             "suggestion": "Read the {column} of table {table}; check the singer table's age column.",
             "parameters": [{"name": "table", "type": "str"}, {"name": "column", "type": "str"}],
             "kind": "strategy",
         }
+
+
+def _head(question: str) -> str:
+    """A question's first words: enough to tell lessons apart, too few to restate it (memory drops those)."""
+    return " ".join(question.split()[:5])
 
 
 def uses(url: str, run_id: str) -> list[tuple[str, str | None]]:

@@ -223,7 +223,9 @@ def test_lessons_shown_and_written_reach_the_task_page(tmp_path: Path) -> None:
             question = re.search(r"Task:\n(.*)", prompt)
             assert question is not None
             concept = {
-                "title": f"Lesson from: {question.group(1)[:50]}",
+                # The question's first words name the lesson: all of it would restate the
+                # question, which memory drops as an instance, not a concept.
+                "title": f"Lesson from: {' '.join(question.group(1).split()[:5])}",
                 "situation": "a question about singers",
                 "cues": ["singers"],
                 "suggestion": "Read the <age> column of the singer table.",
@@ -241,7 +243,7 @@ def test_lessons_shown_and_written_reach_the_task_page(tmp_path: Path) -> None:
     try:
         written = a.task("dev-0")
         assert written is not None and written.lessons_written
-        assert "Lesson from: What is the total number of singers?" in written.lessons_written[0]
+        assert "Lesson from: What is the total number" in written.lessons_written[0]
         shown = b.task("dev-2")
         assert shown is not None and shown.lessons and shown.lessons_written
         assert any("Lesson from: What is the total number" in line for line in shown.lessons)

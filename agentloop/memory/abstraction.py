@@ -19,6 +19,7 @@ follow the prompt still returns a well-formed lesson, or declines with ``none`` 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import re
@@ -42,7 +43,9 @@ __all__ = [
     "Trajectory",
     "abstract",
     "extract_json",
+    "instance_problem",
     "parse_concepts",
+    "trim_loops",
     "parse_lesson_line",
 ]
 
@@ -58,6 +61,14 @@ _QUESTION_CHARS = 3000
 _ATTEMPT_CHARS = 800
 _FEEDBACK_CHARS = 400
 _ANSWER_CHARS = 1500
+
+
+# A lesson that shares this many consecutive words with its task's answer copies it, and this
+# many with the task's question restates it: either way it is an instance, not a concept.
+COPY_ANSWER_WORDS = 6
+COPY_QUESTION_WORDS = 8
+# A word trigram seen this often in one field of a lesson: the model looped.
+REPEATS = 3
 
 
 class AbstractionError(ValueError):
@@ -363,3 +374,97 @@ def parse_concepts(text: str, *, max_concepts: int = 3) -> list[ConceptDraft]:
         raise AbstractionError(f"no JSON in the reply: {text[:120]!r}")
     drafts = [d for d in (_draft(item) for item in _items(data)) if d is not None]
     return drafts[:max_concepts]
+
+
+_WORD = re.compile(r"[A-Za-z0-9_]+(?:\.[0-9]+)?")
+# A literal worth flagging: a number of two or more digits (or with decimals), or an id that
+# mixes letters and digits (a product id such as B07ZK6XQ3T, a column such as col_2020).
+_LITERAL = re.compile(
+    r"^(?:[0-9]{2,}(?:\.[0-9]+)?|[0-9]+\.[0-9]+|(?=[A-Za-z_]*[0-9])(?=[0-9_]*[A-Za-z])\w{5,})$"
+)
+
+
+def _words(text: str) -> list[str]:
+    return [w.lower() for w in _WORD.findall(text)]
+
+
+def _shared_run(a: list[str], b: list[str], n: int) -> str | None:
+    """The first run of ``n`` consecutive words of ``a`` that also occurs in ``b``, or None."""
+    if len(a) < n or len(b) < n:
+        return None
+    grams = {tuple(b[i : i + n]) for i in range(len(b) - n + 1)}
+    for i in range(len(a) - n + 1):
+        if tuple(a[i : i + n]) in grams:
+            return " ".join(a[i : i + n])
+    return None
+
+
+_SENTENCE_END = re.compile(r"[.;!?](?=\s|$)")
+
+
+def _trim_loop(text: str) -> str:
+    """``text`` up to where a word trigram comes round for the third time, at the last sentence end before it."""
+    matches = list(_WORD.finditer(text))
+    seen: dict[tuple[str, ...], int] = {}
+    for i in range(len(matches) - 2):
+        gram = tuple(m.group().lower() for m in matches[i : i + 3])
+        seen[gram] = seen.get(gram, 0) + 1
+        if seen[gram] >= REPEATS:
+            cut = matches[i].start()
+            ends = [m.end() for m in _SENTENCE_END.finditer(text, 0, cut)]
+            return text[: ends[-1] if ends else cut].rstrip(" ,;:-")
+    return text
+
+
+def trim_loops(draft: ConceptDraft) -> ConceptDraft:
+    """``draft`` with each field cut where the model started to loop.
+
+    Small models often write a lesson and then repeat its last phrase until the token limit;
+    what came before the loop (its first two rounds at least) can still be a lesson, which
+    :func:`instance_problem` then judges.
+    """
+    title, situation, suggestion = (_trim_loop(t) for t in (draft.title, draft.situation, draft.suggestion))
+    if (title, situation, suggestion) == (draft.title, draft.situation, draft.suggestion):
+        return draft
+    return dataclasses.replace(draft, title=title, situation=situation, suggestion=suggestion)
+
+
+def instance_problem(draft: ConceptDraft, trajectory: Trajectory) -> str | None:
+    """Why ``draft`` is not a reusable concept, in a few words, or None when it may be one.
+
+    ArcMemo's lessons are abstractions; what small models write instead is caught by form
+    alone, never by asking another model:
+
+    * it **loops**: a word trigram three times or more in one field (a model that did not stop);
+    * it is **unfinished**: the suggestion ends with a colon (``you can use the following
+      code:``), so it promises what it does not say;
+    * its suggestion **copies its answer** (six consecutive words: a whole query, an
+      episode's actions), or the lesson **restates its question** (eight: the task's own
+      wording);
+    * it **names a value of its task**: a number of two or more digits, or an id mixing
+      letters and digits, that the question or answer also holds (a product id, a price, a
+      year from the question), where the format asks for a ``{placeholder}``.
+    """
+    for text in (draft.title, draft.situation, draft.suggestion):
+        field_words = _words(text)
+        seen: dict[tuple[str, ...], int] = {}
+        for i in range(len(field_words) - 2):
+            gram = tuple(field_words[i : i + 3])
+            seen[gram] = seen.get(gram, 0) + 1
+            if seen[gram] >= REPEATS:
+                return f"loops ({' '.join(gram)!r} {REPEATS} times)"
+    lesson = " ".join((draft.title, draft.situation, " ".join(draft.cues), draft.suggestion))
+    words = _words(lesson)
+    if draft.suggestion.rstrip().endswith(":"):
+        return "unfinished (the suggestion ends with a colon)"
+    copied = _shared_run(_words(draft.suggestion), _words(trajectory.answer), COPY_ANSWER_WORDS)
+    if copied is not None:
+        return f"copies its answer ({copied!r})"
+    restated = _shared_run(words, _words(trajectory.question), COPY_QUESTION_WORDS)
+    if restated is not None:
+        return f"restates its question ({restated!r})"
+    task = {w for w in _WORD.findall(f"{trajectory.question} {trajectory.answer}") if _LITERAL.match(w)}
+    for w in _WORD.findall(lesson):
+        if w in task:
+            return f"names a value of its task ({w!r})"
+    return None

@@ -35,6 +35,8 @@ from agentloop.memory.abstraction import (
     Trajectory,
     abstract,
     extract_json,
+    instance_problem,
+    trim_loops,
 )
 from agentloop.memory.retrieval import Embedder, MiniLMEmbedder, rerank
 from agentloop.memory.store import MemoryStore, SQLMemoryStore
@@ -155,7 +157,11 @@ class ConceptMemory:
     ``llm`` selection choose from. ``backend`` writes the abstractions (needed unless
     ``update="off"``) and makes ``llm`` selections; ``abstraction="completion"`` suits
     small models that cannot write the JSON (see :func:`abstract`); ``constrain=False``
-    sends abstraction requests without the lesson-format constraint. ``write``: which
+    sends abstraction requests without the lesson-format constraint. ``check_lessons``
+    (the default) cuts a draft where the model started to loop (:func:`trim_loops`) and drops
+    drafts that are instances rather than concepts (they copy the answer, restate the question
+    or name its values: :func:`instance_problem`); an
+    abstraction whose every draft is dropped counts as rejected, with the first reason. ``write``: which
     answers become lessons (see :data:`WriteMode`). ``verifier``: the verifier's name, kept in
     each lesson's provenance. ``batch_size`` flushes a batch early once that many
     trajectories wait. ``owns_store`` / ``owns_backend``: :meth:`aclose` closes them.
@@ -183,6 +189,7 @@ class ConceptMemory:
         verifier: str | None = None,
         constrain: bool = True,
         owns_backend: bool = False,
+        check_lessons: bool = True,
     ):
         if update not in UPDATE_MODES:
             raise ValueError(f"memory update mode must be one of {', '.join(UPDATE_MODES)}, got {update!r}")
@@ -216,6 +223,7 @@ class ConceptMemory:
         self.write = write
         self.verifier = verifier
         self.constrain = constrain
+        self.check_lessons = check_lessons
         self.batch_size = batch_size
         self.counters = MemoryCounters()
         # Tokens spent for each task (LLM selection, abstraction) until the runner takes them.
@@ -427,9 +435,18 @@ class ConceptMemory:
         self._charge(trajectory.task_id, out.usage)
         if out.error is not None:
             await self._count("rejected", f"task {trajectory.task_id!r}: {out.error}")
+            return []
+        drafts, problems = out.drafts, []
+        if self.check_lessons:
+            trimmed = [trim_loops(d) for d in out.drafts]
+            checked = [(d, instance_problem(d, trajectory)) for d in trimmed]
+            drafts = [d for d, problem in checked if problem is None]
+            problems = [f"lesson {d.title[:60]!r} {problem}" for d, problem in checked if problem is not None]
+        if problems and not drafts:
+            await self._count("rejected", f"task {trajectory.task_id!r}: not a concept: {problems[0]}")
         else:
-            await self._count("accepted" if out.drafts else "declined")
-        return out.drafts
+            await self._count("accepted" if drafts else "declined")
+        return drafts
 
     async def _count(self, outcome: str, reason: str | None = None) -> None:
         """Count one abstraction here and in the store (``agentloop memory stats`` reads it there)."""
