@@ -402,18 +402,26 @@ def _shared_run(a: list[str], b: list[str], n: int) -> str | None:
 _SENTENCE_END = re.compile(r"[.;!?](?=\s|$)")
 
 
-def _trim_loop(text: str) -> str:
-    """``text`` up to where a word trigram comes round for the third time, at the last sentence end before it."""
-    matches = list(_WORD.finditer(text))
+def _loop_start(words: list[str]) -> int | None:
+    """The index of the word where a word trigram comes round for the ``REPEATS``-th time, or None."""
     seen: dict[tuple[str, ...], int] = {}
-    for i in range(len(matches) - 2):
-        gram = tuple(m.group().lower() for m in matches[i : i + 3])
+    for i in range(len(words) - 2):
+        gram = tuple(words[i : i + 3])
         seen[gram] = seen.get(gram, 0) + 1
         if seen[gram] >= REPEATS:
-            cut = matches[i].start()
-            ends = [m.end() for m in _SENTENCE_END.finditer(text, 0, cut)]
-            return text[: ends[-1] if ends else cut].rstrip(" ,;:-")
-    return text
+            return i
+    return None
+
+
+def _trim_loop(text: str) -> str:
+    """``text`` up to where the model started to loop, at the last sentence end before it."""
+    matches = list(_WORD.finditer(text))
+    i = _loop_start([m.group().lower() for m in matches])
+    if i is None:
+        return text
+    cut = matches[i].start()
+    ends = [m.end() for m in _SENTENCE_END.finditer(text, 0, cut)]
+    return text[: ends[-1] if ends else cut].rstrip(" ,;:-")
 
 
 def trim_loops(draft: ConceptDraft) -> ConceptDraft:
@@ -447,12 +455,9 @@ def instance_problem(draft: ConceptDraft, trajectory: Trajectory) -> str | None:
     """
     for text in (draft.title, draft.situation, draft.suggestion):
         field_words = _words(text)
-        seen: dict[tuple[str, ...], int] = {}
-        for i in range(len(field_words) - 2):
-            gram = tuple(field_words[i : i + 3])
-            seen[gram] = seen.get(gram, 0) + 1
-            if seen[gram] >= REPEATS:
-                return f"loops ({' '.join(gram)!r} {REPEATS} times)"
+        i = _loop_start(field_words)
+        if i is not None:
+            return f"loops ({' '.join(field_words[i : i + 3])!r} {REPEATS} times)"
     lesson = " ".join((draft.title, draft.situation, " ".join(draft.cues), draft.suggestion))
     words = _words(lesson)
     if draft.suggestion.rstrip().endswith(":"):
