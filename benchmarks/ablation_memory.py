@@ -154,6 +154,8 @@ async def run_phase(phase: str, args: argparse.Namespace) -> dict[str, Any]:
         "summary": summary.to_json(),
         "wall_s": round(time.perf_counter() - t0, 1),
         "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        # Drafts that are instances are dropped before they are stored (ConceptMemory's default).
+        "lesson_check": True,
     }
     (args.out / f"{phase}.json").write_text(json.dumps(record, indent=2) + "\n")
     print(json.dumps({k: record[k] for k in ("phase", "prompt_format", "wall_s")} | summary.to_json()))
@@ -339,7 +341,9 @@ def report(args: argparse.Namespace) -> dict[str, Any]:
             "test": [spec["offset"], spec["limit"]],
         },
         "memory_settings": {
-            k: records["write"]["spec"][k] for k in ("memory_select", "memory_k", "memory_write")
+            **{k: records["write"]["spec"][k] for k in ("memory_select", "memory_k", "memory_write")},
+            # Write phases run before ConceptMemory(check_lessons=...) existed stored every draft.
+            "lesson_check": bool(records["write"].get("lesson_check")),
         },
         "prompt_format": {p: records[p]["prompt_format"] for p in PHASES},
         "prompt_sha256": records["on"]["prompt_sha256"],
@@ -366,9 +370,9 @@ def report(args: argparse.Namespace) -> dict[str, Any]:
 def table(dirs: list[Path]) -> str:
     """The markdown table of docs/memory.md, one row per ablation directory's ablation.json."""
     rows = [
-        "| suite | solver | lessons by | graph | test tasks | off | on | on − off [95% CI] "
+        "| suite | solver | lessons by | graph | lesson check | test tasks | off | on | on − off [95% CI] "
         "| lessons written (verified) | wrong-answer lessons | lessons shown / task |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for d in dirs:
         if not (d / "ablation.json").is_file():
@@ -383,7 +387,8 @@ def table(dirs: list[Path]) -> str:
         w, shown = a["lessons_written"], a["lessons_shown"]
         lo, hi = diff["ci"]
         rows.append(
-            f"| {a['suite']} | {a['model']} | {a['memory_backend']} | {a['graph']} | {diff['paired_tasks']} "
+            f"| {a['suite']} | {a['model']} | {a['memory_backend']} | {a['graph']} "
+            f"| {'yes' if a['memory_settings'].get('lesson_check') else 'no'} | {diff['paired_tasks']} "
             f"| {a['memory_off'][metric]:.3f} | {a['memory_on'][metric]:.3f} "
             f"| {diff['difference']:+.3f} [{lo:+.3f}, {hi:+.3f}] "
             f"| {w['drafts_written']} ({w['tasks_that_wrote_from_verified']}/{w['tasks_that_wrote']} tasks) "
