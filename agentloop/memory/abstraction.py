@@ -458,14 +458,13 @@ def instance_problem(draft: ConceptDraft, trajectory: Trajectory) -> str | None:
         i = _loop_start(field_words)
         if i is not None:
             return f"loops ({' '.join(field_words[i : i + 3])!r} {REPEATS} times)"
-    lesson = " ".join((draft.title, draft.situation, " ".join(draft.cues), draft.suggestion))
-    words = _words(lesson)
     if draft.suggestion.rstrip().endswith(":"):
         return "unfinished (the suggestion ends with a colon)"
     copied = _shared_run(_words(draft.suggestion), _words(trajectory.answer), COPY_ANSWER_WORDS)
     if copied is not None:
         return f"copies its answer ({copied!r})"
-    restated = _shared_run(words, _words(trajectory.question), COPY_QUESTION_WORDS)
+    lesson = " ".join((draft.title, draft.situation, " ".join(draft.cues), draft.suggestion))
+    restated = _shared_run(_words(lesson), _words(trajectory.question), COPY_QUESTION_WORDS)
     if restated is not None:
         return f"restates its question ({restated!r})"
     task = {w for w in _WORD.findall(f"{trajectory.question} {trajectory.answer}") if _LITERAL.match(w)}
