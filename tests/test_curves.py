@@ -288,6 +288,61 @@ def test_matched_interpolates_between_neighbouring_k(runs: dict[str, Path], tmp_
     assert "better" in d.verdict or "cannot be told apart" in d.verdict
 
 
+def test_call_share_prices_a_batched_call_whole() -> None:
+    from agentloop.records.curves import call_share
+
+    # One call made all 8 candidates: any k needs that one call.
+    assert [call_share(k, 8, 1) for k in (1, 4, 8)] == [1.0, 1.0, 1.0]
+    # Two calls of 4: k <= 4 needs one of them, k > 4 both.
+    assert [call_share(k, 8, 2) for k in (1, 4, 5, 8)] == [0.5, 0.5, 1.0, 1.0]
+    # A call per candidate, or several (a WebShop episode's steps): k/N.
+    assert call_share(3, 8, 8) == call_share(3, 8, 56) == pytest.approx(3 / 8)
+    # A task that stored fewer candidates spent at k beyond them what it spent.
+    assert call_share(6, 4, 4) == 1.0
+
+
+def test_cost_at_k_scales_prompts_by_calls_and_completions_by_candidates(runs: dict[str, Path]) -> None:
+    from agentloop.records.curves import cost_at_k
+
+    report = RunReport.load(runs["bon"])
+    tasks = report.tasks
+    # The scripted backend answers all n of a request in one call, as llama.cpp and vLLM do.
+    assert all(t.llm_calls == 1 and t.candidates == 4 for t in tasks)
+    calls = load_curve(report, cost="calls")
+    assert calls.costs == [1.0, 1.0, 1.0, 1.0]
+    tokens = load_curve(report, cost="tokens")
+    assert tokens.costs[0] == pytest.approx(
+        statistics.fmean(t.prompt_tokens + t.completion_tokens / 4 for t in tasks)
+    )
+    assert tokens.costs[-1] == pytest.approx(statistics.fmean(t.total_tokens for t in tasks))
+    completion = load_curve(report, cost="completion")
+    assert completion.costs[1] == pytest.approx(statistics.fmean(t.completion_tokens / 2 for t in tasks))
+    # Sampled one call per step (an episode of 7 steps): everything scales k/N.
+    episodes = dataclasses.replace(
+        tasks[0], llm_calls=28, prompt_tokens=2800, completion_tokens=400, cost_usd=0.32
+    )
+    assert cost_at_k(episodes, "calls", 1, 4) == 7.0
+    assert cost_at_k(episodes, "tokens", 1, 4) == pytest.approx(800.0)
+    assert cost_at_k(episodes, "usd", 2, 4) == pytest.approx(0.16)
+    batched = dataclasses.replace(
+        tasks[0], llm_calls=1, prompt_tokens=600, completion_tokens=400, cost_usd=0.5
+    )
+    # One call of 4 at k=1: the whole prompt and a quarter of the completions; USD as the tokens.
+    assert cost_at_k(batched, "tokens", 1, 4) == pytest.approx(700.0)
+    assert cost_at_k(batched, "usd", 1, 4) == pytest.approx(0.5 * 700 / 1000)
+
+
+def test_matched_takes_the_largest_k_a_level_cost_buys(runs: dict[str, Path]) -> None:
+    # In calls, a batched best-of-4 costs one call at every k, as greedy does: at equal
+    # compute, greedy meets best-of-4 itself.
+    code, out = cli(
+        str(runs["bon"]), "--compare", str(runs["greedy"]), "--matched", "--cost", "calls", "--json"
+    )
+    assert code == 0, out
+    (row,) = json.loads(out)["matched"]
+    assert row["base_k"] == 4.0 and row["note"] in (None, "")
+
+
 def test_matched_falls_back_when_the_base_has_no_curve(runs: dict[str, Path]) -> None:
     code, out = cli(str(runs["greedy"]), "--compare", str(runs["bon"]), "--matched", "--json")
     assert code == 0, out
@@ -306,6 +361,11 @@ def copy_run(src: Path, dst: Path, sql: str) -> Path:
 def test_one_line_errors(runs: dict[str, Path], tmp_path: Path) -> None:
     code, out = cli(str(runs["bon"]), "--frontier", "--cost", "joules")
     assert code != 0 and "unknown --cost 'joules'" in out and "Traceback" not in out
+    # The scripted backend prices nothing: USD is refused, not drawn as free.
+    code, out = cli(str(runs["bon"]), "--frontier", "--cost", "usd")
+    assert code != 0 and "no USD price" in out and "Traceback" not in out
+    code, out = cli(str(runs["bon"]), "--compare", str(runs["greedy"]), "--matched", "--plot", "x.png")
+    assert code != 0 and "add --frontier" in out and not Path("x.png").exists()
     empty = copy_run(runs["bon"], tmp_path / "empty", "DELETE FROM candidates")
     code, out = cli(str(empty), "--frontier")
     assert code != 0 and "stored no candidates" in out

@@ -42,7 +42,9 @@ def report(
     plot: Annotated[
         Path | None,
         typer.Option(
-            "--plot", help="Write accuracy vs tokens per task to this .png (needs agentloop\\[plot])."
+            "--plot",
+            help="Write a chart to this .png, .svg or .pdf: with --frontier, accuracy vs compute and the "
+            "frontier; else accuracy vs tokens per task (needs agentloop\\[plot]).",
         ),
     ] = None,
     as_json: Annotated[
@@ -110,6 +112,8 @@ def report(
         )
     if vote and not (frontier or matched):
         raise AgentloopError("--vote adds vote curves to --frontier and --matched: give one of them")
+    if plot is not None and matched and not frontier:
+        raise AgentloopError("--plot draws the --frontier chart; --matched alone has none: add --frontier")
     if frontier or matched:
         from agentloop.cli._curves import curves_report
 

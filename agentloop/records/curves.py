@@ -40,6 +40,8 @@ __all__ = [
     "FrontierPoint",
     "MatchedDifference",
     "best_of_k",
+    "call_share",
+    "cost_at_k",
     "frontier",
     "load_curve",
     "load_point",
@@ -51,12 +53,12 @@ __all__ = [
 CostKind = Literal["tokens", "completion", "candidates", "calls", "usd"]
 COSTS: tuple[str, ...] = ("tokens", "completion", "candidates", "calls", "usd")
 COST_NOTES: dict[str, str] = {
-    "tokens": "prompt + completion tokens per task; at k, scaled k/N (a batched call's shared prompt is "
-    "counted per candidate, so small k is priced as if sampled alone)",
+    "tokens": "prompt + completion tokens per task; at k, completion scaled k/N and the prompt priced per "
+    "call k needs (a batched call sends it once for all its candidates)",
     "completion": "completion tokens per task; at k, scaled k/N (each candidate's own tokens)",
     "candidates": "candidates (or episodes) per task; at k, k",
-    "calls": "LLM calls per task; at k, scaled k/N (one call per candidate: batched runs overstate small k)",
-    "usd": "USD per task where the backend priced it; at k, scaled k/N",
+    "calls": "LLM calls per task; at k, the calls k candidates need (one batched call makes several)",
+    "usd": "USD per task where the backend priced it; at k, scaled as its tokens are",
 }
 #: The graphs whose stored candidates give a curve, and the rule that picks one of k.
 CURVE_GRAPHS: dict[str, Literal["best", "vote"]] = {"best_of_n": "best", "self_consistency": "vote"}
@@ -138,6 +140,46 @@ def task_cost(t: StoredTask, cost: str) -> float | None:
         return float(t.llm_calls)
     if cost == "usd":
         return t.cost_usd
+    raise CurveError(f"unknown --cost {cost!r}; use one of {', '.join(COSTS)}")
+
+
+def call_share(k: int, n: int, calls: float) -> float:
+    """The share of a task's ``calls`` that sampling ``k`` of its ``n`` candidates alone makes.
+
+    ``n / calls`` candidates came from a call. At one or fewer (each candidate its own call,
+    or several, as a WebShop episode's steps), the share is k/n. Batched (several candidates
+    a call), k candidates need ``ceil(k / per_call)`` of the ``ceil(n / per_call)`` calls the
+    run made: one batched call of 8 costs a call at k=1 too.
+    """
+    k = min(k, n)
+    if n <= 0:
+        return 1.0
+    per_call = n / calls if calls > 0 else 1.0
+    if per_call <= 1.0:
+        return k / n
+    return math.ceil(k / per_call - 1e-9) / math.ceil(n / per_call - 1e-9)
+
+
+def cost_at_k(t: StoredTask, cost: str, k: int, n: int) -> float:
+    """Task ``t``'s spend in ``cost`` units had it sampled ``k`` of its ``n`` stored candidates.
+
+    Candidates and completion tokens are each candidate's own, so they scale k/n. Calls and
+    the prompt tokens they send scale by :func:`call_share`. USD scales as the tokens do.
+    """
+    sampled = min(k, n) / n if n > 0 else 1.0
+    share = call_share(k, n, t.llm_calls)
+    if cost == "candidates":
+        return t.candidates * sampled
+    if cost == "completion":
+        return t.completion_tokens * sampled
+    if cost == "calls":
+        return t.llm_calls * share
+    tokens = t.prompt_tokens * share + t.completion_tokens * sampled
+    if cost == "tokens":
+        return tokens
+    if cost == "usd":
+        usd = t.cost_usd or 0.0
+        return usd * tokens / t.total_tokens if t.total_tokens else usd * sampled
     raise CurveError(f"unknown --cost {cost!r}; use one of {', '.join(COSTS)}")
 
 
@@ -269,7 +311,8 @@ def load_curve(
     # A task that stored fewer candidates than N (a call came back short) spent what it spent at k >= its count.
     mean_costs = [
         statistics.fmean(
-            c * min(k, len(cands)) / len(cands) if cands else c for c, cands in zip(costs, stats, strict=True)
+            cost_at_k(t, cost, k, len(cands)) if cands else c
+            for t, c, cands in zip(tasks, costs, stats, strict=True)
         )
         for k in ks
     ]
@@ -532,16 +575,19 @@ def matched_difference(
 
 
 def _locate(costs: Sequence[float], target: float) -> tuple[int, float, str]:
-    """Index j and weight w so that cost ``target`` is (1-w)*costs[j] + w*costs[j+1], clamped to the ends."""
-    if target <= costs[0]:
-        return 0, 0.0, "at or below the cheapest point" if target < costs[0] else ""
-    if target >= costs[-1]:
-        return len(costs) - 1, 0.0, "beyond the last point" if target > costs[-1] else ""
-    for j in range(len(costs) - 1):
-        lo, hi = costs[j], costs[j + 1]
-        if lo <= target <= hi:
-            return j, (0.0 if hi == lo else (target - lo) / (hi - lo)), ""
-    return len(costs) - 1, 0.0, ""  # costs not increasing: cannot happen for k/N scaling
+    """Index j and weight w so that cost ``target`` is (1-w)*costs[j] + w*costs[j+1], clamped to the ends.
+
+    Costs never fall as k grows, but they can stay level (a batched call prices its prompt
+    and the call once for several k): there the largest k at that cost is the curve's point,
+    the most it buys for the spend.
+    """
+    if target < costs[0] - 1e-9:
+        return 0, 0.0, "at or below the cheapest point"
+    j = max(i for i, c in enumerate(costs) if c <= target + 1e-9)
+    if j == len(costs) - 1:
+        return j, 0.0, "beyond the last point" if target > costs[-1] + 1e-9 else ""
+    lo, hi = costs[j], costs[j + 1]
+    return j, (target - lo) / (hi - lo), ""
 
 
 def _r(x: float | None) -> float | None:
