@@ -357,6 +357,18 @@ def test_the_documented_minimal_example_imports(tmp_path: Path) -> None:
             lambda d: d["concepts"][0].update(usage_count=-1),
             "concept 1 of the memory export: usage_count must be an integer >= 0",
         ),
+        (lambda d: d["concepts"][0].update(cues="empty"), "cues must be a list of strings, got 'empty'"),
+        (lambda d: d["concepts"][0].update(parameters=["x"]), "parameters must be a list of objects"),
+        (lambda d: d["concepts"][0].update(kind="banana"), "kind must be one of strategy, pitfall, pattern"),
+        (lambda d: d["concepts"][0].update(provenance=["t1"]), "provenance must be an object, got list"),
+        (
+            lambda d: d["concepts"][0].update(provenance={"evidence": [{"score": 1.0}]}),
+            "concept 1 of the memory export: each evidence entry needs a task_id",
+        ),
+        (
+            lambda d: d["concepts"][0].update(created_at="yesterday"),
+            "concept 1 of the memory export: created_at must be an ISO 8601 time",
+        ),
     ],
 )
 def test_import_errors_are_one_line(tmp_path: Path, change: Any, message: str) -> None:

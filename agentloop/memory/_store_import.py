@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 
 from agentloop.memory._store_base import _now, _record, namespace_terms
 from agentloop.memory._types import (
+    KINDS,
     ConceptDraft,
     ConceptParameter,
     ImportReport,
@@ -207,11 +208,30 @@ def _check_item(item: Any, position: int) -> None:
         value = item.get(key)
         if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
             raise MemoryStoreError(f"{where}: {key} must be an integer >= 0, got {value!r}")
+    cues = item.get("cues")
+    if cues is not None and (not isinstance(cues, list) or not all(isinstance(c, str) for c in cues)):
+        raise MemoryStoreError(f"{where}: cues must be a list of strings, got {cues!r}")
+    params = item.get("parameters")
+    if params is not None and (
+        not isinstance(params, list) or not all(isinstance(p, Mapping) for p in params)
+    ):
+        raise MemoryStoreError(
+            f"{where}: parameters must be a list of objects with a name, type and description, got {params!r}"
+        )
+    kind = item.get("kind")
+    if kind is not None and kind not in KINDS:
+        raise MemoryStoreError(f"{where}: kind must be one of {', '.join(KINDS)}, got {kind!r}")
     provenance = item.get("provenance") or {}
-    for e in provenance.get("evidence") or () if isinstance(provenance, Mapping) else ():
-        score = e.get("score", 1.0) if isinstance(e, Mapping) else None
-        if not isinstance(score, int | float) or not 0.0 <= score <= 1.0:
+    if not isinstance(provenance, Mapping):
+        raise MemoryStoreError(f"{where}: provenance must be an object, got {type(provenance).__name__}")
+    for e in provenance.get("evidence") or ():
+        if not isinstance(e, Mapping) or not e.get("task_id"):
+            raise MemoryStoreError(f"{where}: each evidence entry needs a task_id")
+        score = e.get("score", 1.0)
+        if not isinstance(score, int | float) or isinstance(score, bool) or not 0.0 <= score <= 1.0:
             raise MemoryStoreError(f"{where}: an evidence score must be a number in [0, 1], got {score!r}")
+    for key in ("created_at", "updated_at", "last_used_at"):
+        _check_time(item.get(key), f"{where}: {key}")
     for u in item.get("uses") or ():
         if not isinstance(u, Mapping) or not u.get("task_id"):
             raise MemoryStoreError(f"{where}: each use needs a task_id")
@@ -221,6 +241,18 @@ def _check_item(item: Any, position: int) -> None:
             )
         if u.get("score") is not None and not isinstance(u["score"], int | float):
             raise MemoryStoreError(f"{where}: a use's score must be a number or null, got {u['score']!r}")
+        _check_time(u.get("shown_at"), f"{where}: a use's shown_at")
+
+
+def _check_time(value: Any, what: str) -> None:
+    if not value:
+        return
+    try:
+        datetime.fromisoformat(value)
+    except (TypeError, ValueError):
+        raise MemoryStoreError(
+            f"{what} must be an ISO 8601 time (2026-01-31T12:00:00+00:00), got {value!r}"
+        ) from None
 
 
 def _parse_item(item: Mapping[str, Any], position: int = 1) -> tuple[Concept, builtins.list[ConceptUse]]:
@@ -234,7 +266,7 @@ def _parse_item(item: Mapping[str, Any], position: int = 1) -> tuple[Concept, bu
             situation=item.get("situation") or "",
             cues=tuple(item.get("cues") or ()),
             parameters=tuple(ConceptParameter.from_dict(p) for p in item.get("parameters") or ()),
-            kind="strategy",
+            kind=item.get("kind") or "strategy",
         )
         provenance = Provenance.from_dict(item.get("provenance"))
     except (KeyError, TypeError, ValueError) as exc:
@@ -244,7 +276,7 @@ def _parse_item(item: Mapping[str, Any], position: int = 1) -> tuple[Concept, bu
     concept = Concept(
         uid=str(item.get("uid") or uuid.uuid4().hex)[:32],
         namespace=namespace,
-        kind=str(item.get("kind") or "strategy")[:32],
+        kind=draft.kind,
         title=draft.title,
         title_key=title_key(draft.title),
         situation=draft.situation,
