@@ -307,3 +307,33 @@ def _rw(counts: dict[str, Any] | None) -> dict[str, Any]:
     """The lesson counts of a run's memory summary (the abstraction counts are tested apart)."""
     assert counts is not None
     return {"retrieved": counts["retrieved"], "written": counts["written"]}
+
+
+def test_memory_refuses_to_write_from_a_verifier_that_reads_the_gold(tmp_path: Path) -> None:
+    from agentloop.errors import AgentloopError
+    from agentloop.runs import run_suite_sync
+
+    arith = f"{Path(__file__).resolve().parents[1] / 'examples' / 'arith_suite.py'}:ArithSuite"
+    calls: list[int] = []
+
+    def model(request: ChatRequest) -> str:
+        calls.append(1)
+        return "Answer: 0"
+
+    db = f"sqlite:///{tmp_path / 'm.db'}"
+    spec = RunSpec(suite=arith, graph="greedy", backend="function", limit=2, verifier="exact", memory=db)
+    with pytest.raises(AgentloopError, match="checks them against the gold answers.*--memory-update off"):
+        run_suite_sync(spec, backend=FunctionBackend(model), run_dir=tmp_path / "gold")
+    assert not calls and not (tmp_path / "gold").exists()
+    # Reading is fine, and the gold-free verifier may write.
+    read = run_suite_sync(
+        RunSpec(**{**spec.to_dict(), "memory_update": "off"}),
+        backend=FunctionBackend(model),
+        run_dir=tmp_path / "read",
+    )
+    written = run_suite_sync(
+        RunSpec(**{**spec.to_dict(), "verifier": "number"}),
+        backend=FunctionBackend(model),
+        run_dir=tmp_path / "w",
+    )
+    assert read.tasks == written.tasks == 2 and calls

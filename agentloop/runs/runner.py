@@ -100,6 +100,7 @@ async def run_suite(
     # loads) and, for the local executor, the backend.
     suite = get_suite(spec.suite)
     spec = spec.for_suite(suite)
+    _check_memory_verifier(spec, suite)
     graph = graph_spec(spec.graph)
     directory = Path(run_dir) if run_dir is not None else default_run_dir(spec, suite_name=suite.name)
     ray = _ray_module() if spec.executor == "ray" else None
@@ -279,6 +280,17 @@ def _open_run(
         defaults=STORED_DEFAULTS,
         where=str(where),
     )
+
+
+def _check_memory_verifier(spec: RunSpec, suite: Suite) -> None:
+    """Lessons are written from answers the verifier passed: never from a verifier that reads the gold."""
+    verifier = spec.verifier or suite.default_verifier
+    if spec.memory is not None and spec.memory_update != "off" and suite.upper_bound(verifier):
+        raise AgentloopError(
+            f"--memory writes lessons from answers the verifier passed, and {suite.name}'s {verifier!r} "
+            "verifier checks them against the gold answers: use a gold-free verifier, or add "
+            "--memory-update off to only read the memory"
+        )
 
 
 def _ray_module() -> Any:
