@@ -11,7 +11,7 @@ import typer
 from typer.testing import CliRunner
 
 from agentloop.cli.memory import memory_app, parse_age
-from agentloop.memory import ConceptDraft, Provenance, SQLMemoryStore
+from agentloop.memory import ConceptDraft, Evidence, Provenance, SQLMemoryStore
 
 app = typer.Typer()
 app.add_typer(memory_app, name="memory")
@@ -37,7 +37,9 @@ def db(tmp_path: Path) -> str:
                 suggestion="GROUP BY the key with COUNT(*).",
             ),
             namespace="spider",
-            provenance=Provenance(("q1",), ("r1",)),
+            provenance=Provenance(
+                ("q1",), ("r1",), evidence=(Evidence("q1", "r1", candidate=2, score=0.75, verifier="exec"),)
+            ),
         )
         store.add(
             ConceptDraft(title="Most recent row", suggestion="ORDER BY date DESC LIMIT 1.", cues=("latest",)),
@@ -119,6 +121,8 @@ def test_list_show_search(db: str) -> None:
     assert shown["provenance"]["task_ids"] == ["q1", "q2"] and shown["support_count"] == 2
     text = invoke("show", "1", "--db", db).stdout
     assert "GROUP BY the key" in text and "q1, q2" in text and "Group and count." in text
+    # Where the lesson came from: the candidate, its score, the verdict and the verifier.
+    assert "from task q1, candidate 2: score 0.75, passed (exec)" in " ".join(text.split())
 
     hits = json.loads(
         invoke("search", "how many rows for each", "--db", db, "--json", "--namespace", "spider").stdout

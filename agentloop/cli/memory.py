@@ -155,6 +155,12 @@ def show(
     )
     out.print(f"[dim]tasks:[/] {escape(', '.join(prov.task_ids) or '-')}")
     out.print(f"[dim]runs:[/] {escape(', '.join(prov.run_ids) or '-')}")
+    for e in prov.evidence:
+        where = f"candidate {e.candidate}" if e.candidate is not None else "its answer"
+        out.print(
+            f"[dim]from[/] task {escape(e.task_id)}, {where}: score {e.score:.2f}, "
+            f"{'passed' if e.passed else 'not passed'} ({escape(e.verifier or 'verifier unknown')})"
+        )
     for m in prov.merges:
         out.print(
             f"[dim]merged {m.at:%Y-%m-%d %H:%M} ({m.reason}, {m.similarity:.2f}):[/] "
