@@ -18,14 +18,8 @@ from agentloop.backends import FunctionBackend
 from agentloop.cli import app
 from agentloop.graphs import Candidate, Verdict, nodes
 from agentloop.records import RunReport, open_store
-from agentloop.records.curves import (
-    CandidateStat,
-    CurveError,
-    best_of_k,
-    frontier,
-    load_curve,
-    majority_of_k,
-)
+from agentloop.records.curves import CandidateStat, CurveError, best_of_k, load_curve, majority_of_k
+from agentloop.records.pareto import frontier
 from agentloop.runs import RunSpec, run_suite_sync
 from agentloop.types import ChatRequest
 
@@ -269,7 +263,7 @@ def test_matched_compares_at_the_other_runs_cost(runs: dict[str, Path]) -> None:
 
 
 def test_matched_interpolates_between_neighbouring_k(runs: dict[str, Path], tmp_path: Path) -> None:
-    from agentloop.records.curves import matched_difference
+    from agentloop.records.pareto import matched_difference
 
     base = RunReport.load(runs["bon"])
     curve = load_curve(base)

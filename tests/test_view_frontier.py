@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from agentloop.records import RunReport
-from agentloop.records.curves import frontier, load_curve
+from agentloop.records.curves import load_curve
+from agentloop.records.pareto import frontier
 from agentloop.view import Renderer, export_html, open_runs
 from agentloop.view._frontier import frontier_chart, frontier_html, load_curves
 
@@ -162,3 +163,25 @@ def test_large_runs_get_fewer_resamples_and_say_so(
         "bon4: 95% intervals from 400 bootstrap resamples over its 5 tasks, not the report's 1000, "
         "to keep this page quick (agentloop report --frontier gives the full ones)"
     ]
+
+
+def test_runs_of_one_graph_at_several_spends_are_joined(pair: tuple[Path, Path]) -> None:
+    from agentloop.records.pareto import graph_series
+
+    bon, greedy = pair
+    curves, _ = load_curves(open_runs([bon, greedy]))
+    point = curves[1]
+    wide = dataclasses.replace(point, label="iad4x2", graph="iad", costs=[5.5])
+    deep = dataclasses.replace(point, label="iad2x4", graph="iad", costs=[3.5])
+    again = dataclasses.replace(point, label="iad2x4-copy", graph="iad", costs=[3.5])
+    # By cost; a sampling run is a curve already; one spend alone is not a series.
+    assert [[c.label for c in s] for s in graph_series([curves[0], wide, deep])] == [["iad2x4", "iad4x2"]]
+    assert graph_series([curves[0], deep, again]) == []
+    (chart,) = frontier_chart([curves[0], wide, deep])
+    root = parse(frontier_html([curves[0], wide, deep]))
+    (line,) = classes(root, "polyline", "graph-series")
+    xs = [float(p.split(",")[0]) for p in line.get("points").split()]
+    assert line.get("data-graph") == "iad" and xs == [chart.px(3.5), chart.px(5.5)]
+    (item,) = classes(root, "li", "graph-series")
+    assert "2 runs by spend: iad2x4, iad4x2" in "".join(item.itertext())
+    assert len(classes(root, "g", "single")) == 2  # each run is still its own point

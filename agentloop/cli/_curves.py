@@ -34,14 +34,8 @@ def curves_report(
     ``vote``: each best_of_n run also gives its majority-vote curve, right after its own
     (compared, with ``matched``, like another run); missing vote keys are added offline first.
     """
-    from agentloop.records.curves import (
-        COSTS,
-        CURVE_GRAPHS,
-        CurveError,
-        frontier_json,
-        load_curve,
-        matched_difference,
-    )
+    from agentloop.records.curves import COSTS, CURVE_GRAPHS, CurveError, load_curve
+    from agentloop.records.pareto import frontier_json, matched_difference
     from agentloop.records.render import render_reports
     from agentloop.records.render_curves import plot_frontier, render_frontier, render_matched
     from agentloop.records.report import check_comparable, paired_difference, shared_tasks

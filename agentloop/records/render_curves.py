@@ -8,7 +8,8 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from agentloop.records.curves import COST_NOTES, Curve, MatchedDifference, frontier
+from agentloop.records.curves import COST_NOTES, Curve
+from agentloop.records.pareto import MatchedDifference, frontier, graph_series
 from agentloop.records.render import pyplot_for
 
 __all__ = ["plot_frontier", "render_frontier", "render_matched"]
@@ -87,6 +88,15 @@ def plot_frontier(curves: Sequence[Curve], path: str | Path) -> Path:
                     capsize=3,
                     label=f"{c.label} ({c.graph})",
                 )
+        for series in graph_series(group):
+            ax.plot(
+                [c.costs[0] for c in series],
+                [c.means[0] for c in series],
+                color="grey",
+                lw=1,
+                ls=":",
+                label=f"{series[0].graph}: {len(series)} runs by spend",
+            )
         front = [p for p in frontier(group) if p.on_frontier]
         ax.step(
             [p.cost for p in front],

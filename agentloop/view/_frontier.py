@@ -14,15 +14,8 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
-from agentloop.records.curves import (
-    COST_NOTES,
-    CURVE_GRAPHS,
-    Curve,
-    FrontierPoint,
-    frontier,
-    load_curve,
-    load_point,
-)
+from agentloop.records.curves import COST_NOTES, CURVE_GRAPHS, Curve, load_curve, load_point
+from agentloop.records.pareto import FrontierPoint, frontier, graph_series
 from agentloop.records.report import RunReport, shared_tasks
 from agentloop.view._data import RunSource
 
@@ -184,7 +177,8 @@ def _figure(chart: FrontierChart, fid: str) -> str:
     title = f"{chart.suite}: {metric} against {cost} per task"
     caption = (
         f"{title}. Lines: sampling runs at each k, shaded by the 95% interval; dots: the other runs "
-        f"with 95% bars; dashed: the Pareto frontier, its points ringed. Cost: {COST_NOTES.get(cost, cost)}."
+        f"with 95% bars (dotted between runs of one graph at several spends); dashed: the Pareto frontier, "
+        f"its points ringed. Cost: {COST_NOTES.get(cost, cost)}."
     )
     out = [
         f'<figure class="frontier" id="{_e(fid)}">',
@@ -193,6 +187,13 @@ def _figure(chart: FrontierChart, fid: str) -> str:
         f'<title id="{_e(fid)}-title">{_e(title)}</title>',
         *_axes(chart),
     ]
+    for series in graph_series(chart.curves):  # under the points they join
+        points = " ".join(f"{chart.px(c.costs[0])},{chart.py(c.means[0])}" for c in series)
+        out.append(
+            f'<polyline class="graph-series" data-graph="{_e(series[0].graph)}" points="{points}" fill="none" '
+            f'stroke="#8a93a6" stroke-width="1.2" stroke-dasharray="2 3"><title>'
+            f"{_e(series[0].graph)}: {len(series)} runs by spend</title></polyline>"
+        )
     for n, c in enumerate(chart.curves):
         out.extend(_series(chart, c, COLOURS[n % len(COLOURS)], n))
     out.extend(_frontier_marks(chart))
@@ -299,6 +300,14 @@ def _legend(chart: FrontierChart) -> str:
         items.append(
             f'<li data-run="{_e(c.label)}"><svg width="22" height="14" aria-hidden="true">{shape}</svg> '
             f'<span class="legend-label">{_e(c.label)}</span> <span class="muted">({_e(c.graph)}, {_e(kind)})</span></li>'
+        )
+    for series in graph_series(chart.curves):
+        items.append(
+            '<li class="graph-series"><svg width="22" height="14" aria-hidden="true"><line x1="1" x2="21" y1="7" '
+            'y2="7" stroke="#8a93a6" stroke-dasharray="2 3"/></svg> '
+            f'<span class="legend-label">{_e(series[0].graph)}</span> '
+            f'<span class="muted">({len(series)} runs by spend: '
+            f"{_e(', '.join(c.label for c in series))})</span></li>"
         )
     items.append(
         '<li><svg width="22" height="14" aria-hidden="true"><path d="M1 11H11V3H21" fill="none" stroke="#1d2330" '
