@@ -366,6 +366,11 @@ def test_one_line_errors(runs: dict[str, Path], tmp_path: Path) -> None:
     old = copy_run(runs["bon"], tmp_path / "old", "UPDATE candidates SET official = NULL")
     code, out = cli(str(old), "--frontier")
     assert code != 0 and "revision 0004" in out
+    # --matched needs only the other run's own point: an old sampling run compares as it ran.
+    code, out = cli(str(runs["bon"]), "--compare", str(old), "--matched", "--json")
+    assert code == 0, out
+    (row,) = json.loads(out)["matched"]
+    assert row["matched"] and row["base_k"] == 4.0 and row["difference"] == 0.0
     partial = copy_run(
         runs["bon"], tmp_path / "partial", "UPDATE candidates SET official = NULL WHERE id = 1"
     )

@@ -34,7 +34,7 @@ def curves_report(
     ``vote``: each best_of_n run also gives its majority-vote curve, right after its own
     (compared, with ``matched``, like another run); missing vote keys are added offline first.
     """
-    from agentloop.records.curves import COSTS, CURVE_GRAPHS, CurveError, load_curve
+    from agentloop.records.curves import COSTS, CURVE_GRAPHS, CurveError, load_curve, load_point
     from agentloop.records.pareto import frontier_json, matched_difference
     from agentloop.records.render import render_reports
     from agentloop.records.render_curves import plot_frontier, render_frontier, render_matched
@@ -54,12 +54,17 @@ def curves_report(
     if vote and not voters:
         raise CurveError("--vote draws best_of_n runs' candidates by majority vote: give a best_of_n run")
     officials = [
-        _rescore(r, store, keys=i in voters) if rescore or i in voters else None
+        _rescore(r, store, keys=i in voters) if (rescore and (frontier or i == 0)) or i in voters else None
         for i, r in enumerate(reports)
     ]
     curves, compared = [], []
     for i, (r, o) in enumerate(zip(reports, officials, strict=True)):
-        curves.append(load_curve(r, cost=cost, store=store, officials=o))
+        if i > 0 and not frontier:
+            # --matched reads another run at its own spend only: its point, which needs no
+            # stored official scores even for a sampling run.
+            curves.append(load_point(r, cost=cost))
+        else:
+            curves.append(load_curve(r, cost=cost, store=store, officials=o))
         compared.append(r)
         if i in voters:
             curves.append(load_curve(r, cost=cost, store=store, officials=o, vote=True))
