@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import itertools
 import json
 import random
@@ -245,6 +246,35 @@ def test_report_frontier_plot(runs: dict[str, Path], tmp_path: Path) -> None:
     )
     assert code == 0, out
     assert (tmp_path / "f.png").stat().st_size > 1000
+
+
+def test_a_frontier_over_two_suites_is_one_table_and_panel_each(
+    runs: dict[str, Path], tmp_path: Path
+) -> None:
+    other = copy_run(
+        runs["greedy"],
+        tmp_path / "other",
+        "UPDATE runs SET suite = 'other', config = json_set(config, '$.suite_name', 'other')",
+    )
+    code, out = cli(str(runs["bon"]), "--compare", str(other), "--frontier", "--json")
+    assert code == 0, out
+    suites = {s["suite"]: s for s in json.loads(out)["frontier"]["suites"]}
+    assert set(suites) == {"arith", "other"}
+    assert [c["run"] for c in suites["other"]["curves"]] == ["other"]
+    code, out = cli(str(runs["bon"]), "--compare", str(other), "--frontier")
+    assert "arith: accuracy vs candidates per task" in out and "other: accuracy vs candidates per task" in out
+    if importlib.util.find_spec("matplotlib") is not None:
+        from PIL import Image
+
+        code, out = cli(
+            str(runs["bon"]), "--compare", str(other), "--frontier", "--plot", str(tmp_path / "two.png")
+        )
+        assert code == 0, out
+        one = cli(str(runs["bon"]), "--frontier", "--plot", str(tmp_path / "one.png"))[0]
+        assert one == 0
+        # A panel per suite: twice as wide as one suite's chart.
+        (w2, h2), (w1, h1) = Image.open(tmp_path / "two.png").size, Image.open(tmp_path / "one.png").size
+        assert h2 == h1 and w2 == 2 * w1
 
 
 def test_matched_compares_at_the_other_runs_cost(runs: dict[str, Path]) -> None:
