@@ -98,9 +98,10 @@ def plot_frontier(curves: Sequence[Curve], path: str | Path) -> Path:
                 label=f"{series[0].graph}: {len(series)} runs by spend",
             )
         front = [p for p in frontier(group) if p.on_frontier]
+        right = max(max(c.costs) for c in group)  # the best so far holds to the right edge
         ax.step(
-            [p.cost for p in front],
-            [p.value for p in front],
+            [p.cost for p in front] + [right],
+            [p.value for p in front] + [front[-1].value],
             where="post",
             color="black",
             lw=1,
