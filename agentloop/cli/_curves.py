@@ -53,18 +53,19 @@ def curves_report(
     voters = {i for i, r in enumerate(reports) if vote and CURVE_GRAPHS.get(r.run.graph) == "best"}
     if vote and not voters:
         raise CurveError("--vote draws best_of_n runs' candidates by majority vote: give a best_of_n run")
+    # --matched alone reads the other runs at their own spend only: their points, which need no
+    # stored official scores even for a sampling run. Only the base (or a frontier) needs curves.
+    curved = [frontier or i == 0 for i in range(len(reports))]
     officials = [
-        _rescore(r, store, keys=i in voters) if (rescore and (frontier or i == 0)) or i in voters else None
+        _rescore(r, store, keys=i in voters) if (rescore and curved[i]) or i in voters else None
         for i, r in enumerate(reports)
     ]
     curves, compared = [], []
     for i, (r, o) in enumerate(zip(reports, officials, strict=True)):
-        if i > 0 and not frontier:
-            # --matched reads another run at its own spend only: its point, which needs no
-            # stored official scores even for a sampling run.
-            curves.append(load_point(r, cost=cost))
-        else:
+        if curved[i]:
             curves.append(load_curve(r, cost=cost, store=store, officials=o))
+        else:
+            curves.append(load_point(r, cost=cost))
         compared.append(r)
         if i in voters:
             curves.append(load_curve(r, cost=cost, store=store, officials=o, vote=True))

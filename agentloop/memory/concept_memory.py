@@ -161,8 +161,9 @@ class ConceptMemory:
     (the default) cuts a draft where the model started to loop (:func:`trim_loops`) and drops
     drafts that are instances rather than concepts (they copy the answer, restate the
     question or name its values: :func:`instance_problem`); an abstraction whose every draft
-    is dropped counts as rejected, with the first reason. ``write``: which answers become lessons (see :data:`WriteMode`). ``verifier``: the verifier's name, kept in
-    each lesson's provenance. ``batch_size`` flushes a batch early once that many
+    is dropped counts as rejected, with the first reason. ``write``: which answers become
+    lessons (see :data:`WriteMode`). ``verifier``: the verifier's name, kept in each
+    lesson's provenance. ``batch_size`` flushes a batch early once that many
     trajectories wait. ``owns_store`` / ``owns_backend``: :meth:`aclose` closes them.
     """
 
